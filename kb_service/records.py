@@ -1,0 +1,151 @@
+"""The knowledge record: the one value object every layer agrees on, and its validation rules.
+
+Validation lives here (not in the readers) so that a CSV row, a JSON line and a review-database row are held
+to exactly the same schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+REQUIRED_TEXT_FIELDS = ("kid", "knowledge", "attribute", "value", "category")
+MAX_KID_LENGTH = 512
+MAX_TEXT_LENGTH = 32_000
+KNOWN_FIELDS = frozenset(
+    (
+        *REQUIRED_TEXT_FIELDS,
+        "confidence",
+        "ref",
+        "available",
+        "del",
+        "create_timestamp",
+        "update_timestamp",
+    )
+)
+
+
+class RecordError(ValueError):
+    """A record that breaks the schema; names the field at fault so the reader can add file and line."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"field '{field}': {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeRecord:
+    kid: str
+    knowledge: str
+    attribute: str
+    value: str
+    category: str
+    confidence: float | None = None
+    ref: str = ""
+    available: int = 1
+    deleted: int = 0
+    create_timestamp: str = ""
+    update_timestamp: str = ""
+
+    def embedding_text(self) -> str:
+        """The text the encoder sees: entity, attribute and value read as one sentence."""
+        return f"{self.knowledge} {self.attribute}: {self.value}"
+
+    def content_hash(self) -> str:
+        """Key of the embedding cache: changes exactly when the embedded text changes."""
+        return hashlib.blake2b(self.embedding_text().encode("utf-8"), digest_size=16).hexdigest()
+
+    def to_dict(self) -> dict:
+        """The public JSON shape, using the schema's field name `del` rather than the Python-safe one."""
+        out = asdict(self)
+        out["del"] = out.pop("deleted")
+        return out
+
+    @classmethod
+    def from_mapping(cls, raw: dict) -> KnowledgeRecord:
+        """Build a record from loosely typed input (JSON or CSV strings), raising RecordError on the first bad field."""
+        if not isinstance(raw, dict):
+            raise RecordError("<record>", "expected an object with the record's fields")
+        unknown = sorted(set(raw) - KNOWN_FIELDS - {"vector"})
+        if unknown:
+            raise RecordError(unknown[0], "unknown field")
+        texts = {name: _required_text(raw, name) for name in REQUIRED_TEXT_FIELDS}
+        if len(texts["kid"]) > MAX_KID_LENGTH:
+            raise RecordError("kid", f"longer than {MAX_KID_LENGTH} characters")
+        return cls(
+            **texts,
+            confidence=_confidence(raw.get("confidence")),
+            ref=_optional_text(raw, "ref"),
+            available=_flag(raw, "available", default=1),
+            deleted=_flag(raw, "del", default=0),
+            create_timestamp=_timestamp(raw, "create_timestamp"),
+            update_timestamp=_timestamp(raw, "update_timestamp"),
+        )
+
+
+def _required_text(raw: dict, name: str) -> str:
+    value = raw.get(name)
+    if value is None:
+        raise RecordError(name, "missing")
+    if isinstance(value, int | float) and not isinstance(value, bool) and name == "value":
+        value = str(value)
+    if not isinstance(value, str):
+        raise RecordError(name, f"expected text, got {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        raise RecordError(name, "empty")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise RecordError(name, f"longer than {MAX_TEXT_LENGTH} characters")
+    return value
+
+
+def _optional_text(raw: dict, name: str) -> str:
+    value = raw.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(name, f"expected text, got {type(value).__name__}")
+    return value.strip()
+
+
+def _confidence(value) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RecordError("confidence", "expected a number in [0, 1], got a boolean")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RecordError("confidence", f"expected a number in [0, 1], got {value!r}") from None
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise RecordError("confidence", f"expected a number in [0, 1], got {value!r}")
+    return number
+
+
+def _flag(raw: dict, name: str, default: int) -> int:
+    value = raw.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | str) and str(value).strip() in ("0", "1"):
+        return int(str(value).strip())
+    raise RecordError(name, f"expected 0 or 1, got {value!r}")
+
+
+def _timestamp(raw: dict, name: str) -> str:
+    value = raw.get(name)
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(name, f"expected a timestamp string, got {type(value).__name__}")
+    for fmt in TIMESTAMP_FORMATS:
+        try:
+            return datetime.strptime(value.strip(), fmt).strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            continue
+    raise RecordError(name, f"expected 'YYYY-MM-DD HH:MM:SS', got {value!r}")

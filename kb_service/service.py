@@ -1,0 +1,191 @@
+"""The search path shared by the HTTP API and the CLI: understand → plan → engine → rescore → response.
+
+The served index version and its query understander are swapped as one immutable ServingState, so every
+search answers from exactly one version even while a reload switches versions underneath it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from kb_service.config import ServiceConfig
+from kb_service.embedded.index import EmbeddedIndex
+from kb_service.encoders import load_encoder
+from kb_service.loading import embedded_store
+from kb_service.records import KnowledgeRecord
+from query_understanding import ParsedQuery, QueryUnderstander
+from scoring.hits import ScoredHit
+from scoring.planner import EXECUTION_MODES, SearchRequest, build_plan
+from scoring.rescoring import RescoreContext, rescore
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(ValueError):
+    """Bad search input; `field` names the parameter so the API can say which one."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class NotReadyError(RuntimeError):
+    """No index version is loaded yet."""
+
+
+@dataclass(frozen=True)
+class ServingState:
+    index: EmbeddedIndex
+    understander: QueryUnderstander
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    parsed: ParsedQuery
+    hits: list[ScoredHit]
+    total: int
+    took_ms: float
+    version: str
+    config_version: str
+    mode: str
+
+    def to_dict(self, offset: int, explain: bool) -> dict:
+        return {
+            "query": self.parsed.original,
+            "total": self.total,
+            "took_ms": round(self.took_ms, 2),
+            "index_version": self.version,
+            "config_version": self.config_version,
+            "mode": self.mode,
+            "hits": [hit_to_dict(hit, rank, explain) for rank, hit in enumerate(self.hits, start=offset + 1)],
+            **({"parsed_query": self.parsed.to_dict()} if explain else {}),
+        }
+
+
+def hit_to_dict(hit: ScoredHit, rank: int, explain: bool) -> dict:
+    out = {"rank": rank, "score": round(hit.score, 6), **hit.record.to_dict(),
+           "components": {c.name: round(c.contribution, 6) for c in hit.components}}
+    if explain:
+        out["explain"] = [{"stage": c.stage, "name": c.name, "raw": c.raw, "weight": c.weight,
+                           "contribution": c.contribution} for c in hit.components]
+    return out
+
+
+def _int_param(params: dict, name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise RequestError(name, f"expected an integer, got {value!r}") from None
+    if isinstance(value, bool) or not low <= number <= high:
+        raise RequestError(name, f"must be between {low} and {high}")
+    return number
+
+
+def _bool_param(params: dict, name: str) -> bool:
+    value = params.get(name, False)
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise RequestError(name, f"expected true or false, got {value!r}")
+
+
+def parse_request(params: dict, config: ServiceConfig) -> SearchRequest:
+    """Validate loosely typed input (query string or JSON body) into a SearchRequest."""
+    query = params.get("q", params.get("query"))
+    if not isinstance(query, str) or not query.strip():
+        raise RequestError("q", "required: the query text")
+    limits = config.search
+    categories = params.get("category", ())
+    if isinstance(categories, str):
+        categories = [c for c in categories.split(",") if c]
+    if not isinstance(categories, list | tuple) or not all(isinstance(c, str) for c in categories):
+        raise RequestError("category", "expected a category name or a list of them")
+    mode = params.get("mode") or None
+    if mode is not None and mode not in EXECUTION_MODES:
+        raise RequestError("mode", f"must be one of {', '.join(EXECUTION_MODES)}")
+    return SearchRequest(
+        query=query,
+        size=_int_param(params, "size", limits.default_size, 1, limits.max_size),
+        offset=_int_param(params, "from", 0, 0, limits.max_offset),
+        categories=tuple(categories),
+        explain=_bool_param(params, "explain"),
+        mode=mode,
+    )
+
+
+class SearchService:
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.store = embedded_store(config)
+        self.encoder = load_encoder(config.encoder)
+        self._state: ServingState | None = None
+        self._swap_lock = threading.Lock()
+        self._encode_cached = lru_cache(maxsize=2048)(self._encode)
+        self.refresh()
+
+    def _encode(self, text: str) -> np.ndarray:
+        return self.encoder.encode([text])[0]
+
+    def refresh(self) -> bool:
+        """Serve the version named by CURRENT if it is not the one served; True when it switched."""
+        with self._swap_lock:
+            name = self.store.current_name()
+            if name is None or (self._state and self._state.index.name == name):
+                return False
+            started = time.monotonic()
+            index = EmbeddedIndex(self.store.path_of(name), k1=self.config.engine.bm25_k1)
+            if index.manifest.get("dims") != self.encoder.dims:
+                log.error("version %s has %s-d vectors but the encoder makes %d-d; not serving it",
+                          name, index.manifest.get("dims"), self.encoder.dims)
+                return False
+            understander = QueryUnderstander(self.config.query_understanding, index.dictionary, index.segmenter)
+            self._state = ServingState(index, understander)
+            log.info("serving index version %s (%d records, opened in %.1fs)", name, index.size,
+                     time.monotonic() - started)
+            return True
+
+    @property
+    def state(self) -> ServingState:
+        state = self._state
+        if state is None:
+            raise NotReadyError("no index version is loaded: run `kb load FILE` or `kb demo`")
+        return state
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    def understand(self, text: str) -> ParsedQuery:
+        return self.state.understander.parse(text)
+
+    def get(self, kid: str) -> KnowledgeRecord | None:
+        return self.state.index.get(kid)
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
+        state = self.state
+        parsed = state.understander.parse(request.query)
+        plan = build_plan(parsed, request, self.config.scoring)
+        engine = state.index.execute(plan, self._encode_cached(plan.vector_text))
+        context = RescoreContext(null_confidence=plan.formula.null_confidence)
+        hits = rescore(engine.hits, self.config.scoring.rescoring, context)
+        return SearchResponse(
+            parsed=parsed,
+            hits=hits[request.offset:request.offset + request.size],
+            total=engine.total,
+            took_ms=(time.perf_counter() - started) * 1000,
+            version=state.index.name,
+            config_version=self.config.version,
+            mode=plan.mode,
+        )

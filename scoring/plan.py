@@ -1,0 +1,53 @@
+"""The backend-neutral search plan: what to find and how to score it, never how an engine does it.
+
+Field names are the index fields of mappings/knowledge.json; text clauses carry pre-segmented text
+(tokens joined by spaces) so every engine sees exactly the tokens the service produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from scoring.formula import Formula
+
+ClauseKind = Literal["term", "match", "match_phrase"]
+TEXT_FIELDS = ("knowledge_phrase", "attribute.phrase", "value.phrase")
+KEYWORD_FIELDS = ("kid", "knowledge", "attribute", "value", "category")
+
+
+@dataclass(frozen=True)
+class TermFilter:
+    """Keep documents whose keyword or flag field equals one of the values (no effect on the score)."""
+
+    field: str
+    values: tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One scoring clause: Elasticsearch's term / match / match_phrase with a boost."""
+
+    name: str
+    kind: ClauseKind
+    field: str
+    query: str
+    boost: float
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    filters: tuple[TermFilter, ...]
+    required_any: tuple[Clause, ...]
+    should: tuple[Clause, ...]
+    vector_text: str
+    formula: Formula
+    mode: str
+    size: int
+    offset: int
+    candidates: int
+
+    @property
+    def window(self) -> int:
+        """How many engine hits the rescoring pipeline needs to fill the requested page."""
+        return self.offset + self.size

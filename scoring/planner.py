@@ -1,0 +1,94 @@
+"""Builds the search plan from a parsed query and the scoring config (the design document's bool query)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from query_understanding import ParsedQuery
+from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
+from scoring.plan import Clause, SearchPlan, TermFilter
+from scoring.rescoring import ConfidenceBoost, RescoringStrategy
+
+EXECUTION_MODES = ("exact", "fast")
+
+
+@dataclass(frozen=True)
+class ClauseBoosts:
+    """Per-clause boosts; defaults are the design document's 10/5/5/30/15/10."""
+
+    knowledge_phrase: float = 10.0
+    attribute_match: float = 5.0
+    value_match: float = 5.0
+    knowledge_term: float = 30.0
+    attribute_term: float = 15.0
+    value_term: float = 10.0
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    boosts: ClauseBoosts = field(default_factory=ClauseBoosts)
+    category_boost: float = 1.0
+    category_min_weight: float = 0.2
+    mode: str = "exact"
+    candidates: int = 200
+    formula: Formula = field(default_factory=lambda: Formula(
+        (CosineTerm(weight=1.0), TextScoreTerm(weight=1.0), ConfidenceTerm(weight=0.1))))
+    rescoring: tuple[RescoringStrategy, ...] = (ConfidenceBoost(),)
+
+    def __post_init__(self):
+        if self.mode not in EXECUTION_MODES:
+            raise ValueError(f"mode must be one of {', '.join(EXECUTION_MODES)}")
+        if self.candidates < 1:
+            raise ValueError("candidates must be >= 1")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    size: int = 10
+    offset: int = 0
+    categories: tuple[str, ...] = ()
+    explain: bool = False
+    mode: str | None = None
+
+
+BASE_FILTERS = (TermFilter("del", (0,)), TermFilter("available", (1,)))
+
+
+def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfig) -> SearchPlan:
+    boosts = config.boosts
+    content = " ".join(parsed.content_tokens) or " ".join(parsed.tokens)
+    should: list[Clause] = []
+    for entity in parsed.entities:
+        should.append(Clause("knowledge_phrase", "match_phrase", "knowledge_phrase", " ".join(entity.tokens),
+                             boosts.knowledge_phrase))
+        should.append(Clause("knowledge_term", "term", "knowledge", entity.name, boosts.knowledge_term))
+    if not parsed.entities and content:
+        should.append(Clause("knowledge_phrase", "match_phrase", "knowledge_phrase", content,
+                             boosts.knowledge_phrase))
+    should.extend(Clause("attribute_term", "term", "attribute", a.name, boosts.attribute_term)
+                  for a in parsed.attributes)
+    if content:
+        should.append(Clause("attribute_match", "match", "attribute.phrase", content, boosts.attribute_match))
+        should.append(Clause("value_match", "match", "value.phrase", content, boosts.value_match))
+    should.append(Clause("value_term", "term", "value", parsed.original.strip(), boosts.value_term))
+
+    filters = list(BASE_FILTERS)
+    if request.categories:
+        filters.append(TermFilter("category", tuple(request.categories)))
+    required_any = tuple(
+        Clause("category", "term", "category", category, weight * config.category_boost)
+        for category, weight in parsed.categories.items()
+        if weight >= config.category_min_weight and not request.categories
+    )
+    return SearchPlan(
+        filters=tuple(filters),
+        required_any=required_any,
+        should=tuple(should),
+        vector_text=parsed.embedding_text,
+        formula=config.formula,
+        mode=request.mode or config.mode,
+        size=request.size,
+        offset=request.offset,
+        candidates=max(config.candidates, request.offset + request.size),
+    )
