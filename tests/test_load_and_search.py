@@ -1,0 +1,111 @@
+"""Load → search round trips on a real small KB with the real encoder, and the atomic version switch."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kb_service.loading import embedded_store, load_files
+from kb_service.readers import KnowledgeFileError
+from kb_service.service import RequestError, SearchService, parse_request
+from scoring.planner import SearchRequest
+from tests.conftest import make_config, read_jsonl, write_jsonl
+
+
+def test_population_question_finds_the_population_record(search_service):
+    response = search_service.search(SearchRequest(query="杭州的人口", size=5))
+    top = response.hits[0].record
+    assert (top.knowledge, top.attribute) == ("杭州", "人口")
+    assert response.version.startswith("v000001")
+
+
+def test_components_sum_to_the_score(search_service):
+    for hit in search_service.search(SearchRequest(query="上海在哪个时区", size=10)).hits:
+        assert hit.score == pytest.approx(sum(c.contribution for c in hit.components))
+        assert {c.name for c in hit.components} >= {"cosine", "text", "confidence", "confidence_boost"}
+
+
+def test_scores_are_ranked_and_paging_is_consistent(search_service):
+    first = search_service.search(SearchRequest(query="北京", size=10)).hits
+    assert [h.score for h in first] == sorted((h.score for h in first), reverse=True)
+    second = search_service.search(SearchRequest(query="北京", size=5, offset=5)).hits
+    assert [h.record.kid for h in second] == [h.record.kid for h in first[5:]]
+
+
+def test_category_filter_excludes_other_categories(search_service):
+    response = search_service.search(SearchRequest(query="杭州", categories=("成语",)))
+    assert response.hits == [] and response.total == 0
+
+
+def test_fast_mode_agrees_with_exact_on_the_top_hit(search_service):
+    exact = search_service.search(SearchRequest(query="东京的英文名", size=10, mode="exact")).hits
+    fast = search_service.search(SearchRequest(query="东京的英文名", size=10, mode="fast")).hits
+    assert fast[0].record.kid == exact[0].record.kid
+    assert len({h.record.kid for h in fast} & {h.record.kid for h in exact}) >= 8
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"q": ""}, "q"), ({"q": "x", "size": "0"}, "size"), ({"q": "x", "size": "ten"}, "size"),
+    ({"q": "x", "from": "-1"}, "from"), ({"q": "x", "mode": "warp"}, "mode"), ({"q": "x", "explain": "maybe"},
+                                                                              "explain"),
+    ({"q": "x", "category": 3}, "category"),
+])
+def test_bad_request_parameters_name_the_field(search_service, params, field):
+    with pytest.raises(RequestError) as caught:
+        parse_request(params, search_service.config)
+    assert caught.value.field == field
+
+
+def test_deleted_and_unavailable_records_are_never_returned(tmp_path, small_kb_file):
+    rows = read_jsonl(small_kb_file)
+    hidden = {r["kid"] for r in rows if r["knowledge"] == "杭州" and r["attribute"] in ("人口", "时区")}
+    for row in rows:
+        if row["kid"] in hidden and row["attribute"] == "人口":
+            row["del"] = 1
+        elif row["kid"] in hidden:
+            row["available"] = 0
+    config = make_config(tmp_path / "data")
+    load_files(config, [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
+    hits = SearchService(config).search(SearchRequest(query="杭州的人口", size=50)).hits
+    assert hidden and not hidden & {h.record.kid for h in hits}
+    assert hits[0].record.knowledge == "杭州"
+
+
+def test_failed_load_leaves_the_served_version(tmp_path, small_kb_file):
+    config = make_config(tmp_path / "data")
+    first = load_files(config, [str(small_kb_file)]).version
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kid": "x", "knowledge": "y"}\n', encoding="utf-8")
+    with pytest.raises(KnowledgeFileError, match=r"bad\.jsonl:1: field 'attribute': missing"):
+        load_files(config, [str(small_kb_file), str(bad)])
+    store = embedded_store(config)
+    assert store.current_name() == first
+    assert [v.name for v in store.versions()] == [first]
+    assert not list(store.versions_dir.glob(".building-*"))
+
+
+def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_path, small_kb_file):
+    """A real `kb load` subprocess killed with SIGKILL while it writes the new version: a real crash, no fake."""
+    data_dir = tmp_path / "data"
+    config = make_config(data_dir)
+    first = load_files(config, [str(small_kb_file)]).version
+    rows = read_jsonl(small_kb_file)
+    # Twenty copies under new kids: every text is already cached, so the child spends its time building.
+    copies = write_jsonl(tmp_path / "copies.jsonl", [{**r, "kid": f"{r['kid']}#{n}"} for n in range(20) for r in rows])
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(f"data_dir: {data_dir}\n", encoding="utf-8")
+    process = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "--config", str(config_file), "load",
+                                str(copies)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = embedded_store(config)
+    deadline = time.monotonic() + 120
+    while not list(store.versions_dir.glob(".building-*/*")) and time.monotonic() < deadline:
+        assert process.poll() is None, "the load ended before it could be killed"
+        time.sleep(0.005)
+    process.kill()
+    process.wait()
+    assert store.current_name() == first
+    assert SearchService(config).search(SearchRequest(query="杭州的人口")).version == first
+    second = load_files(config, [str(copies)])
+    assert store.current_name() == second.version != first
+    assert second.records == 20 * len(rows) and second.encoded == 0
