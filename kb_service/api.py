@@ -113,10 +113,10 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
 
 def serve(config: ServiceConfig, host: str | None = None, port: int | None = None) -> None:
     """Serve with waitress: a production WSGI server that shares one in-memory index across threads."""
-    from waitress import serve as waitress_serve
+    from kb_service.http_server import run_server
 
     app = create_app(config)
     host = host or config.server.host
     port = port or config.server.port
     log.info("kb-service listening on http://%s:%d", host, port)
-    waitress_serve(app, host=host, port=port, threads=config.server.threads, ident="kb-service")
+    run_server(app, host=host, port=port, threads=config.server.threads)

@@ -132,9 +132,11 @@ class SearchService:
         self._state: ServingState | None = None
         self._swap_lock = threading.Lock()
         self._encode_cached = lru_cache(maxsize=2048)(self._encode)
+        self.encoder.encode(["warm-up"])
         self.refresh()
 
     def _encode(self, text: str) -> np.ndarray:
+        """Query vectors, memoised so repeated queries skip the encoder."""
         return self.encoder.encode([text])[0]
 
     def refresh(self) -> bool:

@@ -1,5 +1,6 @@
 """The HTTP API end to end: a real `kb serve` process (waitress) on a loopback port, called over HTTP."""
 
+import json
 import os
 import socket
 import subprocess
@@ -96,3 +97,18 @@ def test_knowledge_by_kid_and_unknown_paths(server):
 def test_understand_shows_the_parsed_query(server):
     parsed = requests.get(f"{server}/understand", params={"q": "杭州有多少人"}).json()
     assert parsed["entities"][0]["name"] == "杭州" and parsed["attributes"][0]["name"] == "人口"
+
+
+def test_raw_utf8_request_line_as_curl_sends_it(server):
+    """curl sends 杭州 unencoded; strict servers answer 400, ours percent-encodes it as a browser would."""
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall("GET /search?q=杭州的人口&size=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                           .encode())
+        reply = b""
+        while chunk := connection.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    hit = json.loads(body)["hits"][0]
+    assert (hit["knowledge"], hit["attribute"]) == ("杭州", "人口")
