@@ -1,0 +1,46 @@
+"""The `kb` command as a user runs it: real subprocesses, messages naming file and line."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run_kb(*args: str, data_dir) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "KB_DATA_DIR": str(data_dir)}
+    environment.pop("KB_CONFIG", None)
+    return subprocess.run([sys.executable, "-m", "kb_service.cli", *args], env=environment, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_search_json_and_versions(loaded_data_dir):
+    result = run_kb("search", "东京的人口", "--size", "3", "--json", data_dir=loaded_data_dir)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["hits"][0]["knowledge"] == "东京" and body["hits"][0]["attribute"] == "人口"
+    versions = json.loads(run_kb("versions", "--json", data_dir=loaded_data_dir).stdout)
+    assert [v["current"] for v in versions] == [True] and versions[0]["records"] > 1000
+
+
+def test_bad_file_message_names_file_line_and_field(tmp_path):
+    bad = tmp_path / "kb.jsonl"
+    bad.write_text('{"kid": "a", "knowledge": "b", "attribute": "c", "value": "d", "category": "e", '
+                   '"available": 3}\n', encoding="utf-8")
+    result = run_kb("load", str(bad), data_dir=tmp_path / "data")
+    assert result.returncode == 2
+    assert f"{bad}:1: field 'available': expected 0 or 1" in result.stderr
+    assert not (tmp_path / "data" / "embedded" / "CURRENT").exists()
+
+
+def test_search_before_any_load_says_what_to_do(tmp_path):
+    result = run_kb("search", "杭州", data_dir=tmp_path / "empty")
+    assert result.returncode == 2 and "kb load" in result.stderr
+
+
+def test_bad_config_names_file_and_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("encoder:\n  provider: word2vec\n", encoding="utf-8")
+    result = run_kb("--config", str(config), "versions", data_dir=tmp_path)
+    assert result.returncode == 2 and f"{config}:2: encoder.provider" in result.stderr
