@@ -66,7 +66,8 @@ class SentenceTransformerEncoder:
 
         torch.set_num_threads(self.threads)
         self._model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
-        self.dims = int(self._model.get_sentence_embedding_dimension())
+        dimension = getattr(self._model, "get_embedding_dimension", None)  # renamed in sentence-transformers 6
+        self.dims = int((dimension or self._model.get_sentence_embedding_dimension)())
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
