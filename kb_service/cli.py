@@ -8,6 +8,7 @@ import logging
 import sys
 
 from kb_service.config import ConfigError, ServiceConfig, load_config
+from kb_service.embedded.index import IndexFormatError
 from kb_service.embedded.version_store import BuildInProgressError
 from kb_service.readers import KnowledgeFileError
 from kb_service.service import NotReadyError, RequestError
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except RequestError as err:
         print(f"kb: {err.field}: {err.message}", file=sys.stderr)
         return 2
-    except (ConfigError, KnowledgeFileError, NotReadyError, QueryError, BuildInProgressError) as err:
+    except (ConfigError, KnowledgeFileError, NotReadyError, QueryError, BuildInProgressError, IndexFormatError) as err:
         print(f"kb: {err}", file=sys.stderr)
         return 2
 

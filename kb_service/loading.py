@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kb_service.config import ServiceConfig
-from kb_service.embedded.index import write_index
+from kb_service.embedded.index import INDEX_FORMAT, write_index
 from kb_service.embedded.version_store import VersionStore
 from kb_service.embedding_cache import EmbeddingCache
 from kb_service.encoders import Encoder, encoder_identity, load_encoder
@@ -99,6 +99,7 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
                     config.engine.bm25_b)
         log.info("index written in %.1fs", time.monotonic() - started)
         name = store.commit(build_dir, {
+            "format": INDEX_FORMAT,
             "records": len(records),
             "encoder": encoder_identity(config.encoder),
             "dims": encoder.dims,

@@ -151,7 +151,9 @@ class SearchService:
                 log.error("version %s has %s-d vectors but the encoder makes %d-d; not serving it",
                           name, index.manifest.get("dims"), self.encoder.dims)
                 return False
-            understander = QueryUnderstander(self.config.query_understanding, index.dictionary, index.segmenter)
+            understander = QueryUnderstander(self.config.query_understanding, index.dictionary, index.segmenter,
+                                             embed=self._encode_cached, embed_many=self.encoder.encode,
+                                             category_centroids=index.category_centroids)
             self._state = ServingState(index, understander)
             log.info("serving index version %s (%d records, opened in %.1fs)", name, index.size,
                      time.monotonic() - started)

@@ -1,16 +1,31 @@
-"""Text normalisation shared by indexing and querying, so both sides see the same characters."""
+"""Text normalisation shared by indexing and querying, so both sides see the same characters.
+
+NFKC folds full-width forms to half-width, OpenCC folds traditional characters to simplified, control and
+format characters (zero-width spaces, BOMs) are dropped, case and runs of white space are folded.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
+
+import opencc
 
 _SPACES = re.compile(r"\s+")
+_TO_SIMPLIFIED = opencc.OpenCC("t2s").convert
 
 
+def _visible(text: str) -> str:
+    return "".join(ch for ch in text if ch in " \t\n" or unicodedata.category(ch)[0] != "C")
+
+
+@lru_cache(maxsize=65536)
 def normalise_text(text: str) -> str:
-    """NFKC folds full-width forms to half-width; case and runs of white space are folded too."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
+    folded = unicodedata.normalize("NFKC", text)
+    if not folded.isascii():
+        folded = _TO_SIMPLIFIED(_visible(folded))
+    return _SPACES.sub(" ", folded).strip().lower()
 
 
 def is_punctuation(token: str) -> bool:

