@@ -95,6 +95,38 @@ def cmd_versions(config: ServiceConfig, args) -> int:
     return 0
 
 
+def cmd_eval(config: ServiceConfig, args) -> int:
+    from kb_service.evaluation import ConfigRun, evaluate, format_table, read_qrels, read_queries, wins_and_losses
+    from kb_service.service import SearchService
+    from scoring.planner import SearchRequest
+
+    queries = read_queries(args.queries)
+    qrels = read_qrels(args.qrels)
+    configs = [load_config(path) for path in args.configs] if args.configs else [config]
+    runs = []
+    for run_config in configs:
+        service = SearchService(run_config)
+
+        def rank(text: str, service=service) -> list[str]:
+            response = service.search(SearchRequest(query=text, size=100, mode=args.mode))
+            return [hit.record.kid for hit in response.hits]
+
+        tasks, per_query = evaluate(queries, qrels, rank)
+        runs.append(ConfigRun(run_config.source, tasks, per_query))
+    if args.json:
+        _print_json([{"config": run.label, "tasks": [t.__dict__ for t in run.tasks], "per_query_ndcg10": run.per_query}
+                     for run in runs])
+        return 0
+    print(format_table(runs))
+    for other in runs[1:]:
+        wins, losses = wins_and_losses(runs[0], other)
+        print(f"\n{other.label} vs {runs[0].label}: {len(wins)} queries better, {len(losses)} worse (nDCG@10)")
+        for label, ids in (("better", wins), ("worse", losses)):
+            if ids:
+                print(f"  {label}: " + ", ".join(ids[:10]) + (" …" if len(ids) > 10 else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kb", description="Knowledge-base retrieval with hybrid scoring.")
     parser.add_argument("--config", help="config file (default: $KB_CONFIG, else the bundled config.yaml)")
@@ -128,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(handler=cmd_serve)
+
+    evaluation = commands.add_parser("eval", help="relevance of one or more configs on judged queries")
+    evaluation.add_argument("--queries", required=True, help="JSONL: qid, task, query")
+    evaluation.add_argument("--qrels", required=True, help="TREC qrels: qid 0 kid grade")
+    evaluation.add_argument("--config", dest="configs", action="append", help="a config to compare (repeatable)")
+    evaluation.add_argument("--mode", choices=("exact", "fast"))
+    evaluation.add_argument("--json", action="store_true")
+    evaluation.set_defaults(handler=cmd_eval)
 
     versions = commands.add_parser("versions", help="list index versions (* marks the served one)")
     versions.add_argument("--json", action="store_true")

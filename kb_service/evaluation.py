@@ -79,3 +79,32 @@ def evaluate(queries: list[EvalQuery], qrels: dict[str, dict[str, int]],
     scores = [TaskScores(task, len(rows), *(sum(col) / len(rows) for col in zip(*rows, strict=True)))
               for task, rows in sorted(per_task.items())]
     return scores, per_query
+
+
+@dataclass(frozen=True)
+class ConfigRun:
+    """One configuration's scores over the same queries."""
+
+    label: str
+    tasks: list[TaskScores]
+    per_query: dict[str, float]
+
+
+def format_table(runs: list[ConfigRun]) -> str:
+    """Side-by-side table: one row per task and metric, one column per configuration."""
+    labels = [run.label for run in runs]
+    lines = ["| task | metric | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    tasks = [t.task for t in runs[0].tasks]
+    metrics = (("nDCG@10", "ndcg10"), ("MRR@10", "mrr10"), ("R@10", "recall10"), ("R@100", "recall100"))
+    for index, task in enumerate(tasks):
+        for title, attribute in metrics:
+            cells = [f"{getattr(run.tasks[index], attribute):.3f}" for run in runs]
+            lines.append(f"| {task} (n={runs[0].tasks[index].queries}) | {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def wins_and_losses(base: ConfigRun, other: ConfigRun, margin: float = 1e-9) -> tuple[list[str], list[str]]:
+    """Query ids where `other` has a higher / lower nDCG@10 than `base`."""
+    wins = [q for q, v in other.per_query.items() if v > base.per_query.get(q, 0.0) + margin]
+    losses = [q for q, v in other.per_query.items() if v < base.per_query.get(q, 0.0) - margin]
+    return wins, losses

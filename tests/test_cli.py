@@ -44,3 +44,21 @@ def test_bad_config_names_file_and_line(tmp_path):
     config.write_text("encoder:\n  provider: word2vec\n", encoding="utf-8")
     result = run_kb("--config", str(config), "versions", data_dir=tmp_path)
     assert result.returncode == 2 and f"{config}:2: encoder.provider" in result.stderr
+
+
+def test_eval_compares_configs_side_by_side(loaded_data_dir, tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"qid": "q1", "task": "geo-attr", "query": "杭州的人口"}\n'
+                       '{"qid": "q2", "task": "geo-attr", "query": "东京在哪个时区"}\n', encoding="utf-8")
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q1 0 geo:city:1808926:人口 2\nq2 0 geo:city:1850147:时区 2\n", encoding="utf-8")
+    text_only = tmp_path / "text_only.yaml"
+    text_only.write_text((REPO / "config.yaml").read_text(encoding="utf-8").replace(
+        "      - {term: cosine, weight: 1.0}\n", ""), encoding="utf-8")
+    result = run_kb("eval", "--queries", str(queries), "--qrels", str(qrels), "--config", str(REPO / "config.yaml"),
+                    "--config", str(text_only), "--json", data_dir=loaded_data_dir)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)
+    assert [run["config"] for run in runs] == [str(REPO / "config.yaml"), str(text_only)]
+    assert runs[0]["tasks"][0]["mrr10"] == 1.0
+    assert set(runs[1]["per_query_ndcg10"]) == {"q1", "q2"}
