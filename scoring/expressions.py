@@ -2,7 +2,7 @@
 
 Formula terms are written once as expression trees; Elasticsearch gets `render_painless`, the embedded
 engine gets `evaluate`, so the two engines cannot drift apart. Importing numpy is left to the evaluator's
-caller: `evaluate` works on any array type supporting arithmetic and the functions in `NUMPY_FUNCTIONS`.
+caller: `evaluate` works on any array type given matching functions (see `scoring.numpy_functions`).
 """
 
 from __future__ import annotations

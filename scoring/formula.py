@@ -7,6 +7,7 @@ it over arrays (embedded engine), so both engines rank by the same arithmetic.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -84,13 +85,18 @@ class TextScoreTerm(FormulaTerm):
         return {"text_k": self.k, "text_midpoint": self.midpoint, "text_scale": self.scale}
 
 
-CONFIDENCE_TRANSFORMS = ("linear", "log1p")
+CONFIDENCE_TRANSFORMS = ("linear", "log1p", "guarded_inverse_log", "inverse_log")
 
 
 @register_term
 @dataclass(frozen=True)
 class ConfidenceTerm(FormulaTerm):
-    """The record's confidence; a null confidence reads as the configured `null_confidence`."""
+    """The record's confidence; a null confidence reads as the configured `null_confidence`.
+
+    `inverse_log` is the design document's literal `1 / Math.log(confidence)`: infinite at 1 and negative
+    below 1, kept so the check at load can show why it is refused. `guarded_inverse_log` is 1/ln(1 + e - c),
+    finite on [0, 1] and rising with confidence.
+    """
 
     term: ClassVar[str] = "confidence"
     transform: str = "log1p"
@@ -101,7 +107,32 @@ class ConfidenceTerm(FormulaTerm):
 
     def raw(self) -> Expr:
         confidence = Var("confidence")
-        return confidence if self.transform == "linear" else call("log1p", confidence)
+        if self.transform == "linear":
+            return confidence
+        if self.transform == "log1p":
+            return call("log1p", confidence)
+        if self.transform == "inverse_log":
+            return 1.0 / call("log", confidence)
+        return 1.0 / call("log", 1.0 + math.e - confidence)
+
+
+@register_term
+@dataclass(frozen=True)
+class RecencyTerm(FormulaTerm):
+    """Exponential decay on the age of `update_timestamp`: 1 when fresh, 1/2 after `half_life_days`."""
+
+    term: ClassVar[str] = "recency"
+    half_life_days: float = 365.0
+
+    def __post_init__(self):
+        if self.half_life_days <= 0:
+            raise ValueError("half_life_days must be > 0")
+
+    def raw(self) -> Expr:
+        return call("exp", -math.log(2.0) * Var("age_days") / Param("half_life_days"))
+
+    def params(self) -> dict[str, float]:
+        return {"half_life_days": self.half_life_days}
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from query_understanding import ParsedQuery
 from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
+from scoring.formula_checks import check_formula
 from scoring.plan import Clause, SearchPlan, TermFilter
 from scoring.rescoring import ConfidenceBoost, RescoringStrategy
 
 EXECUTION_MODES = ("exact", "fast")
+FORMULA_POLICIES = ("refuse", "warn")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,17 @@ class ScoringConfig:
     formula: Formula = field(default_factory=lambda: Formula(
         (CosineTerm(weight=1.0), TextScoreTerm(weight=1.0), ConfidenceTerm(weight=0.1))))
     rescoring: tuple[RescoringStrategy, ...] = (ConfidenceBoost(),)
+    formula_check: str = "refuse"
 
     def __post_init__(self):
+        if self.formula_check not in FORMULA_POLICIES:
+            raise ValueError(f"formula_check must be one of {', '.join(FORMULA_POLICIES)}")
+        problems = check_formula(self.formula)
+        if problems and self.formula_check == "refuse":
+            raise ValueError("formula " + "; ".join(map(str, problems)) + " (set scoring.formula_check: warn "
+                             "to serve it anyway)")
+        for problem in problems:
+            log.warning("formula %s", problem)
         if self.mode not in EXECUTION_MODES:
             raise ValueError(f"mode must be one of {', '.join(EXECUTION_MODES)}")
         if self.candidates < 1:

@@ -3,9 +3,12 @@
 import math
 
 import numpy as np
+import pytest
 
-from kb_service.embedded.index import NUMPY_FUNCTIONS
-from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
+from scoring.expressions import evaluate, render_painless
+from scoring.formula import ConfidenceTerm, CosineTerm, Formula, RecencyTerm, TextScoreTerm
+from scoring.formula_checks import check_formula
+from scoring.numpy_functions import NUMPY_FUNCTIONS
 
 FORMULA = Formula((CosineTerm(weight=1.0), TextScoreTerm(weight=2.0, k=20.0), ConfidenceTerm(weight=0.1)),
                   null_confidence=0.5)
@@ -47,3 +50,58 @@ def test_legacy_sigmoid_falls_as_text_relevance_rises():
     assert np.allclose(values, 1 / (1 + np.exp([0.0, 1.0, 5.0])))
     assert values[0] > values[1] > values[2]
     assert "Math.exp(_score)" in legacy.painless_source()
+
+
+def _config_with(replacement: str, policy: str = "") -> str:
+    from tests.conftest import REPO
+
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    text = text.replace("      - {term: text, weight: 1.0, normalise: saturation, k: 20}", replacement)
+    return text.replace("  mode: exact", f"  formula_check: {policy}\n  mode: exact") if policy else text
+
+
+def test_the_documents_sigmoid_is_refused_at_load_with_the_line():
+    from kb_service.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_config_with("      - {term: text, normalise: legacy_sigmoid}"), "c.yaml")
+    problem = caught.value.problems[0]
+    assert problem.startswith("c.yaml:") and "scoring.formula" in problem
+    assert "term 'text': moves against relevance" in problem
+
+
+def test_the_documents_inverse_log_confidence_is_refused():
+    from kb_service.config import ConfigError, parse_config
+
+    text = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 20}").replace(
+        "transform: log1p", "transform: inverse_log")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "c.yaml")
+    message = caught.value.problems[0]
+    assert "term 'confidence': not finite at confidence = 1" in message
+    assert "can be negative" in message
+
+
+def test_warn_policy_serves_a_suspicious_formula(caplog):
+    from kb_service.config import parse_config
+
+    config = parse_config(_config_with("      - {term: text, normalise: legacy_sigmoid}", policy="warn"), "c.yaml")
+    assert config.scoring.formula.terms[1].normalise == "legacy_sigmoid"
+    assert "moves against relevance" in caplog.text
+
+
+def test_safe_alternatives_pass_the_check():
+    formula = Formula((CosineTerm(), TextScoreTerm(normalise="logistic"),
+                       ConfidenceTerm(transform="guarded_inverse_log"), RecencyTerm(half_life_days=30)))
+    assert check_formula(formula) == []
+    confidence = np.array([0.0, 0.5, 1.0])
+    values = ConfidenceTerm(transform="guarded_inverse_log").raw()
+    raw = evaluate(values, {"confidence": confidence}, {}, NUMPY_FUNCTIONS)
+    assert np.all(np.diff(raw) > 0) and raw[-1] == pytest.approx(1.0)
+
+
+def test_recency_halves_after_the_half_life_and_renders_painless():
+    term = RecencyTerm(half_life_days=30)
+    raw = evaluate(term.raw(), {"age_days": np.array([0.0, 30.0, 60.0])}, term.params(), NUMPY_FUNCTIONS)
+    assert np.allclose(raw, [1.0, 0.5, 0.25])
+    assert "doc['update_timestamp'].value.toInstant().toEpochMilli()" in render_painless(term.raw())

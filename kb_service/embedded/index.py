@@ -8,6 +8,7 @@ candidate (`exact` mode), or only on the union of the text and vector top-N (`fa
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +21,9 @@ from kb_service.records import KnowledgeRecord
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 from scoring.hits import ScoredHit
+from scoring.numpy_functions import NUMPY_FUNCTIONS
 from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, SearchPlan, TermFilter
 
-NUMPY_FUNCTIONS = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "max": np.maximum, "min": np.minimum,
-                   "pow": np.power}
 FLAG_FIELDS = ("del", "available")
 INDEX_FORMAT = 3
 SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute.phrase": "attribute", "value.phrase": "value"}
@@ -103,6 +103,7 @@ class EmbeddedIndex:
         self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
         self.confidence = np.load(self.directory / "confidence.npy")
+        self.updated = np.load(self.directory / "updated.npy")
         self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
         self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
         raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
@@ -161,6 +162,9 @@ class EmbeddedIndex:
         variables = {"text_score": text_score[candidates]}
         if cosine is not None:
             variables["cosine"] = cosine[candidates]
+        if formula.needs("age_days"):
+            age = (time.time() - self.updated[candidates]) / 86400.0
+            variables["age_days"] = np.clip(np.nan_to_num(age, nan=0.0), 0.0, None)
         if formula.needs("confidence"):
             confidence = self.confidence[candidates]
             variables["confidence"] = np.where(np.isnan(confidence), formula.null_confidence, confidence)
