@@ -24,6 +24,8 @@ KNOWN_FIELDS = frozenset(
         "del",
         "create_timestamp",
         "update_timestamp",
+        "expert_verified",
+        "expires_at",
     )
 )
 
@@ -50,6 +52,8 @@ class KnowledgeRecord:
     deleted: int = 0
     create_timestamp: str = ""
     update_timestamp: str = ""
+    expert_verified: int = 0
+    expires_at: str = ""
 
     def embedding_text(self) -> str:
         """The text the encoder sees: entity, attribute and value read as one sentence."""
@@ -84,6 +88,8 @@ class KnowledgeRecord:
             deleted=_flag(raw, "del", default=0),
             create_timestamp=_timestamp(raw, "create_timestamp"),
             update_timestamp=_timestamp(raw, "update_timestamp"),
+            expert_verified=_flag(raw, "expert_verified", default=0),
+            expires_at=_timestamp(raw, "expires_at"),
         )
 
 

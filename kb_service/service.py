@@ -75,6 +75,7 @@ def hit_to_dict(hit: ScoredHit, rank: int, explain: bool) -> dict:
     if explain:
         out["explain"] = [{"stage": c.stage, "name": c.name, "raw": c.raw, "weight": c.weight,
                            "contribution": c.contribution} for c in hit.components]
+        out["text_clauses"] = hit.details
     return out
 
 

@@ -25,6 +25,13 @@ class TermFilter:
 
 
 @dataclass(frozen=True)
+class NotExpiredFilter:
+    """Keep documents whose `expires_at` is empty or later than `now` ('YYYY-MM-DD HH:MM:SS')."""
+
+    now: str
+
+
+@dataclass(frozen=True)
 class Clause:
     """One scoring clause: Elasticsearch's term / match / match_phrase with a boost."""
 
@@ -37,7 +44,9 @@ class Clause:
 
 @dataclass(frozen=True)
 class SearchPlan:
-    filters: tuple[TermFilter, ...]
+    """`candidates` is fast mode's top-N per signal; `window` how many engine hits go to rescoring."""
+
+    filters: tuple[TermFilter | NotExpiredFilter, ...]
     required_any: tuple[Clause, ...]
     should: tuple[Clause, ...]
     vector_text: str
@@ -46,8 +55,4 @@ class SearchPlan:
     size: int
     offset: int
     candidates: int
-
-    @property
-    def window(self) -> int:
-        """How many engine hits the rescoring pipeline needs to fill the requested page."""
-        return self.offset + self.size
+    window: int

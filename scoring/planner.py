@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from query_understanding import ParsedQuery
 from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
 from scoring.formula_checks import check_formula
-from scoring.plan import Clause, SearchPlan, TermFilter
+from scoring.plan import Clause, NotExpiredFilter, SearchPlan, TermFilter
 from scoring.rescoring import ConfidenceBoost, RescoringStrategy
 
 EXECUTION_MODES = ("exact", "fast")
@@ -35,6 +36,7 @@ class ScoringConfig:
     category_min_weight: float = 0.2
     mode: str = "exact"
     candidates: int = 200
+    rescore_window: int = 100
     formula: Formula = field(default_factory=lambda: Formula(
         (CosineTerm(weight=1.0), TextScoreTerm(weight=1.0), ConfidenceTerm(weight=0.1))))
     rescoring: tuple[RescoringStrategy, ...] = (ConfidenceBoost(),)
@@ -51,8 +53,8 @@ class ScoringConfig:
             log.warning("formula %s", problem)
         if self.mode not in EXECUTION_MODES:
             raise ValueError(f"mode must be one of {', '.join(EXECUTION_MODES)}")
-        if self.candidates < 1:
-            raise ValueError("candidates must be >= 1")
+        if self.candidates < 1 or self.rescore_window < 1:
+            raise ValueError("candidates and rescore_window must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class SearchRequest:
 BASE_FILTERS = (TermFilter("del", (0,)), TermFilter("available", (1,)))
 
 
-def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfig) -> SearchPlan:
+def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfig, now: str | None = None
+               ) -> SearchPlan:
     boosts = config.boosts
     content = " ".join(parsed.content_tokens) or " ".join(parsed.tokens)
     should: list[Clause] = []
@@ -86,7 +89,7 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
         should.append(Clause("value_match", "match", "value.phrase", content, boosts.value_match))
     should.append(Clause("value_term", "term", "value", parsed.original.strip(), boosts.value_term))
 
-    filters = list(BASE_FILTERS)
+    filters: list = [*BASE_FILTERS, NotExpiredFilter(now or time.strftime("%Y-%m-%d %H:%M:%S"))]
     if request.categories:
         filters.append(TermFilter("category", tuple(request.categories)))
     required_any = tuple(
@@ -104,4 +107,5 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
         size=request.size,
         offset=request.offset,
         candidates=max(config.candidates, request.offset + request.size),
+        window=max(config.rescore_window, request.offset + request.size),
     )

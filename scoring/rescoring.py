@@ -6,11 +6,14 @@ as a component on the hit, so explain output still sums to the final score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import ClassVar
 
 from scoring.hits import ScoredHit
 
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 RESCORING_STRATEGIES: dict[str, type[RescoringStrategy]] = {}
 
 
@@ -22,6 +25,13 @@ def register_strategy(cls):
 @dataclass(frozen=True)
 class RescoreContext:
     null_confidence: float
+    now: datetime = field(default_factory=datetime.now)
+
+
+def _days_between(earlier: str, later: datetime) -> float | None:
+    if not earlier:
+        return None
+    return (later - datetime.strptime(earlier, TIMESTAMP_FORMAT)).total_seconds() / 86400.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,142 @@ class MinScore(RescoringStrategy):
 
     def apply(self, hits, context):
         return [hit for hit in hits if hit.score >= self.threshold]
+
+
+@register_strategy
+@dataclass(frozen=True)
+class ExpertVerifiedBoost(RescoringStrategy):
+    """Adds `weight` to records an expert has verified (the document's 专家知识 boost)."""
+
+    strategy: ClassVar[str] = "expert_verified_boost"
+    weight: float = 0.2
+
+    def apply(self, hits, context):
+        for hit in hits:
+            hit.add("rescore", self.strategy, float(hit.record.expert_verified), self.weight)
+        return hits
+
+
+@register_strategy
+@dataclass(frozen=True)
+class RecencyDecay(RescoringStrategy):
+    """Adds weight x 2^(-age / half_life) on `update_timestamp`: fresher knowledge ranks higher."""
+
+    strategy: ClassVar[str] = "recency_decay"
+    weight: float = 0.1
+    half_life_days: float = 365.0
+
+    def __post_init__(self):
+        if self.half_life_days <= 0:
+            raise ValueError("half_life_days must be > 0")
+
+    def apply(self, hits, context):
+        for hit in hits:
+            age = _days_between(hit.record.update_timestamp, context.now)
+            freshness = 0.0 if age is None else 0.5 ** (max(age, 0.0) / self.half_life_days)
+            hit.add("rescore", self.strategy, freshness, self.weight)
+        return hits
+
+
+@register_strategy
+@dataclass(frozen=True)
+class ExpiryDecay(RescoringStrategy):
+    """Subtracts up to `weight` as a hot entry nears `expires_at` (linearly over the last `window_days`)."""
+
+    strategy: ClassVar[str] = "expiry_decay"
+    weight: float = 0.2
+    window_days: float = 7.0
+
+    def __post_init__(self):
+        if self.window_days <= 0:
+            raise ValueError("window_days must be > 0")
+
+    def apply(self, hits, context):
+        for hit in hits:
+            since = _days_between(hit.record.expires_at, context.now)
+            closeness = 0.0 if since is None else min(1.0, max(0.0, 1.0 + since / self.window_days))
+            hit.add("rescore", self.strategy, closeness, -self.weight)
+        return hits
+
+
+@register_strategy
+@dataclass(frozen=True)
+class CategoryWeights(RescoringStrategy):
+    """Adds a per-category amount from a table (`default` for categories not listed)."""
+
+    strategy: ClassVar[str] = "category_weights"
+    weights: dict[str, float] = field(default_factory=dict)
+    default: float = 0.0
+
+    def apply(self, hits, context):
+        for hit in hits:
+            hit.add("rescore", self.strategy, 1.0, self.weights.get(hit.record.category, self.default))
+        return hits
+
+
+PARTICLES = re.compile(r"[的了地得\s\W_]+")
+
+
+@register_strategy
+@dataclass(frozen=True)
+class NearDuplicateCollapse(RescoringStrategy):
+    """Keeps the best of records that differ only by particles (的/了/地/得), spacing or punctuation."""
+
+    strategy: ClassVar[str] = "near_duplicate_collapse"
+
+    def apply(self, hits, context):
+        kept, seen = [], set()
+        for hit in sorted(hits, key=lambda h: -h.score):
+            record = hit.record
+            key = tuple(PARTICLES.sub("", text.lower()) for text in (record.knowledge, record.attribute, record.value))
+            if key not in seen:
+                seen.add(key)
+                kept.append(hit)
+        return kept
+
+
+NORMALISATION_METHODS = ("minmax", "zscore", "rrf")
+
+
+@register_strategy
+@dataclass(frozen=True)
+class ScoreNormalisation(RescoringStrategy):
+    """Rescales scores over the hit list: min-max to [0, 1], z-score, or reciprocal rank fusion of the
+    text and vector rankings (1/(k + rank) summed), which ignores score scales altogether."""
+
+    strategy: ClassVar[str] = "normalise"
+    method: str = "minmax"
+    rrf_k: int = 60
+
+    def __post_init__(self):
+        if self.method not in NORMALISATION_METHODS:
+            raise ValueError(f"method must be one of {', '.join(NORMALISATION_METHODS)}")
+
+    def apply(self, hits, context):
+        if not hits:
+            return hits
+        scores = [h.score for h in hits]
+        if self.method == "rrf":
+            fused = [0.0] * len(hits)
+            for signal in ("text", "cosine"):
+                order = sorted(range(len(hits)), key=lambda i: -_component(hits[i], signal))
+                for rank, index in enumerate(order, start=1):
+                    fused[index] += 1.0 / (self.rrf_k + rank)
+            targets = fused
+        elif self.method == "minmax":
+            low, high = min(scores), max(scores)
+            targets = [(s - low) / (high - low) if high > low else 1.0 for s in scores]
+        else:
+            mean = sum(scores) / len(scores)
+            spread = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+            targets = [(s - mean) / spread if spread else 0.0 for s in scores]
+        for hit, target in zip(hits, targets, strict=True):
+            hit.shift_to("rescore", f"{self.strategy}:{self.method}", target)
+        return hits
+
+
+def _component(hit: ScoredHit, name: str) -> float:
+    return next((c.raw for c in hit.components if c.name == name), 0.0)
 
 
 def rescore(hits: list[ScoredHit], pipeline: tuple[RescoringStrategy, ...], context: RescoreContext

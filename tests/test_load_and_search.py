@@ -57,19 +57,20 @@ def test_bad_request_parameters_name_the_field(search_service, params, field):
     assert caught.value.field == field
 
 
-def test_deleted_and_unavailable_records_are_never_returned(tmp_path, small_kb_file):
+def test_deleted_unavailable_and_expired_records_are_never_returned(tmp_path, small_kb_file):
     rows = read_jsonl(small_kb_file)
-    hidden = {r["kid"] for r in rows if r["knowledge"] == "杭州" and r["attribute"] in ("人口", "时区")}
+    hidden = {r["kid"] for r in rows if r["knowledge"] == "杭州" and r["attribute"] in ("人口", "时区", "坐标")}
+    changes = {"人口": {"del": 1}, "时区": {"available": 0}, "坐标": {"expires_at": "2020-01-01 00:00:00"},
+               "英文名": {"expires_at": "2099-01-01 00:00:00"}}
     for row in rows:
-        if row["kid"] in hidden and row["attribute"] == "人口":
-            row["del"] = 1
-        elif row["kid"] in hidden:
-            row["available"] = 0
+        if row["knowledge"] == "杭州":
+            row.update(changes.get(row["attribute"], {}))
     config = make_config(tmp_path / "data")
     load_files(config, [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
     hits = SearchService(config).search(SearchRequest(query="杭州的人口", size=50)).hits
-    assert hidden and not hidden & {h.record.kid for h in hits}
+    assert len(hidden) == 3 and not hidden & {h.record.kid for h in hits}
     assert hits[0].record.knowledge == "杭州"
+    assert "geo:city:1808926:英文名" in {h.record.kid for h in hits}
 
 
 def test_failed_load_leaves_the_served_version(tmp_path, small_kb_file):

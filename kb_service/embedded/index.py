@@ -22,10 +22,10 @@ from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 from scoring.hits import ScoredHit
 from scoring.numpy_functions import NUMPY_FUNCTIONS
-from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, SearchPlan, TermFilter
+from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, NotExpiredFilter, SearchPlan, TermFilter
 
 FLAG_FIELDS = ("del", "available")
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute.phrase": "attribute", "value.phrase": "value"}
 
 
@@ -61,6 +61,7 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
     np.save(directory / "confidence.npy",
             np.array([np.nan if r.confidence is None else r.confidence for r in records], dtype=np.float32))
     np.save(directory / "updated.npy", np.array([_epoch(r.update_timestamp) for r in records], dtype=np.float64))
+    np.save(directory / "expires.npy", np.array([_epoch(r.expires_at) for r in records], dtype=np.float64))
     for name in KEYWORD_FIELDS:
         KeywordColumn.build([getattr(r, name) for r in records]).save(directory, name)
     memo: dict[str, str] = {}
@@ -104,6 +105,7 @@ class EmbeddedIndex:
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
         self.confidence = np.load(self.directory / "confidence.npy")
         self.updated = np.load(self.directory / "updated.npy")
+        self.expires = np.load(self.directory / "expires.npy")
         self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
         self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
         raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
@@ -120,10 +122,12 @@ class EmbeddedIndex:
         index = self.by_kid.get(kid)
         return None if index is None else self.records[index]
 
-    def _filter_mask(self, filters: tuple[TermFilter, ...]) -> np.ndarray:
+    def _filter_mask(self, filters: tuple[TermFilter | NotExpiredFilter, ...]) -> np.ndarray:
         mask = np.ones(self.size, dtype=bool)
         for term_filter in filters:
-            if term_filter.field in self.flags:
+            if isinstance(term_filter, NotExpiredFilter):
+                mask &= ~(self.expires <= _epoch(term_filter.now))
+            elif term_filter.field in self.flags:
                 mask &= np.isin(self.flags[term_filter.field], [int(v) for v in term_filter.values])
             else:
                 mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
@@ -140,16 +144,17 @@ class EmbeddedIndex:
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
         mask = self._filter_mask(plan.filters)
-        text_score = np.zeros(self.size, dtype=np.float32)
+        by_clause: dict[str, np.ndarray] = {}
         if plan.required_any:
             any_match = np.zeros(self.size, dtype=bool)
             for clause in plan.required_any:
                 scores = self.clause_scores(clause)
                 any_match |= scores > 0
-                text_score += clause.boost * scores
+                by_clause[clause.name] = by_clause.get(clause.name, 0) + clause.boost * scores
             mask &= any_match
         for clause in plan.should:
-            text_score += clause.boost * self.clause_scores(clause)
+            by_clause[clause.name] = by_clause.get(clause.name, 0) + clause.boost * self.clause_scores(clause)
+        text_score = sum(by_clause.values()) if by_clause else np.zeros(self.size, dtype=np.float32)
         formula = plan.formula
         cosine = self.vectors @ query_vector if formula.needs("cosine") or plan.mode == "fast" else None
         candidates = np.flatnonzero(mask)
@@ -177,7 +182,9 @@ class EmbeddedIndex:
         top = top[np.lexsort((candidates[top], -scores[top]))]
         hits = []
         for position in top:
-            hit = ScoredHit(self.records[candidates[position]], 0.0)
+            doc = candidates[position]
+            hit = ScoredHit(self.records[doc], 0.0, details={"bm25": float(text_score[doc])})
+            hit.details.update({name: float(values[doc]) for name, values in by_clause.items() if values[doc]})
             for name, (weight, raw) in terms.items():
                 hit.add("engine", name, float(np.broadcast_to(raw, scores.shape)[position]), weight)
             hits.append(hit)
