@@ -127,6 +127,15 @@ def cmd_eval(config: ServiceConfig, args) -> int:
     return 0
 
 
+def cmd_admin_key(config: ServiceConfig, args) -> int:
+    from kb_service.admin_auth import new_key
+
+    key, digest = new_key()
+    print(f"API key (give it to the operator, it is not stored): {key}")
+    print(f"add to config.yaml under server.admin_key_sha256: {digest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kb", description="Knowledge-base retrieval with hybrid scoring.")
     parser.add_argument("--config", help="config file (default: $KB_CONFIG, else the bundled config.yaml)")
@@ -168,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--mode", choices=("exact", "fast"))
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(handler=cmd_eval)
+
+    admin_key = commands.add_parser("admin-key", help="make an admin API key and the digest to configure")
+    admin_key.set_defaults(handler=cmd_admin_key)
 
     versions = commands.add_parser("versions", help="list index versions (* marks the served one)")
     versions.add_argument("--json", action="store_true")

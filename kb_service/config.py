@@ -65,6 +65,13 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 8
+    watch_config: bool = True
+    admin_key_sha256: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for digest in self.admin_key_sha256:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("admin_key_sha256 entries must be 64 lower-case hex digits (see `kb admin-key`)")
 
 
 @dataclass(frozen=True)

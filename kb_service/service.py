@@ -6,6 +6,7 @@ search answers from exactly one version even while a reload switches versions un
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ class NotReadyError(RuntimeError):
 class ServingState:
     index: EmbeddedIndex
     understander: QueryUnderstander
+    config: ServiceConfig
 
 
 @dataclass(frozen=True)
@@ -125,20 +127,38 @@ def parse_request(params: dict, config: ServiceConfig) -> SearchRequest:
     )
 
 
+class ConfigReloadError(ValueError):
+    """A new config that cannot be applied live; the previous config stays in force."""
+
+
+LIVE_SECTIONS = ("search", "query_understanding", "scoring")
+
+
 class SearchService:
     def __init__(self, config: ServiceConfig):
-        self.config = config
         self.store = embedded_store(config)
         self.encoder = load_encoder(config.encoder)
+        self._base_config = config
         self._state: ServingState | None = None
         self._swap_lock = threading.Lock()
         self._encode_cached = lru_cache(maxsize=2048)(self._encode)
         self.encoder.encode(["warm-up"])
         self.refresh()
 
+    @property
+    def config(self) -> ServiceConfig:
+        state = self._state
+        return state.config if state else self._base_config
+
     def _encode(self, text: str) -> np.ndarray:
         """Query vectors, memoised so repeated queries skip the encoder."""
         return self.encoder.encode([text])[0]
+
+    def _serving_state(self, index: EmbeddedIndex, config: ServiceConfig) -> ServingState:
+        understander = QueryUnderstander(config.query_understanding, index.dictionary, index.segmenter,
+                                         embed=self._encode_cached, embed_many=self.encoder.encode,
+                                         category_centroids=index.category_centroids)
+        return ServingState(index, understander, config)
 
     def refresh(self) -> bool:
         """Serve the version named by CURRENT if it is not the one served; True when it switched."""
@@ -147,17 +167,34 @@ class SearchService:
             if name is None or (self._state and self._state.index.name == name):
                 return False
             started = time.monotonic()
-            index = EmbeddedIndex(self.store.path_of(name), k1=self.config.engine.bm25_k1)
+            config = self.config
+            index = EmbeddedIndex(self.store.path_of(name), k1=config.engine.bm25_k1)
             if index.manifest.get("dims") != self.encoder.dims:
                 log.error("version %s has %s-d vectors but the encoder makes %d-d; not serving it",
                           name, index.manifest.get("dims"), self.encoder.dims)
                 return False
-            understander = QueryUnderstander(self.config.query_understanding, index.dictionary, index.segmenter,
-                                             embed=self._encode_cached, embed_many=self.encoder.encode,
-                                             category_centroids=index.category_centroids)
-            self._state = ServingState(index, understander)
+            self._state = self._serving_state(index, config)
             log.info("serving index version %s (%d records, opened in %.1fs)", name, index.size,
                      time.monotonic() - started)
+            return True
+
+    def reload_config(self, new: ServiceConfig) -> bool:
+        """Apply a new config without a restart; sections that shape the index or the process cannot change
+        live. Returns False when the new config is the one already served."""
+        with self._swap_lock:
+            current = self.config
+            if new.version == current.version:
+                return False
+            frozen = [f.name for f in dataclasses.fields(ServiceConfig)
+                      if f.name not in (*LIVE_SECTIONS, "source", "version")
+                      and getattr(new, f.name) != getattr(current, f.name)]
+            if frozen:
+                raise ConfigReloadError(f"{', '.join(frozen)} cannot change while serving: restart the server "
+                                        f"(or reload the KB) to apply them; still serving config {current.version}")
+            self._base_config = new
+            if self._state is not None:
+                self._state = self._serving_state(self._state.index, new)
+            log.info("config %s from %s is live (was %s)", new.version, new.source, current.version)
             return True
 
     @property
@@ -181,16 +218,16 @@ class SearchService:
         started = time.perf_counter()
         state = self.state
         parsed = state.understander.parse(request.query)
-        plan = build_plan(parsed, request, self.config.scoring)
+        plan = build_plan(parsed, request, state.config.scoring)
         engine = state.index.execute(plan, self._encode_cached(plan.vector_text))
         context = RescoreContext(null_confidence=plan.formula.null_confidence)
-        hits = rescore(engine.hits, self.config.scoring.rescoring, context)
+        hits = rescore(engine.hits, state.config.scoring.rescoring, context)
         return SearchResponse(
             parsed=parsed,
             hits=hits[request.offset:request.offset + request.size],
             total=engine.total,
             took_ms=(time.perf_counter() - started) * 1000,
             version=state.index.name,
-            config_version=self.config.version,
+            config_version=state.config.version,
             mode=plan.mode,
         )

@@ -5,6 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,6 +80,46 @@ def search_service(loaded_data_dir):
     from kb_service.service import SearchService
 
     return SearchService(make_config(loaded_data_dir))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(workdir: Path, data_dir: Path, config_path: Path | None = None):
+    """A real `kb serve` subprocess on a free loopback port; yields its base URL once /readyz answers 200."""
+    import requests
+
+    port = _free_port()
+    environment = {**os.environ, "KB_DATA_DIR": str(data_dir)}
+    environment.pop("KB_CONFIG", None)
+    command = [sys.executable, "-m", "kb_service.cli"]
+    if config_path:
+        command += ["--config", str(config_path)]
+    log_path = workdir / "server.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([*command, "serve", "--port", str(port)], env=environment, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"server exited: {log_path.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail("server did not become ready within 60 s")
+                try:
+                    if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.2)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 def pytest_report_header(config):

@@ -1,49 +1,19 @@
 """The HTTP API end to end: a real `kb serve` process (waitress) on a loopback port, called over HTTP."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import running_server
 
 
 @pytest.fixture(scope="module")
 def server(loaded_data_dir, tmp_path_factory):
     """Runs with the repository's config.yaml and KB_DATA_DIR pointing at the loaded test data."""
-    port = _free_port()
-    environment = {**os.environ, "KB_DATA_DIR": str(loaded_data_dir)}
-    environment.pop("KB_CONFIG", None)
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    log_file = log_path.open("w")
-    process = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "serve", "--port", str(port)],
-                               env=environment, stdout=log_file, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited: {log_path.read_text()[-2000:]}")
-        try:
-            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("server did not become ready within 60 s")
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
-    log_file.close()
+    with running_server(tmp_path_factory.mktemp("server"), data_dir=loaded_data_dir) as base:
+        yield base
 
 
 def test_health_and_readiness(server):
@@ -112,3 +82,8 @@ def test_raw_utf8_request_line_as_curl_sends_it(server):
     assert head.startswith(b"HTTP/1.1 200")
     hit = json.loads(body)["hits"][0]
     assert (hit["knowledge"], hit["attribute"]) == ("杭州", "人口")
+
+
+def test_admin_api_is_disabled_without_configured_keys(server):
+    response = requests.post(f"{server}/admin/config/reload", headers={"X-API-Key": "anything"})
+    assert response.status_code == 403 and "admin_key_sha256" in response.json()["error"]["message"]
