@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import types
 import typing
@@ -98,32 +99,65 @@ class ServiceConfig:
         return Path(os.environ.get("KB_DATA_DIR") or self.data_dir).resolve()
 
 
-def _key_lines(node, path=(), lines=None) -> dict[tuple, int]:
+def _key_lines(node, source: str, path=(), lines=None) -> dict[tuple, str]:
+    """Where each key path is written, as 'file:line'."""
     lines = {} if lines is None else lines
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             child = (*path, key_node.value)
-            lines[child] = key_node.start_mark.line + 1
-            _key_lines(value_node, child, lines)
+            lines[child] = f"{source}:{key_node.start_mark.line + 1}"
+            _key_lines(value_node, source, child, lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            lines[(*path, index)] = item.start_mark.line + 1
-            _key_lines(item, (*path, index), lines)
+            lines[(*path, index)] = f"{source}:{item.start_mark.line + 1}"
+            _key_lines(item, source, (*path, index), lines)
     return lines
+
+
+def _overlay(base, override):
+    """Mappings merge key by key; anything else in the override replaces the base value."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{k: _overlay(base.get(k), v) for k, v in override.items()}}
+    return override
+
+
+def _read_yaml(text: str, source: str, seen: tuple[str, ...] = ()) -> tuple[object, dict[tuple, str]]:
+    """Parse YAML, following `extends: other.yaml` (relative to this file) so presets state only differences."""
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ConfigError([f"{source}:{line}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
+    lines = _key_lines(root, source) if root is not None else {}
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw, lines
+    where = lines[("extends",)]
+    base_path = Path(source).parent / str(raw.pop("extends"))
+    if str(base_path.resolve()) in seen:
+        raise ConfigError([f"{where}: extends: {base_path} extends this file again (a cycle)"])
+    try:
+        base_text = base_path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([f"{where}: extends: cannot read {base_path}: {err.strerror}"]) from None
+    base_raw, base_lines = _read_yaml(base_text, str(base_path), (*seen, str(Path(source).resolve())))
+    return _overlay(base_raw or {}, raw), {**base_lines, **lines}
 
 
 class _Builder:
     """Builds dataclasses from plain YAML values, collecting every problem with its key path and line."""
 
-    def __init__(self, source: str, lines: dict[tuple, int]):
+    def __init__(self, source: str, lines: dict[tuple, str]):
         self.source = source
         self.lines = lines
         self.problems: list[str] = []
 
     def fail(self, path: tuple, message: str):
-        line = next((self.lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.lines), 1)
+        where = next((self.lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self.lines),
+                     f"{self.source}:1")
         dotted = ".".join(str(p) for p in path) or "<top>"
-        self.problems.append(f"{self.source}:{line}: {dotted}: {message}")
+        self.problems.append(f"{where}: {dotted}: {message}")
 
     def build(self, kind, raw, path: tuple):
         origin = typing.get_origin(kind)
@@ -189,18 +223,12 @@ class _Builder:
 
 
 def parse_config(text: str, source: str = "<string>") -> ServiceConfig:
-    try:
-        root = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError([f"{source}:{line}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
-    builder = _Builder(source, _key_lines(root) if root is not None else {})
+    raw, lines = _read_yaml(text, source)
+    builder = _Builder(source, lines)
     config = builder.build(ServiceConfig, raw, ())
     if builder.problems:
         raise ConfigError(builder.problems)
-    version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    version = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
     return dataclasses.replace(config, source=source, version=version)
 
 

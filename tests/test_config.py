@@ -45,3 +45,29 @@ def test_kb_data_dir_overrides_the_config(monkeypatch, tmp_path):
     config = parse_config("data_dir: somewhere\n")
     monkeypatch.setenv("KB_DATA_DIR", str(tmp_path))
     assert config.data_path == tmp_path
+
+
+def test_presets_extend_the_default_and_change_only_the_formula():
+    bm25 = load_config(REPO / "presets" / "bm25_only.yaml")
+    vector = load_config(REPO / "presets" / "vector_only.yaml")
+    default = load_config(REPO / "config.yaml")
+    assert [t.term for t in bm25.scoring.formula.terms] == ["text"] and bm25.scoring.rescoring == ()
+    assert [t.term for t in vector.scoring.formula.terms] == ["cosine"]
+    assert bm25.query_understanding == default.query_understanding and bm25.encoder == default.encoder
+    assert load_config(REPO / "presets" / "hybrid.yaml").version == default.version != bm25.version
+
+
+def test_extends_errors_name_the_file_that_holds_the_key(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("server:\n  port: 80\n  colour: red\n", encoding="utf-8")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nscoring:\n  mode: warp\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(child)
+    assert f"{base}:3: server.colour: unknown key" in caught.value.problems[0]
+    base.write_text("extends: child.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="a cycle"):
+        load_config(child)
+    child.write_text("extends: absent.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"child\.yaml:1: extends: cannot read"):
+        load_config(child)
