@@ -55,10 +55,17 @@ class EngineConfig:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     keep_versions: int = 3
+    ann_min_records: int = 200_000
+    ann_connectivity: int = 16
+    ann_expansion_add: int = 128
+    ann_expansion_search: int = 96
+    ann_overfetch: int = 3
 
     def __post_init__(self):
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be >= 1")
+        if min(self.ann_connectivity, self.ann_expansion_add, self.ann_expansion_search, self.ann_overfetch) < 1:
+            raise ValueError("ann_* settings must be >= 1")
 
 
 @dataclass(frozen=True)

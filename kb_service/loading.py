@@ -95,8 +95,7 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
     store = embedded_store(config)
     with store.building() as build_dir:
         started = time.monotonic()
-        write_index(build_dir, records, vectors, segmenter, dictionary, config.engine.bm25_k1,
-                    config.engine.bm25_b)
+        write_index(build_dir, records, vectors, segmenter, dictionary, config.engine)
         log.info("index written in %.1fs", time.monotonic() - started)
         name = store.commit(build_dir, {
             "format": INDEX_FORMAT,

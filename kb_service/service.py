@@ -168,7 +168,7 @@ class SearchService:
                 return False
             started = time.monotonic()
             config = self.config
-            index = EmbeddedIndex(self.store.path_of(name), k1=config.engine.bm25_k1)
+            index = EmbeddedIndex(self.store.path_of(name), config.engine)
             if index.manifest.get("dims") != self.encoder.dims:
                 log.error("version %s has %s-d vectors but the encoder makes %d-d; not serving it",
                           name, index.manifest.get("dims"), self.encoder.dims)

@@ -6,11 +6,12 @@ import time
 
 import pytest
 
+from kb_service.config import parse_config
 from kb_service.loading import embedded_store, load_files
 from kb_service.readers import KnowledgeFileError
 from kb_service.service import RequestError, SearchService, parse_request
 from scoring.planner import SearchRequest
-from tests.conftest import make_config, read_jsonl, write_jsonl
+from tests.conftest import REPO, make_config, read_jsonl, write_jsonl
 
 
 def test_population_question_finds_the_population_record(search_service):
@@ -110,3 +111,19 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
     second = load_files(config, [str(copies)])
     assert store.current_name() == second.version != first
     assert second.records == 20 * len(rows) and second.encoded == 0
+
+
+def test_fast_mode_with_the_ann_graph_agrees_with_exact(tmp_path, small_kb_file):
+    text = (REPO / "config.yaml").read_text(encoding="utf-8").replace("data_dir: data", f"data_dir: {tmp_path}")
+    config = parse_config(text.replace("  keep_versions: 3", "  keep_versions: 3\n  ann_min_records: 1"), "c.yaml")
+    load_files(config, [str(small_kb_file)])
+    service = SearchService(config)
+    assert service.state.index.ann is not None
+    overlaps = []
+    for query in ("东京的英文名", "巴黎在哪个时区", "人口最多的城市", "Mumbai", "上海"):
+        exact = [h.record.kid for h in service.search(SearchRequest(query=query, size=10, mode="exact")).hits]
+        fast = [h.record.kid for h in service.search(SearchRequest(query=query, size=10, mode="fast")).hits]
+        overlaps.append(len(set(exact) & set(fast)) / 10)
+    assert sum(overlaps) / len(overlaps) >= 0.9, overlaps
+    filtered = service.search(SearchRequest(query="东京", mode="fast", categories=("成语",)))
+    assert filtered.hits == []

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kb_service.config import EngineConfig
 from kb_service.embedded.columns import KeywordColumn
 from kb_service.embedded.text_index import FieldTextIndex
+from kb_service.embedded.vector_index import VectorIndex
 from kb_service.records import KnowledgeRecord
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
@@ -25,7 +27,7 @@ from scoring.numpy_functions import NUMPY_FUNCTIONS
 from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, NotExpiredFilter, SearchPlan, TermFilter
 
 FLAG_FIELDS = ("del", "available")
-INDEX_FORMAT = 4
+INDEX_FORMAT = 5
 SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute.phrase": "attribute", "value.phrase": "value"}
 
 
@@ -35,14 +37,12 @@ class EngineResult:
     total: int
 
 
-def _top(candidates: np.ndarray, scores: np.ndarray, count: int, positive: bool) -> np.ndarray:
-    """The `count` best candidates by `scores` (only those scoring > 0 when `positive`)."""
-    values = scores[candidates]
-    if positive:
-        candidates, values = candidates[values > 0], values[values > 0]
-    if candidates.size <= count:
-        return candidates
-    return candidates[np.argpartition(-values, count - 1)[:count]]
+def _top(documents: np.ndarray, scores: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
+    """The `count` best of `documents` that pass `mask`, by `scores`."""
+    documents = documents[mask[documents]]
+    if documents.size <= count:
+        return documents
+    return documents[np.argpartition(-scores[documents], count - 1)[:count]]
 
 
 def _epoch(timestamp: str) -> float:
@@ -50,7 +50,7 @@ def _epoch(timestamp: str) -> float:
 
 
 def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmenter: Segmenter,
-                dictionary: KbDictionary, k1: float, b: float) -> None:
+                dictionary: KbDictionary, engine: EngineConfig) -> None:
     """Write every file of a version into `directory` (a build folder the version store will seal)."""
     with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
         for record in records:
@@ -72,7 +72,9 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
             if text not in memo:
                 memo[text] = segmenter.segmented(text)
             segmented.append(memo[text])
-        FieldTextIndex.build(segmented, k1=k1, b=b).save(directory / "text" / field)
+        FieldTextIndex.build(segmented, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
+    if len(records) >= engine.ann_min_records:
+        VectorIndex.build(vectors, directory, engine.ann_connectivity, engine.ann_expansion_add)
     categories = sorted({r.category for r in records})
     category_of = np.array([categories.index(r.category) for r in records])
     centroids = np.stack([vectors[category_of == i].mean(axis=0) for i in range(len(categories))])
@@ -90,14 +92,16 @@ class IndexFormatError(RuntimeError):
 
 
 class EmbeddedIndex:
-    def __init__(self, directory: Path, k1: float):
+    def __init__(self, directory: Path, engine: EngineConfig):
         self.directory = Path(directory)
         self.name = self.directory.name
         self.manifest = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))
         if self.manifest.get("format") != INDEX_FORMAT:
             raise IndexFormatError(f"version {self.name} has index format {self.manifest.get('format')}, this "
                                    f"release reads format {INDEX_FORMAT}: rebuild it with `kb load`")
-        self.k1 = k1
+        self.k1 = engine.bm25_k1
+        self.overfetch = engine.ann_overfetch
+        self.ann = VectorIndex.load(self.directory, engine.ann_expansion_search)
         with open(self.directory / "records.jsonl", encoding="utf-8") as handle:
             self.records = [KnowledgeRecord.from_mapping(json.loads(line)) for line in handle]
         self.by_kid = {record.kid: i for i, record in enumerate(self.records)}
@@ -133,6 +137,15 @@ class EmbeddedIndex:
                 mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
         return mask
 
+    def _nearest(self, query_vector: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
+        """Vector top-N inside the filters: the ANN graph when the version has one, else an exact scan."""
+        if self.ann is not None:
+            found = self.ann.nearest(query_vector, count, mask, self.overfetch)
+            if found is not None:
+                return found
+        documents = np.flatnonzero(mask)
+        return _top(documents, self.vectors @ query_vector, mask, count)
+
     def clause_scores(self, clause: Clause) -> np.ndarray:
         """Unboosted BM25 scores of one clause over all documents."""
         if clause.kind == "term":
@@ -156,17 +169,20 @@ class EmbeddedIndex:
             by_clause[clause.name] = by_clause.get(clause.name, 0) + clause.boost * self.clause_scores(clause)
         text_score = sum(by_clause.values()) if by_clause else np.zeros(self.size, dtype=np.float32)
         formula = plan.formula
-        cosine = self.vectors @ query_vector if formula.needs("cosine") or plan.mode == "fast" else None
-        candidates = np.flatnonzero(mask)
-        total = int(candidates.size)
         if plan.mode == "fast":
-            candidates = np.union1d(_top(candidates, text_score, plan.candidates, positive=True),
-                                    _top(candidates, cosine, plan.candidates, positive=False))
+            total = int(mask.sum())
+            candidates = np.union1d(_top(np.flatnonzero(text_score > 0) if by_clause else np.zeros(0, np.int64),
+                                         text_score, mask, plan.candidates),
+                                    self._nearest(query_vector, mask, plan.candidates))
+        else:
+            candidates = np.flatnonzero(mask)
+            total = int(candidates.size)
         if candidates.size == 0:
             return EngineResult([], total)
         variables = {"text_score": text_score[candidates]}
-        if cosine is not None:
-            variables["cosine"] = cosine[candidates]
+        if formula.needs("cosine"):
+            variables["cosine"] = (self.vectors[candidates] @ query_vector if plan.mode == "fast"
+                                   else (self.vectors @ query_vector)[candidates])
         if formula.needs("age_days"):
             age = (time.time() - self.updated[candidates]) / 86400.0
             variables["age_days"] = np.clip(np.nan_to_num(age, nan=0.0), 0.0, None)
