@@ -43,20 +43,34 @@ class RescoringStrategy:
         raise NotImplementedError
 
 
-@register_strategy
 @dataclass(frozen=True)
-class ConfidenceBoost(RescoringStrategy):
-    """Adds weight x confidence, so reviewed high-confidence knowledge wins ties with extracted guesses."""
+class AdditiveStrategy(RescoringStrategy):
+    """Adds weight x value to every hit, recorded as one component named after the strategy."""
 
-    strategy: ClassVar[str] = "confidence_boost"
     weight: float = 0.1
+
+    def value(self, hit: ScoredHit, context: RescoreContext) -> float:
+        raise NotImplementedError
+
+    def weight_for(self, hit: ScoredHit) -> float:
+        return self.weight
 
     def apply(self, hits, context):
         for hit in hits:
-            confidence = hit.record.confidence
-            hit.add("rescore", self.strategy, context.null_confidence if confidence is None else confidence,
-                    self.weight)
+            hit.add("rescore", self.strategy, self.value(hit, context), self.weight_for(hit))
         return hits
+
+
+@register_strategy
+@dataclass(frozen=True)
+class ConfidenceBoost(AdditiveStrategy):
+    """Adds weight x confidence, so reviewed high-confidence knowledge wins ties with extracted guesses."""
+
+    strategy: ClassVar[str] = "confidence_boost"
+
+    def value(self, hit, context):
+        confidence = hit.record.confidence
+        return context.null_confidence if confidence is None else confidence
 
 
 @register_strategy
@@ -95,42 +109,36 @@ class MinScore(RescoringStrategy):
 
 @register_strategy
 @dataclass(frozen=True)
-class ExpertVerifiedBoost(RescoringStrategy):
+class ExpertVerifiedBoost(AdditiveStrategy):
     """Adds `weight` to records an expert has verified (the document's 专家知识 boost)."""
 
     strategy: ClassVar[str] = "expert_verified_boost"
     weight: float = 0.2
 
-    def apply(self, hits, context):
-        for hit in hits:
-            hit.add("rescore", self.strategy, float(hit.record.expert_verified), self.weight)
-        return hits
+    def value(self, hit, context):
+        return float(hit.record.expert_verified)
 
 
 @register_strategy
 @dataclass(frozen=True)
-class RecencyDecay(RescoringStrategy):
+class RecencyDecay(AdditiveStrategy):
     """Adds weight x 2^(-age / half_life) on `update_timestamp`: fresher knowledge ranks higher."""
 
     strategy: ClassVar[str] = "recency_decay"
-    weight: float = 0.1
     half_life_days: float = 365.0
 
     def __post_init__(self):
         if self.half_life_days <= 0:
             raise ValueError("half_life_days must be > 0")
 
-    def apply(self, hits, context):
-        for hit in hits:
-            age = _days_between(hit.record.update_timestamp, context.now)
-            freshness = 0.0 if age is None else 0.5 ** (max(age, 0.0) / self.half_life_days)
-            hit.add("rescore", self.strategy, freshness, self.weight)
-        return hits
+    def value(self, hit, context):
+        age = _days_between(hit.record.update_timestamp, context.now)
+        return 0.0 if age is None else 0.5 ** (max(age, 0.0) / self.half_life_days)
 
 
 @register_strategy
 @dataclass(frozen=True)
-class ExpiryDecay(RescoringStrategy):
+class ExpiryDecay(AdditiveStrategy):
     """Subtracts up to `weight` as a hot entry nears `expires_at` (linearly over the last `window_days`)."""
 
     strategy: ClassVar[str] = "expiry_decay"
@@ -141,27 +149,28 @@ class ExpiryDecay(RescoringStrategy):
         if self.window_days <= 0:
             raise ValueError("window_days must be > 0")
 
-    def apply(self, hits, context):
-        for hit in hits:
-            since = _days_between(hit.record.expires_at, context.now)
-            closeness = 0.0 if since is None else min(1.0, max(0.0, 1.0 + since / self.window_days))
-            hit.add("rescore", self.strategy, closeness, -self.weight)
-        return hits
+    def value(self, hit, context):
+        since = _days_between(hit.record.expires_at, context.now)
+        return 0.0 if since is None else min(1.0, max(0.0, 1.0 + since / self.window_days))
+
+    def weight_for(self, hit):
+        return -self.weight
 
 
 @register_strategy
 @dataclass(frozen=True)
-class CategoryWeights(RescoringStrategy):
+class CategoryWeights(AdditiveStrategy):
     """Adds a per-category amount from a table (`default` for categories not listed)."""
 
     strategy: ClassVar[str] = "category_weights"
     weights: dict[str, float] = field(default_factory=dict)
     default: float = 0.0
 
-    def apply(self, hits, context):
-        for hit in hits:
-            hit.add("rescore", self.strategy, 1.0, self.weights.get(hit.record.category, self.default))
-        return hits
+    def value(self, hit, context):
+        return 1.0
+
+    def weight_for(self, hit):
+        return self.weights.get(hit.record.category, self.default)
 
 
 PARTICLES = re.compile(r"[的了地得\s\W_]+")
