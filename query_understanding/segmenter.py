@@ -7,6 +7,7 @@ built and the queries it answers, which keeps index-time and query-time tokens i
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterable
 
@@ -16,6 +17,8 @@ from query_understanding.normalise import is_punctuation, normalise_text
 
 jieba.setLogLevel(logging.WARNING)
 _INIT_LOCK = threading.Lock()
+_LATIN = "0-9a-z\u00c0-\u024f\u1e00-\u1eff"
+_LATIN_WORD = re.compile(f"[{_LATIN}]+(?:['.\\-][{_LATIN}]+)*")
 
 
 class Segmenter:
@@ -29,13 +32,23 @@ class Segmenter:
                 self._tokenizer.add_word(word, freq=None)
 
     def tokens(self, text: str) -> list[str]:
-        """Normalised, punctuation-free tokens; white space inside a word (English names) splits it."""
-        out = []
-        for piece in self._tokenizer.lcut(normalise_text(text), HMM=True):
-            piece = piece.strip()
-            if piece and not is_punctuation(piece):
-                out.append(piece)
+        """Normalised, punctuation-free tokens. Latin-script words stay whole, accents included: jieba
+        would cut 'chuī' into 'chu' + 'ī', and 'chu' would then match English text."""
+        normalised = normalise_text(text)
+        out: list[str] = []
+        position = 0
+        for word in _LATIN_WORD.finditer(normalised):
+            out.extend(self._jieba(normalised[position:word.start()]))
+            out.append(word.group())
+            position = word.end()
+        out.extend(self._jieba(normalised[position:]))
         return out
+
+    def _jieba(self, text: str) -> list[str]:
+        if not text.strip():
+            return []
+        pieces = (piece.strip() for piece in self._tokenizer.lcut(text, HMM=True))
+        return [piece for piece in pieces if piece and not is_punctuation(piece)]
 
     def segmented(self, text: str) -> str:
         """The whitespace-joined form stored in text fields, for engines with a whitespace analyser."""

@@ -98,3 +98,9 @@ def test_intent_rules_are_validated():
         IntentRule("chitchat")
     with pytest.raises(ValueError, match="requires must name"):
         IntentRule("open_question", requires=("vibes",))
+
+
+def test_latin_words_stay_whole_with_their_accents():
+    segmenter = Segmenter(["吹吹打打"])
+    assert segmenter.tokens("吹吹打打 chuī chuī dǎ dǎ") == ["吹吹打打", "chuī", "chuī", "dǎ", "dǎ"]
+    assert segmenter.tokens("São Paulo的人口") == ["são", "paulo", "的", "人口"]

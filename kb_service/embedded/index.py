@@ -27,7 +27,7 @@ from scoring.numpy_functions import NUMPY_FUNCTIONS
 from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, NotExpiredFilter, SearchPlan, TermFilter
 
 FLAG_FIELDS = ("del", "available")
-INDEX_FORMAT = 5
+INDEX_FORMAT = 6
 SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute.phrase": "attribute", "value.phrase": "value"}
 
 
