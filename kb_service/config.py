@@ -121,11 +121,10 @@ def _key_lines(node, source: str, path=(), lines=None) -> dict[tuple, str]:
     return lines
 
 
-def _overlay(base, override):
-    """Mappings merge key by key; anything else in the override replaces the base value."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        return {**base, **{k: _overlay(base.get(k), v) for k, v in override.items()}}
-    return override
+def _merge(base: dict, override: dict) -> dict:
+    """Key by key; a nested mapping merges too unless it is empty (`{}` states "none" in a preset)."""
+    return {**base, **{k: _merge(base[k], v) if isinstance(base.get(k), dict) and isinstance(v, dict) and v
+                       else v for k, v in override.items()}}
 
 
 def _read_yaml(text: str, source: str, seen: tuple[str, ...] = ()) -> tuple[object, dict[tuple, str]]:
@@ -149,7 +148,7 @@ def _read_yaml(text: str, source: str, seen: tuple[str, ...] = ()) -> tuple[obje
     except OSError as err:
         raise ConfigError([f"{where}: extends: cannot read {base_path}: {err.strerror}"]) from None
     base_raw, base_lines = _read_yaml(base_text, str(base_path), (*seen, str(Path(source).resolve())))
-    return _overlay(base_raw or {}, raw), {**base_lines, **lines}
+    return _merge(base_raw if isinstance(base_raw, dict) else {}, raw), {**base_lines, **lines}
 
 
 class _Builder:
@@ -214,7 +213,7 @@ class _Builder:
         try:
             return kind(**values)
         except (ValueError, TypeError) as err:
-            named = str(err).split(" ", 1)[0]
+            named = str(err).split(" ", 1)[0].rstrip(":")
             return self.fail((*path, named) if named in values else path, str(err))
 
     def _registered(self, base, raw, path):

@@ -8,7 +8,7 @@ it over arrays (embedded engine), so both engines rank by the same arithmetic.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 from scoring.expressions import Expr, Param, Var, call, evaluate, render_painless, variables_of
@@ -146,6 +146,13 @@ class Formula:
             raise ValueError("each formula term may appear once")
         if not 0.0 <= self.null_confidence <= 1.0:
             raise ValueError("null_confidence must be in [0, 1]")
+
+    def with_weights(self, weights: dict[str, float]) -> Formula:
+        """The same formula with some term weights replaced (e.g. per query intent)."""
+        unknown = set(weights) - {t.term for t in self.terms}
+        if unknown:
+            raise ValueError(f"no formula term named {', '.join(sorted(unknown))}")
+        return replace(self, terms=tuple(replace(t, weight=weights.get(t.term, t.weight)) for t in self.terms))
 
     def expression(self) -> Expr:
         total: Expr | None = None

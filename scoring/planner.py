@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from query_understanding import ParsedQuery
+from query_understanding.classifiers import INTENTS
 from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
 from scoring.formula_checks import check_formula
 from scoring.plan import Clause, NotExpiredFilter, SearchPlan, TermFilter
@@ -41,20 +42,36 @@ class ScoringConfig:
         (CosineTerm(weight=1.0), TextScoreTerm(weight=1.0), ConfidenceTerm(weight=0.1))))
     rescoring: tuple[RescoringStrategy, ...] = (ConfidenceBoost(),)
     formula_check: str = "refuse"
+    intent_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.formula_check not in FORMULA_POLICIES:
-            raise ValueError(f"formula_check must be one of {', '.join(FORMULA_POLICIES)}")
-        problems = check_formula(self.formula)
-        if problems and self.formula_check == "refuse":
-            raise ValueError("formula " + "; ".join(map(str, problems)) + " (set scoring.formula_check: warn "
-                             "to serve it anyway)")
-        for problem in problems:
-            log.warning("formula %s", problem)
         if self.mode not in EXECUTION_MODES:
             raise ValueError(f"mode must be one of {', '.join(EXECUTION_MODES)}")
         if self.candidates < 1 or self.rescore_window < 1:
             raise ValueError("candidates and rescore_window must be >= 1")
+        if self.formula_check not in FORMULA_POLICIES:
+            raise ValueError(f"formula_check must be one of {', '.join(FORMULA_POLICIES)}")
+        unknown = set(self.intent_weights) - set(INTENTS)
+        if unknown:
+            raise ValueError(f"intent_weights names unknown intent(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(INTENTS)}")
+        try:
+            variants = [("", self.formula), *((i, self.formula_for(i)) for i in self.intent_weights)]
+        except ValueError as err:
+            raise ValueError(f"intent_weights: {err}") from None
+        for intent, formula in variants:
+            problems = check_formula(formula)
+            where = f" (weights for intent {intent})" if intent else ""
+            if problems and self.formula_check == "refuse":
+                raise ValueError("formula " + "; ".join(map(str, problems)) + where +
+                                 " (set scoring.formula_check: warn to serve it anyway)")
+            for problem in problems:
+                log.warning("formula %s%s", problem, where)
+
+    def formula_for(self, intent: str) -> Formula:
+        """The formula with this intent's term weights (text counts for less when nothing was linked)."""
+        weights = self.intent_weights.get(intent)
+        return self.formula.with_weights(weights) if weights else self.formula
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
         required_any=required_any,
         should=tuple(should),
         vector_text=parsed.embedding_text,
-        formula=config.formula,
+        formula=config.formula_for(parsed.intent),
         mode=request.mode or config.mode,
         size=request.size,
         offset=request.offset,

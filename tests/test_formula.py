@@ -56,8 +56,8 @@ def _config_with(replacement: str, policy: str = "") -> str:
     from tests.conftest import REPO
 
     text = (REPO / "config.yaml").read_text(encoding="utf-8")
-    text = text.replace("      - {term: text, weight: 1.0, normalise: saturation, k: 20}", replacement)
-    return text.replace("  mode: exact", f"  formula_check: {policy}\n  mode: exact") if policy else text
+    text = text.replace("      - {term: text, weight: 1.0, normalise: saturation, k: 60}", replacement)
+    return text.replace("formula_check: refuse", f"formula_check: {policy}") if policy else text
 
 
 def test_the_documents_sigmoid_is_refused_at_load_with_the_line():
@@ -73,7 +73,7 @@ def test_the_documents_sigmoid_is_refused_at_load_with_the_line():
 def test_the_documents_inverse_log_confidence_is_refused():
     from kb_service.config import ConfigError, parse_config
 
-    text = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 20}").replace(
+    text = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 60}").replace(
         "transform: log1p", "transform: inverse_log")
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "c.yaml")
@@ -105,3 +105,16 @@ def test_recency_halves_after_the_half_life_and_renders_painless():
     raw = evaluate(term.raw(), {"age_days": np.array([0.0, 30.0, 60.0])}, term.params(), NUMPY_FUNCTIONS)
     assert np.allclose(raw, [1.0, 0.5, 0.25])
     assert "doc['update_timestamp'].value.toInstant().toEpochMilli()" in render_painless(term.raw())
+
+
+def test_intent_weights_change_the_plan_formula_and_are_checked():
+    from kb_service.config import ConfigError, parse_config
+
+    config = parse_config(_config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 60}"), "c.yaml")
+    open_question = config.scoring.formula_for("open_question")
+    assert {t.term: t.weight for t in open_question.terms}["text"] == 0.1
+    assert config.scoring.formula_for("attribute_lookup") == config.scoring.formula
+    bad = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 60}").replace(
+        "open_question: {cosine: 1.0, text: 0.1}", "open_question: {cosine: -1.0}")
+    with pytest.raises(ConfigError, match=r"falls as cosine rises .*weights for intent open_question"):
+        parse_config(bad, "c.yaml")
