@@ -87,3 +87,20 @@ def test_raw_utf8_request_line_as_curl_sends_it(server):
 def test_admin_api_is_disabled_without_configured_keys(server):
     response = requests.post(f"{server}/admin/config/reload", headers={"X-API-Key": "anything"})
     assert response.status_code == 403 and "admin_key_sha256" in response.json()["error"]["message"]
+
+
+def test_every_route_is_in_the_openapi_contract(search_service):
+    import re
+
+    import yaml
+
+    from kb_service.api import create_app
+    from tests.conftest import REPO
+
+    spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
+    app = create_app(search_service.config, service=search_service, watch=False)
+    routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+              for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert routes == documented
