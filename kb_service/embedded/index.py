@@ -196,12 +196,16 @@ class EmbeddedIndex:
         window = min(plan.window, candidates.size)
         top = np.argpartition(-scores, window - 1)[:window]
         top = top[np.lexsort((candidates[top], -scores[top]))]
+        docs = candidates[top]
+        raw_of_top = {name: np.broadcast_to(raw, scores.shape)[top].tolist() for name, (_, raw) in terms.items()}
+        clauses_of_top = {name: values[docs].tolist() for name, values in by_clause.items()}
+        bm25_of_top = text_score[docs].tolist()
         hits = []
-        for position in top:
-            doc = candidates[position]
-            hit = ScoredHit(self.records[doc], 0.0, details={"bm25": float(text_score[doc])})
-            hit.details.update({name: float(values[doc]) for name, values in by_clause.items() if values[doc]})
-            for name, (weight, raw) in terms.items():
-                hit.add("engine", name, float(np.broadcast_to(raw, scores.shape)[position]), weight)
+        for rank, doc in enumerate(docs.tolist()):
+            details = {"bm25": bm25_of_top[rank]}
+            details.update((name, values[rank]) for name, values in clauses_of_top.items() if values[rank])
+            hit = ScoredHit(self.records[doc], 0.0, details=details)
+            for name, (weight, _) in terms.items():
+                hit.add("engine", name, raw_of_top[name][rank], weight)
             hits.append(hit)
         return EngineResult(hits, total)

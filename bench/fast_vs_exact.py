@@ -1,0 +1,55 @@
+"""Agreement and speed of `fast` mode against `exact` on the served index version.
+
+Usage: KB_DATA_DIR=… python bench/fast_vs_exact.py --queries ../shared/data/geo/queries.dev.jsonl [--limit 300]
+Recall@10 is the share of exact's top 10 that fast also returns in its top 10; latencies are server-side
+(in-process; a warm-up pass caches the query vectors first, so both modes time the same work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from kb_service.config import load_config
+from kb_service.service import SearchService
+from scoring.planner import SearchRequest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", required=True)
+    parser.add_argument("--limit", type=int, default=300)
+    parser.add_argument("--config")
+    args = parser.parse_args()
+    with open(args.queries, encoding="utf-8") as handle:
+        texts = [json.loads(line)["query"] for line in handle][: args.limit]
+    started = time.monotonic()
+    service = SearchService(load_config(args.config))
+    print(f"opened {service.state.index.name} ({service.state.index.size:,} records, "
+          f"ANN graph: {'yes' if service.state.index.ann else 'no'}) in {time.monotonic() - started:.1f}s")
+    for text in texts:
+        service.search(SearchRequest(query=text, size=10, mode="fast"))
+    timings: dict[str, list[float]] = {"exact": [], "fast": []}
+    recalls = []
+    for text in texts:
+        results = {}
+        for mode in ("fast", "exact"):
+            began = time.perf_counter()
+            response = service.search(SearchRequest(query=text, size=10, mode=mode))
+            timings[mode].append((time.perf_counter() - began) * 1000)
+            results[mode] = [hit.record.kid for hit in response.hits]
+        if results["exact"]:
+            recalls.append(len(set(results["exact"]) & set(results["fast"])) / len(results["exact"]))
+    for mode, values in timings.items():
+        values.sort()
+        print(f"{mode:5}: p50 {statistics.median(values):.1f} ms, p95 {values[int(0.95 * len(values))]:.1f} ms, "
+              f"p99 {values[int(0.99 * len(values))]:.1f} ms over {len(values)} queries")
+    ratio = statistics.median(timings["exact"]) / statistics.median(timings["fast"])
+    print(f"recall@10 of exact's top 10 in fast's: {statistics.fmean(recalls):.3f} "
+          f"(min {min(recalls):.2f}); fast is {ratio:.1f}x faster at p50")
+
+
+if __name__ == "__main__":
+    main()
