@@ -127,3 +127,29 @@ def test_fast_mode_with_the_ann_graph_agrees_with_exact(tmp_path, small_kb_file)
     assert sum(overlaps) / len(overlaps) >= 0.9, overlaps
     filtered = service.search(SearchRequest(query="东京", mode="fast", categories=("成语",)))
     assert filtered.hits == []
+
+
+def test_fast_mode_finds_every_record_of_a_narrow_filter(tmp_path, small_kb_file):
+    """The graph search is filtered afterwards; when too few neighbours pass, an exact scan must take over."""
+    rows = read_jsonl(small_kb_file)
+    narrow = {r["kid"] for r in rows[:3]}
+    for row in rows[:3]:
+        row["category"] = "测试"
+    text = (REPO / "config.yaml").read_text(encoding="utf-8").replace("data_dir: data", f"data_dir: {tmp_path}")
+    config = parse_config(text.replace("  keep_versions: 3", "  keep_versions: 3\n  ann_min_records: 1"), "c.yaml")
+    load_files(config, [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
+    service = SearchService(config)
+    hits = service.search(SearchRequest(query="人口最多的城市", mode="fast", categories=("测试",))).hits
+    assert {h.record.kid for h in hits} == narrow
+
+
+def test_not_ready_before_any_load(tmp_path):
+    from kb_service.api import create_app
+
+    config = make_config(tmp_path / "empty")
+    client = create_app(config, watch=False).test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "no index version" in ready.get_json()["error"]["message"]
+    search = client.get("/search", query_string={"q": "杭州"})
+    assert search.status_code == 503 and "kb load" in search.get_json()["error"]["message"]
