@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord, RecordError
 
 MAX_ERRORS_REPORTED = 20
@@ -97,10 +98,12 @@ def read_records(paths: Iterable[str | Path], quarantine: bool = False) -> ReadR
     """Validate every line of every file; later duplicates of a kid must carry a newer update_timestamp."""
     result = ReadResult()
     position: dict[str, tuple[int, str]] = {}
+    progress = Progress("reading records", None)
     for path in map(Path, paths):
         if not path.is_file():
             raise KnowledgeFileError([RejectedLine(str(path), 0, "<file>", "no such file", "")])
         for number, text, raw, parse_error in _raw_rows(path):
+            progress.advance(1)
             try:
                 if parse_error:
                     raise RecordError("<line>", parse_error)

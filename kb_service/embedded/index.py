@@ -19,6 +19,7 @@ from kb_service.config import EngineConfig
 from kb_service.embedded.columns import KeywordColumn
 from kb_service.embedded.text_index import FieldTextIndex
 from kb_service.embedded.vector_index import VectorIndex
+from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
@@ -67,11 +68,13 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
     memo: dict[str, str] = {}
     for field, source in SOURCE_OF_TEXT_FIELD.items():
         segmented = []
+        progress = Progress(f"segmenting {field}", len(records))
         for record in records:
             text = getattr(record, source)
             if text not in memo:
                 memo[text] = segmenter.segmented(text)
             segmented.append(memo[text])
+            progress.advance(1)
         FieldTextIndex.build(segmented, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
     if len(records) >= engine.ann_min_records:
         VectorIndex.build(vectors, directory, engine.ann_connectivity, engine.ann_expansion_add)
