@@ -16,14 +16,16 @@ from query_understanding.understander import QueryError
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("kb_service.audit")
+POLL_SECONDS = 1.0
 
 
 class AdminError(Exception):
+    """An admin call refused for want of a valid API key (401) or of any configured key (403)."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
         self.message = message
-POLL_SECONDS = 1.0
 
 
 def _error(status: int, message: str, field: str | None = None, **extra):
