@@ -135,7 +135,9 @@ class EmbeddedIndex:
             if isinstance(term_filter, NotExpiredFilter):
                 mask &= ~(self.expires <= _epoch(term_filter.now))
             elif term_filter.field in self.flags:
-                mask &= np.isin(self.flags[term_filter.field], [int(v) for v in term_filter.values])
+                values = [int(v) for v in term_filter.values]
+                column = self.flags[term_filter.field]
+                mask &= column == values[0] if len(values) == 1 else np.isin(column, values)
             else:
                 mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
         return mask
