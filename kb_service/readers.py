@@ -120,6 +120,6 @@ def read_records(paths: Iterable[str | Path], quarantine: bool = False) -> ReadR
                 result.records.append(record)
             except RecordError as err:
                 result.rejected.append(RejectedLine(str(path), number, err.field, err.message, text))
-    if result.rejected and not quarantine:
+    if result.rejected and (not quarantine or not result.records):
         raise KnowledgeFileError(result.rejected)
     return result

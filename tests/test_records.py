@@ -91,3 +91,9 @@ def test_unknown_format_and_missing_file(tmp_path):
         read_records([tmp_path / "kb.xml"])
     with pytest.raises(KnowledgeFileError, match="no such file"):
         read_records([tmp_path / "absent.jsonl"])
+
+
+def test_quarantine_with_no_valid_line_left_still_fails(tmp_path):
+    path = write_jsonl(tmp_path / "kb.jsonl", [{**GOOD, "del": 7}])
+    with pytest.raises(KnowledgeFileError, match=r"kb\.jsonl:1: field 'del'"):
+        read_records([path], quarantine=True)
