@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import ClassVar
 
 from scoring.expressions import Expr, Param, Var, call, evaluate, render_painless, variables_of
@@ -176,5 +177,10 @@ class Formula:
         params = self.params()
         return {t.term: (t.weight, evaluate(t.raw(), variables, params, functions)) for t in self.terms}
 
+    @cached_property
+    def variables(self) -> frozenset[str]:
+        """The document inputs the terms read; computed once, asked on every query."""
+        return frozenset().union(*(variables_of(t.raw()) for t in self.terms))
+
     def needs(self, variable: str) -> bool:
-        return any(variable in variables_of(t.raw()) for t in self.terms)
+        return variable in self.variables

@@ -56,10 +56,11 @@ class ScoringConfig:
             raise ValueError(f"intent_weights names unknown intent(s) {', '.join(sorted(unknown))}; "
                              f"known: {', '.join(INTENTS)}")
         try:
-            variants = [("", self.formula), *((i, self.formula_for(i)) for i in self.intent_weights)]
+            by_intent = {i: self.formula.with_weights(w) for i, w in self.intent_weights.items() if w}
         except ValueError as err:
             raise ValueError(f"intent_weights: {err}") from None
-        for intent, formula in variants:
+        object.__setattr__(self, "_formula_by_intent", by_intent)
+        for intent, formula in [("", self.formula), *by_intent.items()]:
             problems = check_formula(formula)
             where = f" (weights for intent {intent})" if intent else ""
             if problems and self.formula_check == "refuse":
@@ -70,8 +71,7 @@ class ScoringConfig:
 
     def formula_for(self, intent: str) -> Formula:
         """The formula with this intent's term weights (text counts for less when nothing was linked)."""
-        weights = self.intent_weights.get(intent)
-        return self.formula.with_weights(weights) if weights else self.formula
+        return self._formula_by_intent.get(intent, self.formula)
 
 
 @dataclass(frozen=True)
