@@ -28,10 +28,19 @@ def _isolated_environment(monkeypatch):
     monkeypatch.delenv("KB_CONFIG", raising=False)
 
 
-def make_config(data_dir: Path, overrides: str = "") -> ServiceConfig:
-    """The repository's config.yaml with another data directory and optional YAML appended."""
-    text = (REPO / "config.yaml").read_text(encoding="utf-8").replace("data_dir: data", f"data_dir: {data_dir}")
-    return parse_config(text + "\n" + overrides, "config.yaml")
+def config_text(*replacements: tuple[str, str]) -> str:
+    """The repository's config.yaml with text replaced; each replaced piece must be there, so a test cannot
+    silently stop changing what it means to change when config.yaml moves on."""
+    text = (REPO / "config.yaml").read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert old in text, f"config.yaml no longer contains {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def make_config(data_dir: Path, *replacements: tuple[str, str]) -> ServiceConfig:
+    """The repository's config.yaml with another data directory (and optional replacements), parsed."""
+    return parse_config(config_text(("data_dir: data", f"data_dir: {data_dir}"), *replacements), "config.yaml")
 
 
 def shared_file(*parts: str) -> Path:

@@ -52,9 +52,7 @@ def test_eval_compares_configs_side_by_side(loaded_data_dir, tmp_path):
                        '{"qid": "q2", "task": "geo-attr", "query": "东京在哪个时区"}\n', encoding="utf-8")
     qrels = tmp_path / "qrels.tsv"
     qrels.write_text("q1 0 geo:city:1808926:人口 2\nq2 0 geo:city:1850147:时区 2\n", encoding="utf-8")
-    text_only = tmp_path / "text_only.yaml"
-    text_only.write_text((REPO / "config.yaml").read_text(encoding="utf-8").replace(
-        "      - {term: cosine, weight: 1.0}\n", ""), encoding="utf-8")
+    text_only = REPO / "presets" / "bm25_only.yaml"
     result = run_kb("eval", "--queries", str(queries), "--qrels", str(qrels), "--config", str(REPO / "config.yaml"),
                     "--config", str(text_only), "--json", data_dir=loaded_data_dir)
     assert result.returncode == 0, result.stderr

@@ -6,18 +6,14 @@ import pytest
 import requests
 
 from kb_service.admin_auth import digest, matching_key_id
-from tests.conftest import REPO, running_server
+from tests.conftest import config_text, running_server
 
 KEY = "test-admin-key"
 
 
 def _config_text(**replacements) -> str:
-    text = (REPO / "config.yaml").read_text(encoding="utf-8")
-    text = text.replace("  threads: 8\n", f"  threads: 8\n  admin_key_sha256: [{digest(KEY)}]\n")
-    for old, new in replacements.items():
-        assert old in text
-        text = text.replace(old, new)
-    return text
+    return config_text(("  threads: 8\n", f"  threads: 8\n  admin_key_sha256: [{digest(KEY)}]\n"),
+                       *replacements.items())
 
 
 @pytest.fixture(scope="module")

@@ -53,11 +53,10 @@ def test_legacy_sigmoid_falls_as_text_relevance_rises():
 
 
 def _config_with(replacement: str, policy: str = "") -> str:
-    from tests.conftest import REPO
+    from tests.conftest import config_text
 
-    text = (REPO / "config.yaml").read_text(encoding="utf-8")
-    text = text.replace("      - {term: text, weight: 1.0, normalise: saturation, k: 60}", replacement)
-    return text.replace("formula_check: refuse", f"formula_check: {policy}") if policy else text
+    text_term = ("      - {term: text, weight: 1.0, normalise: saturation, k: 60}", replacement)
+    return config_text(text_term, *([("formula_check: refuse", f"formula_check: {policy}")] if policy else []))
 
 
 def test_the_documents_sigmoid_is_refused_at_load_with_the_line():

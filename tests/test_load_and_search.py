@@ -6,12 +6,13 @@ import time
 
 import pytest
 
-from kb_service.config import parse_config
 from kb_service.loading import embedded_store, load_files
 from kb_service.readers import KnowledgeFileError
 from kb_service.service import RequestError, SearchService, parse_request
 from scoring.planner import SearchRequest
-from tests.conftest import REPO, make_config, read_jsonl, write_jsonl
+from tests.conftest import make_config, read_jsonl, write_jsonl
+
+ANN_FOR_EVERY_SIZE = ("  keep_versions: 3", "  keep_versions: 3\n  ann_min_records: 1")
 
 
 def test_population_question_finds_the_population_record(search_service):
@@ -114,8 +115,7 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
 
 
 def test_fast_mode_with_the_ann_graph_agrees_with_exact(tmp_path, small_kb_file):
-    text = (REPO / "config.yaml").read_text(encoding="utf-8").replace("data_dir: data", f"data_dir: {tmp_path}")
-    config = parse_config(text.replace("  keep_versions: 3", "  keep_versions: 3\n  ann_min_records: 1"), "c.yaml")
+    config = make_config(tmp_path, ANN_FOR_EVERY_SIZE)
     load_files(config, [str(small_kb_file)])
     service = SearchService(config)
     assert service.state.index.ann is not None
@@ -135,8 +135,7 @@ def test_fast_mode_finds_every_record_of_a_narrow_filter(tmp_path, small_kb_file
     narrow = {r["kid"] for r in rows[:3]}
     for row in rows[:3]:
         row["category"] = "测试"
-    text = (REPO / "config.yaml").read_text(encoding="utf-8").replace("data_dir: data", f"data_dir: {tmp_path}")
-    config = parse_config(text.replace("  keep_versions: 3", "  keep_versions: 3\n  ann_min_records: 1"), "c.yaml")
+    config = make_config(tmp_path, ANN_FOR_EVERY_SIZE)
     load_files(config, [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
     service = SearchService(config)
     hits = service.search(SearchRequest(query="人口最多的城市", mode="fast", categories=("测试",))).hits
