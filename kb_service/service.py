@@ -15,10 +15,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from kb_service.backends import ServedIndex, open_store
 from kb_service.config import ServiceConfig
-from kb_service.embedded.index import EmbeddedIndex
 from kb_service.encoders import load_encoder
-from kb_service.loading import embedded_store
 from kb_service.records import KnowledgeRecord
 from query_understanding import ParsedQuery, QueryUnderstander
 from scoring.hits import ScoredHit
@@ -43,7 +42,7 @@ class NotReadyError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServingState:
-    index: EmbeddedIndex
+    index: ServedIndex
     understander: QueryUnderstander
     config: ServiceConfig
 
@@ -136,14 +135,17 @@ LIVE_SECTIONS = ("search", "query_understanding", "scoring")
 
 class SearchService:
     def __init__(self, config: ServiceConfig):
-        self.store = embedded_store(config)
+        self.store = open_store(config)
         self.encoder = load_encoder(config.encoder)
         self._base_config = config
         self._state: ServingState | None = None
         self._swap_lock = threading.Lock()
         self._encode_cached = lru_cache(maxsize=2048)(self._encode)
         self.encoder.encode(["warm-up"])
-        self.refresh()
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("no index version could be opened yet; retrying every second while serving")
 
     @property
     def config(self) -> ServiceConfig:
@@ -154,7 +156,7 @@ class SearchService:
         """Query vectors, memoised so repeated queries skip the encoder."""
         return self.encoder.encode([text])[0]
 
-    def _serving_state(self, index: EmbeddedIndex, config: ServiceConfig) -> ServingState:
+    def _serving_state(self, index: ServedIndex, config: ServiceConfig) -> ServingState:
         understander = QueryUnderstander(config.query_understanding, index.dictionary, index.segmenter,
                                          embed=self._encode_cached, embed_many=self.encoder.encode,
                                          category_centroids=index.category_centroids)
@@ -168,7 +170,7 @@ class SearchService:
                 return False
             started = time.monotonic()
             config = self.config
-            index = EmbeddedIndex(self.store.path_of(name), config.engine)
+            index = self.store.open(name)
             if index.manifest.get("dims") != self.encoder.dims:
                 log.error("version %s has %s-d vectors but the encoder makes %d-d; not serving it",
                           name, index.manifest.get("dims"), self.encoder.dims)
@@ -204,9 +206,14 @@ class SearchService:
             raise NotReadyError("no index version is loaded: run `kb load FILE` or `kb demo`")
         return state
 
-    @property
-    def ready(self) -> bool:
-        return self._state is not None
+    def unready_reason(self) -> str | None:
+        """Why /readyz says no: nothing loaded yet, or the search engine not answering; None when ready."""
+        if self._state is None:
+            return "no index version is loaded"
+        if not self.store.reachable():
+            return "the search engine does not answer"
+        return None
+
 
     def understand(self, text: str) -> ParsedQuery:
         return self.state.understander.parse(text)

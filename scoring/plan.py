@@ -12,7 +12,7 @@ from typing import Literal
 from scoring.formula import Formula
 
 ClauseKind = Literal["term", "match", "match_phrase"]
-TEXT_FIELDS = ("knowledge_phrase", "attribute.phrase", "value.phrase")
+TEXT_FIELDS = ("knowledge_phrase", "attribute_phrase", "value_phrase")
 KEYWORD_FIELDS = ("kid", "knowledge", "attribute", "value", "category")
 
 

@@ -102,8 +102,8 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
     should.extend(Clause("attribute_term", "term", "attribute", a.name, boosts.attribute_term)
                   for a in parsed.attributes)
     if content:
-        should.append(Clause("attribute_match", "match", "attribute.phrase", content, boosts.attribute_match))
-        should.append(Clause("value_match", "match", "value.phrase", content, boosts.value_match))
+        should.append(Clause("attribute_match", "match", "attribute_phrase", content, boosts.attribute_match))
+        should.append(Clause("value_match", "match", "value_phrase", content, boosts.value_match))
     should.append(Clause("value_term", "term", "value", parsed.original.strip(), boosts.value_term))
 
     filters: list = [*BASE_FILTERS, NotExpiredFilter(now or time.strftime("%Y-%m-%d %H:%M:%S"))]

@@ -55,7 +55,7 @@ def test_legacy_sigmoid_falls_as_text_relevance_rises():
 def _config_with(replacement: str, policy: str = "") -> str:
     from tests.conftest import config_text
 
-    text_term = ("      - {term: text, weight: 1.0, normalise: saturation, k: 60}", replacement)
+    text_term = ("      - {term: text, weight: 1.0, normalise: saturation, k: 132}", replacement)
     return config_text(text_term, *([("formula_check: refuse", f"formula_check: {policy}")] if policy else []))
 
 
@@ -72,7 +72,7 @@ def test_the_documents_sigmoid_is_refused_at_load_with_the_line():
 def test_the_documents_inverse_log_confidence_is_refused():
     from kb_service.config import ConfigError, parse_config
 
-    text = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 60}").replace(
+    text = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 132}").replace(
         "transform: log1p", "transform: inverse_log")
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "c.yaml")
@@ -109,11 +109,11 @@ def test_recency_halves_after_the_half_life_and_renders_painless():
 def test_intent_weights_change_the_plan_formula_and_are_checked():
     from kb_service.config import ConfigError, parse_config
 
-    config = parse_config(_config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 60}"), "c.yaml")
+    config = parse_config(_config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 132}"), "c.yaml")
     open_question = config.scoring.formula_for("open_question")
     assert {t.term: t.weight for t in open_question.terms}["text"] == 0.1
     assert config.scoring.formula_for("attribute_lookup") == config.scoring.formula
-    bad = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 60}").replace(
+    bad = _config_with("      - {term: text, weight: 1.0, normalise: saturation, k: 132}").replace(
         "open_question: {cosine: 1.0, text: 0.1}", "open_question: {cosine: -1.0}")
     with pytest.raises(ConfigError, match=r"falls as cosine rises .*weights for intent open_question"):
         parse_config(bad, "c.yaml")

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from kb_service.loading import embedded_store, load_files
+from kb_service.backends import embedded_store
+from kb_service.loading import load_files
 from kb_service.readers import KnowledgeFileError
 from kb_service.service import RequestError, SearchService, parse_request
 from scoring.planner import SearchRequest

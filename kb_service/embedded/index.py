@@ -8,7 +8,6 @@ candidate (`exact` mode), or only on the union of the text and vector top-N (`fa
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,13 +22,13 @@ from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
+from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
 from scoring.hits import ScoredHit
-from scoring.numpy_functions import NUMPY_FUNCTIONS
 from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, NotExpiredFilter, SearchPlan, TermFilter
 
 FLAG_FIELDS = ("del", "available")
-INDEX_FORMAT = 6
-SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute.phrase": "attribute", "value.phrase": "value"}
+INDEX_FORMAT = 7
+SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute_phrase": "attribute", "value_phrase": "value"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def _epoch(timestamp: str) -> float:
 
 
 def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmenter: Segmenter,
-                dictionary: KbDictionary, engine: EngineConfig) -> None:
+                dictionary: KbDictionary, centroids: dict[str, np.ndarray], engine: EngineConfig) -> None:
     """Write every file of a version into `directory` (a build folder the version store will seal)."""
     with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
         for record in records:
@@ -78,15 +77,12 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
         FieldTextIndex.build(segmented, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
     if len(records) >= engine.ann_min_records:
         VectorIndex.build(vectors, directory, engine.ann_connectivity, engine.ann_expansion_add)
-    categories = sorted({r.category for r in records})
-    category_of = np.array([categories.index(r.category) for r in records])
-    centroids = np.stack([vectors[category_of == i].mean(axis=0) for i in range(len(categories))])
-    np.save(directory / "category_centroids.npy", centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
+    np.save(directory / "category_centroids.npy", np.stack(list(centroids.values())))
     (directory / "dictionary.json").write_text(json.dumps({
         "entity_names": dictionary.entity_names,
         "entity_categories": dictionary.entity_categories,
         "attribute_names": dictionary.attribute_names,
-        "centroid_categories": categories,
+        "centroid_categories": list(centroids),
     }, ensure_ascii=False), encoding="utf-8")
 
 
@@ -152,13 +148,15 @@ class EmbeddedIndex:
         return _top(documents, self.vectors @ query_vector, mask, count)
 
     def clause_scores(self, clause: Clause) -> np.ndarray:
-        """Unboosted BM25 scores of one clause over all documents."""
+        """Unboosted BM25 scores of one clause over all documents, with Elasticsearch's (k1 + 1) factor (its
+        BM25 keeps the numerator Lucene 8 dropped), so `_score` means the same on both engines."""
         if clause.kind == "term":
-            return self.keywords[clause.field].term_scores(clause.query, self.k1)
-        tokens = [t for t in clause.query.split(" ") if t]
-        if clause.kind == "match":
-            return self.text[clause.field].match_scores(tokens)
-        return self.text[clause.field].phrase_scores(tokens)
+            scores = self.keywords[clause.field].term_scores(clause.query, self.k1)
+        else:
+            tokens = [t for t in clause.query.split(" ") if t]
+            text = self.text[clause.field]
+            scores = text.match_scores(tokens) if clause.kind == "match" else text.phrase_scores(tokens)
+        return scores * np.float32(1.0 + self.k1)
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
         mask = self._filter_mask(plan.filters)
@@ -184,33 +182,17 @@ class EmbeddedIndex:
             total = int(candidates.size)
         if candidates.size == 0:
             return EngineResult([], total)
-        variables = {"text_score": text_score[candidates]}
-        if formula.needs("cosine"):
-            variables["cosine"] = (self.vectors[candidates] @ query_vector if plan.mode == "fast"
-                                   else (self.vectors @ query_vector)[candidates])
-        if formula.needs("age_days"):
-            age = (time.time() - self.updated[candidates]) / 86400.0
-            variables["age_days"] = np.clip(np.nan_to_num(age, nan=0.0), 0.0, None)
-        if formula.needs("confidence"):
-            confidence = self.confidence[candidates]
-            variables["confidence"] = np.where(np.isnan(confidence), formula.null_confidence, confidence)
-        terms = formula.evaluate_terms(variables, NUMPY_FUNCTIONS)
-        scores = np.zeros(candidates.size, dtype=np.float64)
-        for weight, raw in terms.values():
-            scores += weight * raw
-        window = min(plan.window, candidates.size)
-        top = np.argpartition(-scores, window - 1)[:window]
-        top = top[np.lexsort((candidates[top], -scores[top]))]
-        docs = candidates[top]
-        raw_of_top = {name: np.broadcast_to(raw, scores.shape)[top].tolist() for name, (_, raw) in terms.items()}
-        clauses_of_top = {name: values[docs].tolist() for name, values in by_clause.items()}
-        bm25_of_top = text_score[docs].tolist()
-        hits = []
-        for rank, doc in enumerate(docs.tolist()):
-            details = {"bm25": bm25_of_top[rank]}
-            details.update((name, values[rank]) for name, values in clauses_of_top.items() if values[rank])
-            hit = ScoredHit(self.records[doc], 0.0, details=details)
-            for name, (weight, _) in terms.items():
-                hit.add("engine", name, raw_of_top[name][rank], weight)
-            hits.append(hit)
+        variables = formula_variables(
+            formula, text_score[candidates],
+            cosine=lambda: (self.vectors[candidates] @ query_vector if plan.mode == "fast"
+                            else (self.vectors @ query_vector)[candidates]),
+            confidence=self.confidence[candidates], updated_epoch=self.updated[candidates])
+
+        def details_at(position: int) -> dict[str, float]:
+            doc = candidates[position]
+            return nonzero_details(float(text_score[doc]),
+                                   [(name, float(values[doc])) for name, values in by_clause.items()])
+
+        hits = top_hits(formula, variables, plan.window, candidates,
+                        record_at=lambda position: self.records[candidates[position]], details_at=details_at)
         return EngineResult(hits, total)

@@ -28,7 +28,7 @@ class BuildInProgressError(RuntimeError):
 @dataclass(frozen=True)
 class VersionInfo:
     name: str
-    path: Path
+    path: Path | None
     manifest: dict
     current: bool
 

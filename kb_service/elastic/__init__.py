@@ -1,0 +1,1 @@
+"""The Elasticsearch backend: the same search plans and formula as the embedded engine, run on a cluster."""
