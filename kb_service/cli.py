@@ -12,6 +12,8 @@ from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.embedded.index import IndexFormatError
 from kb_service.embedded.version_store import BuildInProgressError
 from kb_service.readers import KnowledgeFileError
+from kb_service.reloading import ReloadBusyError, RollbackError
+from kb_service.review_db import ReviewError
 from kb_service.service import NotReadyError, RequestError
 from query_understanding.understander import QueryError
 
@@ -93,6 +95,95 @@ def cmd_versions(config: ServiceConfig, args) -> int:
         marker = "*" if version.current else " "
         print(f"{marker} {version.name}  {version.manifest.get('records', '?')} records  "
               f"{version.manifest.get('encoder', '')}  {version.manifest.get('source', '')}")
+    return 0
+
+
+def cmd_rollback(config: ServiceConfig, args) -> int:
+    from kb_service.reloading import rollback
+
+    served, before = rollback(config, args.version)
+    print(f"serving {served} (was {before}); running servers switch within a second")
+    return 0
+
+
+def _print_run(run) -> None:
+    counts = run.counts
+    print(f"reload {run.id} ({run.trigger}) {run.status} at {run.started}, {run.duration_s or 0:.1f}s, version "
+          f"{run.version or '-'}: {counts.records} records, +{counts.added} ~{counts.updated} -{counts.removed}, "
+          f"merged {counts.merged}, rejected {counts.rejected}, expired {counts.expired}, encoded {counts.encoded} "
+          f"(reused {counts.reused})")
+    for gate in run.gates:
+        print(f"   {'pass' if gate.passed else 'FAIL'}  {gate.gate}: {gate.detail}")
+    if run.message:
+        print(f"   {run.message}")
+
+
+def cmd_reload(config: ServiceConfig, args) -> int:
+    from kb_service.reloading import ReloadRefusedError, run_reload
+
+    try:
+        run = run_reload(config, trigger="cli", force=args.force)
+    except ReloadRefusedError as err:
+        _print_json(err.run.to_dict()) if args.json else _print_run(err.run)
+        print(f"kb: {err}", file=sys.stderr)
+        return 3
+    _print_json(run.to_dict()) if args.json else _print_run(run)
+    return 0
+
+
+def cmd_reloads(config: ServiceConfig, args) -> int:
+    from kb_service.reloading import history_of
+
+    history = history_of(config)
+    runs = history.runs(args.limit)
+    history.close()
+    if args.json:
+        _print_json([run.to_dict() for run in runs])
+        return 0
+    for run in runs:
+        _print_run(run)
+    return 0
+
+
+def cmd_schedule(config: ServiceConfig, args) -> int:
+    from kb_service.scheduling import build_scheduler
+
+    scheduler = build_scheduler(config, blocking=True)
+    if scheduler is None:
+        print("kb: no schedule: set reload.cron or reload.interval_minutes in the config", file=sys.stderr)
+        return 2
+    print(f"running scheduled reloads ({config.reload.cron or f'every {config.reload.interval_minutes} min'})")
+    scheduler.start()
+    return 0
+
+
+def cmd_review(config: ServiceConfig, args) -> int:
+    from kb_service.readers import read_records
+    from kb_service.review_db import ReviewDatabase
+
+    database = ReviewDatabase(config.reload.database_url(config.data_path))
+    try:
+        if args.action == "import":
+            result = read_records(args.files)
+            status = "approved" if args.approve else "pending"
+            report = database.import_records(result.records, status=status, reviewer=args.reviewer)
+            print(f"imported {len(result.records)} records as {status}: {report.inserted} new, {report.changed} "
+                  f"changed, {report.unchanged} unchanged")
+        elif args.action == "list":
+            counts = database.counts()
+            print(", ".join(f"{status}: {count}" for status, count in counts.items()))
+            for row in database.listing(args.status, args.limit):
+                print(f"  [{row['status']}] {row['kid']}  {row['knowledge']} / {row['attribute']}: "
+                      f"{row['value'][:50]}  {row['reviewer'] or ''}")
+        else:
+            if not args.kids and not args.all_pending:
+                print("kb: name the kids to review, or --all-pending", file=sys.stderr)
+                return 2
+            status = "approved" if args.action == "approve" else "rejected"
+            changed = database.set_status(None if args.all_pending else args.kids, status, args.reviewer)
+            print(f"{status} {changed} record(s) as {args.reviewer}")
+    finally:
+        database.close()
     return 0
 
 
@@ -182,6 +273,39 @@ def build_parser() -> argparse.ArgumentParser:
     admin_key = commands.add_parser("admin-key", help="make an admin API key and the digest to configure")
     admin_key.set_defaults(handler=cmd_admin_key)
 
+    reload = commands.add_parser("reload", help="gated reload from the review database (or reload.files)")
+    reload.add_argument("--force", action="store_true", help="switch even when a gate refuses")
+    reload.add_argument("--json", action="store_true")
+    reload.set_defaults(handler=cmd_reload)
+
+    reloads = commands.add_parser("reloads", help="the reload history, newest first")
+    reloads.add_argument("--limit", type=int, default=20)
+    reloads.add_argument("--json", action="store_true")
+    reloads.set_defaults(handler=cmd_reloads)
+
+    schedule = commands.add_parser("schedule", help="run the configured reload schedule in the foreground")
+    schedule.set_defaults(handler=cmd_schedule)
+
+    review = commands.add_parser("review", help="the review database: import, list, approve, reject")
+    actions = review.add_subparsers(dest="action", required=True)
+    review_import = actions.add_parser("import", help="add or update records (changed ones go back to pending)")
+    review_import.add_argument("files", nargs="+")
+    review_import.add_argument("--approve", action="store_true", help="import as approved (a trusted export)")
+    review_import.add_argument("--reviewer", default=None)
+    review_list = actions.add_parser("list", help="counts by status and some records")
+    review_list.add_argument("--status", choices=("pending", "approved", "rejected"))
+    review_list.add_argument("--limit", type=int, default=20)
+    for action in ("approve", "reject"):
+        verdict = actions.add_parser(action, help=f"{action} records")
+        verdict.add_argument("kids", nargs="*")
+        verdict.add_argument("--all-pending", action="store_true")
+        verdict.add_argument("--reviewer", required=True)
+    review.set_defaults(handler=cmd_review)
+
+    rollback = commands.add_parser("rollback", help="serve an earlier version again (default: the previous one)")
+    rollback.add_argument("version", nargs="?", help="the version to serve (see `kb versions`)")
+    rollback.set_defaults(handler=cmd_rollback)
+
     versions = commands.add_parser("versions", help="list index versions (* marks the served one)")
     versions.add_argument("--json", action="store_true")
     versions.set_defaults(handler=cmd_versions)
@@ -200,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kb: {err.field}: {err.message}", file=sys.stderr)
         return 2
     except (ConfigError, KnowledgeFileError, NotReadyError, QueryError, BuildInProgressError, IndexFormatError,
-            BackendUnavailableError) as err:
+            BackendUnavailableError, ReloadBusyError, RollbackError, ReviewError) as err:
         print(f"kb: {err}", file=sys.stderr)
         return 2
 

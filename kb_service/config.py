@@ -111,6 +111,53 @@ class ElasticsearchConfig:
 
 
 @dataclass(frozen=True)
+class CanaryQuery:
+    """A query whose expected record must stay in the top `top_k` of any new version."""
+
+    query: str
+    kid: str
+    top_k: int = 10
+
+    def __post_init__(self):
+        if not self.query.strip() or not self.kid or self.top_k < 1:
+            raise ValueError("a canary needs a query, a kid and top_k >= 1")
+
+
+@dataclass(frozen=True)
+class ReloadConfig:
+    """Scheduled, gated reloads from the review database (or knowledge files)."""
+
+    database: str | None = None
+    files: tuple[str, ...] = ()
+    cron: str | None = None
+    interval_minutes: float | None = None
+    misfire_grace_s: int = 600
+    max_removed_ratio: float = 0.2
+    min_records: int = 1
+    canaries: tuple[CanaryQuery, ...] = ()
+    merge_particles: tuple[str, ...] = ("的", "了", "地", "得")
+
+    def __post_init__(self):
+        if self.cron and self.interval_minutes:
+            raise ValueError("cron and interval_minutes are alternatives: set one")
+        if self.interval_minutes is not None and self.interval_minutes <= 0:
+            raise ValueError("interval_minutes must be > 0")
+        if self.cron:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron)
+            except ValueError as err:
+                raise ValueError(f"cron {self.cron!r} is not a crontab expression: {err}") from None
+        if not 0.0 <= self.max_removed_ratio <= 1.0 or self.min_records < 0 or self.misfire_grace_s < 1:
+            raise ValueError("max_removed_ratio must be in [0, 1], min_records >= 0, misfire_grace_s >= 1")
+
+    def database_url(self, data_path: Path) -> str:
+        """`database`, else the SQLite review database in the data directory."""
+        return self.database or f"sqlite:///{data_path / 'review.sqlite'}"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -139,6 +186,7 @@ class ServiceConfig:
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     search: SearchLimits = field(default_factory=SearchLimits)
+    reload: ReloadConfig = field(default_factory=ReloadConfig)
     query_understanding: UnderstandingConfig = field(default_factory=UnderstandingConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     source: str = "<defaults>"

@@ -134,8 +134,12 @@ LIVE_SECTIONS = ("search", "query_understanding", "scoring")
 
 
 class SearchService:
-    def __init__(self, config: ServiceConfig):
+    """Serves the version the store names current, following it as it moves; or, with `pinned`, one version
+    whether served or not (a reload's canary queries run against the version it has just built)."""
+
+    def __init__(self, config: ServiceConfig, pinned: str | None = None):
         self.store = open_store(config)
+        self.pinned = pinned
         self.encoder = load_encoder(config.encoder)
         self._base_config = config
         self._state: ServingState | None = None
@@ -165,7 +169,7 @@ class SearchService:
     def refresh(self) -> bool:
         """Serve the version named by CURRENT if it is not the one served; True when it switched."""
         with self._swap_lock:
-            name = self.store.current_name()
+            name = self.pinned or self.store.current_name()
             if name is None or (self._state and self._state.index.name == name):
                 return False
             started = time.monotonic()

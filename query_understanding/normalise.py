@@ -30,3 +30,17 @@ def normalise_text(text: str) -> str:
 
 def is_punctuation(token: str) -> bool:
     return all(unicodedata.category(ch)[0] in "PSZ" for ch in token)
+
+
+DEFAULT_PARTICLES = "的了地得"
+
+
+@lru_cache(maxsize=16)
+def _noise(particles: str) -> re.Pattern:
+    return re.compile(f"[{re.escape(particles)}\\s\\W_]+" if particles else r"[\s\W_]+")
+
+
+def duplicate_key(text: str, particles: str = DEFAULT_PARTICLES) -> str:
+    """The text with particles, spacing and punctuation removed after normalisation: two records whose texts
+    share keys say the same thing (杭州的人口 / 杭州 人口 / 杭州人口)."""
+    return _noise(particles).sub("", normalise_text(text))

@@ -6,11 +6,11 @@ as a component on the hit, so explain output still sums to the final score.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
+from query_understanding.normalise import duplicate_key
 from scoring.hits import ScoredHit
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -173,9 +173,6 @@ class CategoryWeights(AdditiveStrategy):
         return self.weights.get(hit.record.category, self.default)
 
 
-PARTICLES = re.compile(r"[的了地得\s\W_]+")
-
-
 @register_strategy
 @dataclass(frozen=True)
 class NearDuplicateCollapse(RescoringStrategy):
@@ -187,7 +184,7 @@ class NearDuplicateCollapse(RescoringStrategy):
         kept, seen = [], set()
         for hit in sorted(hits, key=lambda h: -h.score):
             record = hit.record
-            key = tuple(PARTICLES.sub("", text.lower()) for text in (record.knowledge, record.attribute, record.value))
+            key = tuple(duplicate_key(text) for text in (record.knowledge, record.attribute, record.value))
             if key not in seen:
                 seen.add(key)
                 kept.append(hit)

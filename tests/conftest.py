@@ -43,6 +43,19 @@ def make_config(data_dir: Path, *replacements: tuple[str, str]) -> ServiceConfig
     return parse_config(config_text(("data_dir: data", f"data_dir: {data_dir}"), *replacements), "config.yaml")
 
 
+@pytest.fixture(scope="session")
+def embedding_cache(tmp_path_factory) -> Path:
+    """One embedding cache for the session's full-KB loads, so each shared KB is encoded once per run."""
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+def data_dir_sharing_cache(data_dir: Path, cache: Path) -> Path:
+    """A fresh data directory whose cache/ is the session's embedding cache."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "cache").symlink_to(cache, target_is_directory=True)
+    return data_dir
+
+
 def shared_file(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.is_file():
@@ -133,3 +146,42 @@ def running_server(workdir: Path, data_dir: Path, config_path: Path | None = Non
 
 def pytest_report_header(config):
     return f"shared data: {SHARED_DATA if SHARED_DATA.is_dir() else 'absent'}; cpus: {os.cpu_count()}"
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url() -> str:
+    """A real Elasticsearch node: $KB_ES_URL when set, else one started by scripts/es-local (stopped after
+    the session if this fixture started it). Skips, saying why, only when neither is possible."""
+    import requests
+
+    url = os.environ.get("KB_ES_URL")
+    if url:
+        try:
+            requests.get(f"{url.rstrip('/')}/_cluster/health", timeout=5).raise_for_status()
+        except requests.RequestException as err:
+            pytest.fail(f"KB_ES_URL={url} does not answer: {err}")
+        yield url
+        return
+    script = REPO / "scripts" / "es-local"
+    already_running = subprocess.run([str(script), "status"], capture_output=True, text=True).returncode == 0
+    started = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=900)
+    if started.returncode != 0:
+        pytest.skip(f"no Elasticsearch: KB_ES_URL is unset and scripts/es-local could not start a node "
+                    f"({started.stderr.strip().splitlines()[-1] if started.stderr.strip() else 'no output'})")
+    yield started.stdout.strip().splitlines()[-1]
+    if not already_running:
+        subprocess.run([str(script), "stop"], capture_output=True, timeout=120)
+
+
+def elasticsearch_config(data_dir: Path, url: str, prefix: str, *replacements: tuple[str, str]) -> ServiceConfig:
+    """The repository's config on the Elasticsearch backend, with indices named after `prefix` so tests
+    sharing one node never see each other's versions."""
+    return make_config(
+        data_dir,
+        ("  backend: embedded ", "  backend: elasticsearch "),
+        ("  hosts: [http://127.0.0.1:9200]", f"  hosts: [{url}]"),
+        ("  index_prefix: knowledge ", f"  index_prefix: {prefix} "),
+        ("  read_alias: knowledge_current_reader", f"  read_alias: {prefix}_current_reader"),
+        ("  meta_index: knowledge_meta ", f"  meta_index: {prefix}_meta "),
+        *replacements,
+    )

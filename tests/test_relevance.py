@@ -9,7 +9,7 @@ from kb_service.evaluation import evaluate, read_qrels, read_queries
 from kb_service.loading import load_files
 from kb_service.service import SearchService
 from scoring.planner import SearchRequest
-from tests.conftest import make_config, shared_file
+from tests.conftest import data_dir_sharing_cache, make_config, shared_file
 
 # (records in the KB, {task: (best baseline nDCG@10, best baseline MRR@10)})
 BASELINES = {
@@ -20,11 +20,11 @@ BASELINES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kb", sorted(BASELINES))
-def test_dev_queries_beat_the_naive_baselines(kb, tmp_path):
+def test_dev_queries_beat_the_naive_baselines(kb, tmp_path, embedding_cache):
     records, baselines = BASELINES[kb]
     queries = read_queries(shared_file(kb, "queries.dev.jsonl"))
     qrels = read_qrels(shared_file(kb, "qrels.dev.tsv"))
-    config = make_config(tmp_path / "data")
+    config = make_config(data_dir_sharing_cache(tmp_path / "data", embedding_cache))
     assert load_files(config, [str(shared_file(kb, "kb.jsonl.gz"))]).records == records
     service = SearchService(config)
     scores, _ = evaluate(queries, qrels, lambda text: [

@@ -68,7 +68,10 @@ class ElasticsearchIndex:
         responses = self.client.msearch(searches=body, include_named_queries_score=True)["responses"]
         for response in responses:
             if "error" in response:
-                raise BackendUnavailableError(f"Elasticsearch search on {self.name} failed: {response['error']}")
+                message = f"Elasticsearch search on {self.name} failed: {response['error']}"
+                if response.get("status", 500) >= 500 or response.get("status") == 429:
+                    raise BackendUnavailableError(message)
+                raise RuntimeError(message)
         return responses
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:

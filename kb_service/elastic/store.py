@@ -53,11 +53,13 @@ class ElasticStore:
 
     # --- reading -------------------------------------------------------------------------------------------
     def reachable(self) -> bool:
+        """Cluster health answers (any colour): `GET /` (ping) needs the rest-root module, not always there."""
         try:
-            return bool(self.client.options(request_timeout=min(1.0, self.settings.request_timeout_s),
-                                            max_retries=0).ping())
+            self.client.options(request_timeout=min(1.0, self.settings.request_timeout_s),
+                                max_retries=0).cluster.health()
         except Exception:
             return False
+        return True
 
     def current_name(self) -> str | None:
         try:
@@ -175,14 +177,19 @@ class ElasticStore:
         actions.append({"add": {"index": name, "alias": self.settings.read_alias}})
         self.client.indices.update_aliases(actions=actions)
 
+    def discard(self, name: str) -> None:
+        """Delete a version that must never be served (a reload's gates refused it)."""
+        if name == self.current_name():
+            raise ValueError(f"{name} is the served version")
+        self.client.options(ignore_status=404).delete(index=self.settings.meta_index, id=name, refresh="wait_for")
+        self.client.options(ignore_status=404).indices.delete(index=name)
+
     def prune(self, keep: int) -> list[str]:
         """Delete the oldest versions beyond `keep`, never the served one."""
         removable = [v for v in self.versions() if not v.current]
         doomed = removable[: max(0, len(removable) - (keep - 1))]
         for version in doomed:
-            self.client.options(ignore_status=404).indices.delete(index=version.name)
-            self.client.options(ignore_status=404).delete(index=self.settings.meta_index, id=version.name,
-                                                          refresh="wait_for")
+            self.discard(version.name)
         return [v.name for v in doomed]
 
     def size_bytes(self, name: str) -> int:

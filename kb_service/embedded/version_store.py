@@ -111,6 +111,12 @@ class VersionStore:
                 out.append(VersionInfo(path.name, path, manifest, path.name == current))
         return out
 
+    def discard(self, name: str) -> None:
+        """Delete a version that must never be served (a reload's gates refused it)."""
+        if name == self.current_name():
+            raise ValueError(f"{name} is the served version")
+        shutil.rmtree(self.path_of(name), ignore_errors=True)
+
     def prune(self, keep: int) -> list[str]:
         """Delete the oldest versions beyond `keep`, never the served one."""
         removable = [v for v in self.versions() if not v.current]

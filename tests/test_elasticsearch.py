@@ -1,0 +1,326 @@
+"""The Elasticsearch backend against a real node (scripts/es-local or $KB_ES_URL): mapping, bulk load,
+alias swap and rollback under search load, filters, text clauses, fast mode, failures, parity with the
+embedded engine. The node has no lang-painless module, so `exact` mode is checked up to the script engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+import uuid
+
+import numpy as np
+import pytest
+from elasticsearch import BadRequestError
+
+from kb_service.api import create_app
+from kb_service.backends import category_centroids, open_store
+from kb_service.elastic.dsl import render_script_score
+from kb_service.elastic.store import BulkLoadError, ElasticStore, make_client
+from kb_service.evaluation import read_queries
+from kb_service.loading import build_version, load_files
+from kb_service.readers import read_records
+from kb_service.service import SearchService
+from query_understanding.segmenter import Segmenter
+from query_understanding.understander import KbDictionary
+from scoring.planner import SearchRequest, build_plan
+from tests.conftest import (
+    data_dir_sharing_cache,
+    elasticsearch_config,
+    make_config,
+    read_jsonl,
+    shared_file,
+    write_jsonl,
+)
+
+
+def _prefix() -> str:
+    return f"kbt{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture()
+def es_prefix(elasticsearch_url):
+    """A fresh index prefix; every index it names is deleted afterwards."""
+    prefix = _prefix()
+    yield prefix
+    client = make_client(make_config(".").elasticsearch, (elasticsearch_url,))
+    client.options(ignore_status=404).indices.delete(index=f"{prefix}*", expand_wildcards="all")
+
+
+@pytest.fixture(scope="module")
+def loaded_pair(tmp_path_factory, elasticsearch_url, small_kb_file):
+    """The small KB loaded into Elasticsearch and into the embedded engine (fast mode, one shared cache)."""
+    data_dir = tmp_path_factory.mktemp("es-data")
+    prefix = _prefix()
+    fast = ("  mode: exact ", "  mode: fast ")
+    es_config = elasticsearch_config(data_dir, elasticsearch_url, prefix, fast)
+    embedded_config = make_config(data_dir, fast)
+    report = load_files(es_config, [str(small_kb_file)])
+    load_files(embedded_config, [str(small_kb_file)])
+    yield es_config, embedded_config, report
+    ElasticStore(es_config).client.options(ignore_status=404).indices.delete(index=f"{prefix}*",
+                                                                             expand_wildcards="all")
+
+
+def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair, small_kb_file):
+    es_config, _, report = loaded_pair
+    store = ElasticStore(es_config)
+    client = store.client
+    records = read_records([str(small_kb_file)]).records
+    assert report.records == len(records) and report.version.startswith(es_config.elasticsearch.index_prefix)
+    assert store.current_name() == report.version
+    assert list(client.indices.get_alias(name=es_config.elasticsearch.read_alias)) == [report.version]
+    assert client.count(index=es_config.elasticsearch.read_alias)["count"] == len(records)
+    mapping = client.indices.get_mapping(index=report.version)[report.version]["mappings"]["properties"]
+    assert mapping["vector"]["dims"] == 512 and mapping["vector"]["similarity"] == "cosine"
+    assert mapping["knowledge_phrase"]["analyzer"] == "whitespace" and mapping["ref"]["index"] is False
+    settings = client.indices.get_settings(index=report.version)[report.version]["settings"]["index"]
+    assert settings["refresh_interval"] == "1s" and settings["translog"]["durability"] == "request"
+    assert settings["search"]["slowlog"]["threshold"]["query"]["warn"] == "1s"
+    sample = records[len(records) // 2]
+    stored = client.get(index=report.version, id=sample.kid)["_source"]
+    assert stored["knowledge"] == sample.knowledge and stored["value"] == sample.value
+    assert " ".join(stored["knowledge_phrase"].split()) == stored["knowledge_phrase"]
+
+
+def _queries(small_kb_file, count: int = 60) -> list[str]:
+    rows = read_jsonl(small_kb_file)
+    rng = random.Random(7)
+    picked = rng.sample(rows, count)
+    queries = [f"{r['knowledge']}的{r['attribute']}" for r in picked[: count // 2]]
+    queries += [r["knowledge"] for r in picked[count // 2: count * 3 // 4]]
+    queries += [f"{r['value']} 是哪个城市" for r in picked[count * 3 // 4:]]
+    return queries
+
+
+def test_fast_mode_ranks_like_the_embedded_engine(loaded_pair, small_kb_file):
+    es_config, embedded_config, _ = loaded_pair
+    on_es, embedded = SearchService(es_config), SearchService(embedded_config)
+    overlaps, same_first = [], 0
+    for query in _queries(small_kb_file):
+        es_hits = on_es.search(SearchRequest(query=query, size=10)).hits
+        local_hits = embedded.search(SearchRequest(query=query, size=10)).hits
+        es_top = [h.record.kid for h in es_hits]
+        local_top = [h.record.kid for h in local_hits]
+        overlaps.append(len(set(es_top) & set(local_top)) / max(1, len(local_top)))
+        same_first += es_top[:1] == local_top[:1]
+        if es_top[:1] == local_top[:1]:
+            assert es_hits[0].score == pytest.approx(local_hits[0].score, rel=1e-3), query
+    print(f"top-10 overlap {np.mean(overlaps):.3f}, same first hit {same_first}/{len(overlaps)}")
+    assert np.mean(overlaps) >= 0.9
+    assert same_first >= 0.9 * len(overlaps)
+
+
+def test_explain_on_elasticsearch_sums_to_the_score_and_names_the_clauses(loaded_pair):
+    es_config, _, _ = loaded_pair
+    response = SearchService(es_config).search(SearchRequest(query="杭州的人口", size=5, explain=True))
+    top = response.hits[0]
+    assert (top.record.knowledge, top.record.attribute) == ("杭州", "人口")
+    assert sum(c.contribution for c in top.components) == pytest.approx(top.score)
+    assert {"knowledge_term", "attribute_term", "knowledge_phrase"} <= set(top.details)
+    clauses = sum(v for k, v in top.details.items() if k != "bm25")
+    assert clauses == pytest.approx(top.details["bm25"], rel=1e-6)
+
+
+def test_category_filter_and_response_total(loaded_pair):
+    es_config, _, _ = loaded_pair
+    service = SearchService(es_config)
+    categories = {h.record.category for h in service.search(SearchRequest(query="上海", size=50)).hits}
+    assert categories == {"城市"}
+    nothing = service.search(SearchRequest(query="上海", size=10, categories=("没有这个类别",)))
+    assert nothing.hits == [] and nothing.total == 0
+
+
+def test_deleted_unavailable_and_expired_records_are_never_found(tmp_path, elasticsearch_url, es_prefix):
+    base = {"category": "城市", "confidence": 0.9, "update_timestamp": "2026-01-01 00:00:00"}
+    rows = [
+        {**base, "kid": "live", "knowledge": "甲城", "attribute": "人口", "value": "100"},
+        {**base, "kid": "deleted", "knowledge": "甲城", "attribute": "面积", "value": "5", "del": 1},
+        {**base, "kid": "unavailable", "knowledge": "甲城", "attribute": "别名", "value": "甲", "available": 0},
+        {**base, "kid": "expired", "knowledge": "甲城", "attribute": "市长", "value": "某", "expires_at": "2020-01-01"},
+        {**base, "kid": "future", "knowledge": "甲城", "attribute": "邮编", "value": "1", "expires_at": "2999-01-01"},
+    ]
+    path = write_jsonl(tmp_path / "flags.jsonl", rows)
+    config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, ("  mode: exact ", "  mode: fast "))
+    load_files(config, [str(path)])
+    found = {h.record.kid for h in SearchService(config).search(SearchRequest(query="甲城", size=10)).hits}
+    assert found == {"live", "future"}
+
+
+def test_exact_mode_renders_a_script_score_that_elasticsearch_parses_up_to_the_script_engine(loaded_pair):
+    """This node has no lang-painless: the request must get past the query parser and fail only on the
+    missing script language (a production node with the module runs it)."""
+    es_config, _, report = loaded_pair
+    service = SearchService(es_config)
+    parsed = service.understand("杭州的人口")
+    plan = build_plan(parsed, SearchRequest(query="杭州的人口", mode="exact"), es_config.scoring)
+    query = render_script_score(plan, service._encode_cached(plan.vector_text))
+    assert "cosineSimilarity(params.query_vector, 'vector')" in query["script_score"]["script"]["source"]
+    with pytest.raises(BadRequestError) as refused:
+        ElasticStore(es_config).client.search(index=report.version, query=query, size=3)
+    assert "painless" in str(refused.value).lower()
+    assert "parsing_exception" not in str(refused.value)
+
+
+def test_bulk_errors_name_the_records_and_leave_the_served_version(tmp_path, elasticsearch_url, es_prefix,
+                                                                   small_kb_file):
+    config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix)
+    first = load_files(config, [str(small_kb_file)]).version
+    store = ElasticStore(config)
+    records = read_records([str(small_kb_file)]).records[:50]
+    vectors = np.random.default_rng(1).normal(size=(50, 512)).astype(np.float32)
+    vectors[[3, 17]] = np.nan  # Elasticsearch's JSON parser refuses NaN: two real per-document rejections
+    dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records), {r.attribute for r in records})
+    with pytest.raises(BulkLoadError) as failed:
+        store.build(records, vectors, Segmenter(dictionary.user_words()), dictionary,
+                    category_centroids(records, np.nan_to_num(vectors)), {"records": 50, "dims": 512})
+    assert {kid for kid, _ in failed.value.failures} == {records[3].kid, records[17].kid}
+    assert store.current_name() == first
+    assert [v.name for v in store.versions()] == [first]
+    assert list(store.client.indices.get(index=f"{es_prefix}_v*")) == [first]
+
+
+def test_alias_swap_and_rollback_while_searches_run(tmp_path, elasticsearch_url, es_prefix, small_kb_file):
+    config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, ("  mode: exact ", "  mode: fast "))
+    rows = read_jsonl(small_kb_file)
+    first = load_files(config, [str(small_kb_file)]).version
+    service = SearchService(config)
+    stop, errors, versions_seen, searches = threading.Event(), [], set(), [0]
+
+    def search_loop():
+        while not stop.is_set():
+            try:
+                service.refresh()
+                response = service.search(SearchRequest(query="上海的人口", size=5))
+                versions_seen.add(response.version)
+                searches[0] += 1
+            except Exception as err:  # any failure at all is what this test counts
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=search_loop) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        second_path = write_jsonl(tmp_path / "second.jsonl", rows[: len(rows) // 2])
+        second = load_files(config, [str(second_path)]).version
+        store = open_store(config)
+        assert store.current_name() == second
+        store.switch(first)
+        assert store.current_name() == first
+        store.switch(second)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    print(f"{searches[0]} searches across two switches, {len(errors)} errors")
+    assert errors == []
+    assert searches[0] > 10 and versions_seen <= {first, second} and second in versions_seen
+
+
+def test_keep_versions_prunes_old_indices_but_never_the_served_one(tmp_path, elasticsearch_url, es_prefix,
+                                                                   small_kb_file):
+    config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix,
+                                  ("  keep_versions: 3", "  keep_versions: 2"))
+    records = read_records([str(small_kb_file)]).records[:200]
+    names = [build_version(config, records)[0] for _ in range(3)]
+    store = ElasticStore(config)
+    assert [v.name for v in store.versions()] == names[1:]
+    assert sorted(store.client.indices.get(index=f"{es_prefix}_v*")) == names[1:]
+    assert store.current_name() == names[2]
+
+
+class _Relay:
+    """A TCP relay between the service and Elasticsearch that the test can cut: a real network failure."""
+
+    def __init__(self, target_port: int):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.target_port = target_port
+        self.open = True
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self):
+        """Refuse new connections and drop the open ones, as a node that went away does."""
+        self.open = False
+        self.server.close()
+        for end in self.sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+
+def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, elasticsearch_url):
+    es_config, _, _ = loaded_pair
+    relay = _Relay(int(elasticsearch_url.rsplit(":", 1)[1]))
+    config = elasticsearch_config(es_config.data_path, f"http://127.0.0.1:{relay.port}",
+                                  es_config.elasticsearch.index_prefix, ("  mode: exact ", "  mode: fast "))
+    client = create_app(config, SearchService(config), watch=False).test_client()
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/search", query_string={"q": "上海"}).status_code == 200
+    relay.cut()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "does not answer" in ready.get_json()["error"]["message"]
+    down = client.get("/search", query_string={"q": "北京的人口"})
+    assert down.status_code == 503 and "Elasticsearch" in down.get_json()["error"]["message"]
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kb", ["geo", "idioms"])
+def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, elasticsearch_url, es_prefix,
+                                                               embedding_cache):
+    """The acceptance figures of the Elasticsearch backend: bulk throughput and top-10 parity with the
+    embedded engine in fast mode, same config, on every dev query of the shared KB."""
+    kb_file = str(shared_file(kb, "kb.jsonl.gz"))
+    queries = read_queries(shared_file(kb, "queries.dev.jsonl"))
+    data_dir = data_dir_sharing_cache(tmp_path / "data", embedding_cache)
+    fast = ("  mode: exact ", "  mode: fast ")
+    embedded_config = make_config(data_dir, fast)
+    es_config = elasticsearch_config(data_dir, elasticsearch_url, es_prefix, fast)
+    embedded_report = load_files(embedded_config, [kb_file])
+    es_report = load_files(es_config, [kb_file])
+    assert es_report.records == embedded_report.records
+    assert ElasticStore(es_config).client.count(index=es_report.version)["count"] == es_report.records
+    on_es, embedded = SearchService(es_config), SearchService(embedded_config)
+    overlaps, es_ms, embedded_ms = [], [], []
+    for query in queries:
+        es_response = on_es.search(SearchRequest(query=query.text, size=10))
+        local_response = embedded.search(SearchRequest(query=query.text, size=10))
+        es_ms.append(es_response.took_ms)
+        embedded_ms.append(local_response.took_ms)
+        local_top = {h.record.kid for h in local_response.hits}
+        overlaps.append(len(local_top & {h.record.kid for h in es_response.hits}) / max(1, len(local_top)))
+    print(f"\n{kb}: {es_report.records} records; Elasticsearch load {es_report.seconds:.1f}s "
+          f"({es_report.records_per_second:,.0f} records/s, vectors from cache), index "
+          f"{es_report.index_bytes / 2**20:.0f} MiB; {len(queries)} dev queries, top-10 overlap "
+          f"{np.mean(overlaps):.3f} (min {min(overlaps):.2f}); server-side p50 Elasticsearch "
+          f"{np.percentile(es_ms, 50):.1f} ms, embedded {np.percentile(embedded_ms, 50):.1f} ms")
+    assert np.mean(overlaps) >= 0.9
