@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from kb_service.admin_auth import matching_key_id
 from kb_service.backends import BackendUnavailableError
 from kb_service.config import ConfigError, ServiceConfig, load_config
+from kb_service.reload_api import register_reload_routes
 from kb_service.service import ConfigReloadError, NotReadyError, RequestError, SearchService, parse_request
 from query_understanding.understander import QueryError
 
@@ -122,6 +123,8 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
         audit.info("admin action %s by key %s from %s", action, key_id, request.remote_addr)
         return key_id
 
+    register_reload_routes(app, service, admin)
+
     @app.errorhandler(AdminError)
     def _admin_refused(err: AdminError):
         return _error(err.status, err.message, "X-API-Key")
@@ -211,8 +214,13 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
 def serve(config: ServiceConfig, host: str | None = None, port: int | None = None) -> None:
     """Serve with waitress: a production WSGI server that shares one in-memory index across threads."""
     from kb_service.http_server import run_server
+    from kb_service.scheduling import build_scheduler
 
     app = create_app(config)
+    scheduler = build_scheduler(config)
+    if scheduler is not None:
+        scheduler.start()
+        log.info("scheduled reloads: %s", config.reload.cron or f"every {config.reload.interval_minutes} min")
     host = host or config.server.host
     port = port or config.server.port
     log.info("kb-service listening on http://%s:%d", host, port)
