@@ -6,6 +6,7 @@ behind a read alias); loading, serving, the CLI and the API only talk to this in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -50,7 +51,7 @@ class IndexStore(Protocol):
 
     def versions(self) -> list[VersionInfo]: ...
 
-    def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmenter: Segmenter,
+    def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
               dictionary: KbDictionary, centroids: dict[str, np.ndarray], manifest: dict) -> str: ...
 
     def switch(self, name: str) -> None: ...
@@ -73,10 +74,10 @@ class EmbeddedStore(VersionStore):
     def reachable(self) -> bool:
         return True
 
-    def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmenter: Segmenter,
+    def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
               dictionary: KbDictionary, centroids: dict[str, np.ndarray], manifest: dict) -> str:
         with self.building() as build_dir:
-            write_index(build_dir, records, vectors, segmenter, dictionary, centroids, self.engine)
+            write_index(build_dir, records, vectors, segmented, dictionary, centroids, self.engine)
             return self.commit(build_dir, manifest)
 
     def size_bytes(self, name: str) -> int:

@@ -22,7 +22,7 @@ from kb_service.encoders import Encoder, encoder_identity, load_encoder
 from kb_service.progress import Progress
 from kb_service.readers import read_records
 from kb_service.records import KnowledgeRecord
-from query_understanding.segmenter import Segmenter
+from kb_service.segment_cache import CachedSegmenter
 from query_understanding.understander import KbDictionary
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
                                          {r.attribute for r in records})
     store = open_store(config)
     started = time.monotonic()
-    name = store.build(records, vectors, Segmenter(dictionary.user_words()), dictionary,
+    words = dictionary.user_words()
+    segmenter = CachedSegmenter(config.data_path / "cache", words)
+    name = store.build(records, vectors, segmenter.segmented, dictionary,
                        category_centroids(records, vectors), {
                            "format": INDEX_FORMAT,
                            "records": len(records),
@@ -96,7 +98,9 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
                            "config_version": config.version,
                            "source": source,
                        })
-    log.info("version %s built in %.1fs (%s backend)", name, time.monotonic() - started, config.engine.backend)
+    segmenter.save()
+    log.info("version %s built in %.1fs (%s backend; %d texts segmented, %d from the segmentation cache)",
+             name, time.monotonic() - started, config.engine.backend, segmenter.cut, segmenter.reused)
     if switch:
         store.switch(name)
         store.prune(config.engine.keep_versions)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import dataclass
 from datetime import datetime
 
+_CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 REQUIRED_TEXT_FIELDS = ("kid", "knowledge", "attribute", "value", "category")
 MAX_KID_LENGTH = 512
@@ -65,9 +67,15 @@ class KnowledgeRecord:
 
     def to_dict(self) -> dict:
         """The public JSON shape, using the schema's field name `del` rather than the Python-safe one."""
-        out = asdict(self)
+        out = {name: getattr(self, name) for name in self.__slots__}
         out["del"] = out.pop("deleted")
         return out
+
+    @classmethod
+    def from_stored(cls, raw: dict) -> KnowledgeRecord:
+        """Rebuild a record this service wrote itself (`to_dict` output in an index version): no validation,
+        which makes opening a version of a million records seconds faster."""
+        return cls(**{("deleted" if name == "del" else name): value for name, value in raw.items()})
 
     @classmethod
     def from_mapping(cls, raw: dict) -> KnowledgeRecord:
@@ -149,6 +157,12 @@ def _timestamp(raw: dict, name: str) -> str:
         return ""
     if not isinstance(value, str):
         raise RecordError(name, f"expected a timestamp string, got {type(value).__name__}")
+    if _CANONICAL_TIMESTAMP.fullmatch(value):
+        try:
+            datetime.fromisoformat(value)
+            return value
+        except ValueError:
+            raise RecordError(name, f"not a valid date and time: {value!r}") from None
     for fmt in TIMESTAMP_FORMATS:
         try:
             return datetime.strptime(value.strip(), fmt).strftime("%Y-%m-%d %H:%M:%S")

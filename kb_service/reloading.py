@@ -63,7 +63,7 @@ def reload_lock(path: Path) -> Iterator[None]:
 
 def content_digest(record: KnowledgeRecord) -> str:
     """Changes whenever anything served about the record changes (text, confidence, flags, expiry)."""
-    return hashlib.blake2b(json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8"),
+    return hashlib.blake2b(json.dumps(record.to_dict(), ensure_ascii=False).encode("utf-8"),
                            digest_size=16).hexdigest()
 
 
@@ -103,13 +103,14 @@ def _count_gate(config: ServiceConfig, store: IndexStore, records: int, removed:
 
 
 def _schema_gate(config: ServiceConfig, store: IndexStore, name: str, records: int) -> GateResult:
-    index = store.open(name)
+    """From the sealed version's manifest (the canaries then open it for real)."""
+    manifest = next(v.manifest for v in store.versions() if v.name == name)
     dims = load_encoder(config.encoder).dims
     problems = []
-    if index.manifest.get("dims") != dims:
-        problems.append(f"vectors have {index.manifest.get('dims')} dimensions, the encoder makes {dims}")
-    if index.size != records:
-        problems.append(f"the version holds {index.size} records, {records} were loaded")
+    if manifest.get("dims") != dims:
+        problems.append(f"vectors have {manifest.get('dims')} dimensions, the encoder makes {dims}")
+    if manifest.get("records") != records:
+        problems.append(f"the version holds {manifest.get('records')} records, {records} were loaded")
     return GateResult("schema", not problems, "; ".join(problems) or f"{records} records, {dims}-d vectors")
 
 

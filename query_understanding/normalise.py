@@ -9,11 +9,32 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from pathlib import Path
 
 import opencc
 
 _SPACES = re.compile(r"\s+")
 _TO_SIMPLIFIED = opencc.OpenCC("t2s").convert
+
+
+def _convertible_characters() -> frozenset[str]:
+    """Every character OpenCC's t2s could change: the keys of its character table, and the characters of
+    its phrase table that differ from their conversion. Text holding none of them converts to itself, so
+    the (slow, pure-Python) conversion is skipped for it: most KB text is simplified already."""
+    dictionaries = Path(opencc.__file__).parent / "dictionary"
+    chars: set[str] = set()
+    for line in (dictionaries / "TSCharacters.txt").read_text(encoding="utf-8").splitlines():
+        key, _, values = line.partition("\t")
+        if values.split(" ")[0] != key:
+            chars.update(key)
+    for line in (dictionaries / "TSPhrases.txt").read_text(encoding="utf-8").splitlines():
+        key, _, values = line.partition("\t")
+        value = values.split(" ")[0]
+        chars.update(key if len(key) != len(value) else (k for k, v in zip(key, value, strict=True) if k != v))
+    return frozenset(chars)
+
+
+_CONVERTIBLE = _convertible_characters()
 
 
 def _visible(text: str) -> str:
@@ -24,7 +45,9 @@ def _visible(text: str) -> str:
 def normalise_text(text: str) -> str:
     folded = unicodedata.normalize("NFKC", text)
     if not folded.isascii():
-        folded = _TO_SIMPLIFIED(_visible(folded))
+        folded = _visible(folded)
+        if not _CONVERTIBLE.isdisjoint(folded):
+            folded = _TO_SIMPLIFIED(folded)
     return _SPACES.sub(" ", folded).strip().lower()
 
 

@@ -174,7 +174,7 @@ def test_bulk_errors_name_the_records_and_leave_the_served_version(tmp_path, ela
     vectors[[3, 17]] = np.nan  # Elasticsearch's JSON parser refuses NaN: two real per-document rejections
     dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records), {r.attribute for r in records})
     with pytest.raises(BulkLoadError) as failed:
-        store.build(records, vectors, Segmenter(dictionary.user_words()), dictionary,
+        store.build(records, vectors, Segmenter(dictionary.user_words()).segmented, dictionary,
                     category_centroids(records, np.nan_to_num(vectors)), {"records": 50, "dims": 512})
     assert {kid for kid, _ in failed.value.failures} == {records[3].kid, records[17].kid}
     assert store.current_name() == first

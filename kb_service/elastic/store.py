@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from functools import lru_cache
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError, helpers
@@ -22,7 +21,6 @@ from kb_service.elastic.layout import loading_settings, read_mapping, serving_se
 from kb_service.embedded.version_store import VersionInfo
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord
-from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 
 log = logging.getLogger(__name__)
@@ -109,7 +107,7 @@ class ElasticStore:
                 log.warning("deleting %s: left by a load that did not finish", name)
                 self.client.options(ignore_status=404).indices.delete(index=name)
 
-    def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmenter: Segmenter,
+    def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
               dictionary: KbDictionary, centroids: dict[str, np.ndarray], manifest: dict) -> str:
         """Create, load, check and register a new version; it is not served until `switch`."""
         self._ensure_meta_index()
@@ -122,7 +120,7 @@ class ElasticStore:
         body["settings"].update(loading_settings(self.settings))
         self.client.indices.create(index=name, **body)
         try:
-            self._bulk_load(name, records, vectors, lru_cache(maxsize=200_000)(segmenter.segmented))
+            self._bulk_load(name, records, vectors, segmented)
             self.client.indices.put_settings(index=name, settings=serving_settings(self.settings))
             self.client.indices.refresh(index=name)
             self.client.cluster.health(index=name, wait_for_status="yellow", timeout="60s")
@@ -144,7 +142,8 @@ class ElasticStore:
             raise
         return name
 
-    def _bulk_load(self, name: str, records: list[KnowledgeRecord], vectors: np.ndarray, segmented) -> None:
+    def _bulk_load(self, name: str, records: list[KnowledgeRecord], vectors: np.ndarray,
+                   segmented: Callable[[str], str]) -> None:
         def actions() -> Iterator[dict]:
             for record, vector in zip(records, vectors, strict=True):
                 yield {"_index": name, "_id": record.kid, "_source": to_document(record, vector, segmented)}

@@ -8,6 +8,7 @@ candidate (`exact` mode), or only on the union of the text and vector top-N (`fa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +50,7 @@ def _epoch(timestamp: str) -> float:
     return datetime.strptime(timestamp, "%Y-%m-%d %H:%M:%S").timestamp() if timestamp else np.nan
 
 
-def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmenter: Segmenter,
+def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
                 dictionary: KbDictionary, centroids: dict[str, np.ndarray], engine: EngineConfig) -> None:
     """Write every file of a version into `directory` (a build folder the version store will seal)."""
     with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
@@ -64,17 +65,13 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
     np.save(directory / "expires.npy", np.array([_epoch(r.expires_at) for r in records], dtype=np.float64))
     for name in KEYWORD_FIELDS:
         KeywordColumn.build([getattr(r, name) for r in records]).save(directory, name)
-    memo: dict[str, str] = {}
     for field, source in SOURCE_OF_TEXT_FIELD.items():
-        segmented = []
+        texts = []
         progress = Progress(f"segmenting {field}", len(records))
         for record in records:
-            text = getattr(record, source)
-            if text not in memo:
-                memo[text] = segmenter.segmented(text)
-            segmented.append(memo[text])
+            texts.append(segmented(getattr(record, source)))
             progress.advance(1)
-        FieldTextIndex.build(segmented, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
+        FieldTextIndex.build(texts, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
     if len(records) >= engine.ann_min_records:
         VectorIndex.build(vectors, directory, engine.ann_connectivity, engine.ann_expansion_add)
     np.save(directory / "category_centroids.npy", np.stack(list(centroids.values())))
@@ -102,7 +99,7 @@ class EmbeddedIndex:
         self.overfetch = engine.ann_overfetch
         self.ann = VectorIndex.load(self.directory, engine.ann_expansion_search)
         with open(self.directory / "records.jsonl", encoding="utf-8") as handle:
-            self.records = [KnowledgeRecord.from_mapping(json.loads(line)) for line in handle]
+            self.records = [KnowledgeRecord.from_stored(json.loads(line)) for line in handle]
         self.by_kid = {record.kid: i for i, record in enumerate(self.records)}
         self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
