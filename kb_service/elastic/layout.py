@@ -71,4 +71,5 @@ def to_document(record: KnowledgeRecord, vector: np.ndarray, segmented: Callable
 
 
 def from_source(source: dict) -> KnowledgeRecord:
-    return KnowledgeRecord.from_mapping({k: v for k, v in source.items() if k in KNOWN_FIELDS})
+    """A record from a document this service indexed (validated when it was loaded)."""
+    return KnowledgeRecord.from_stored({k: v for k, v in source.items() if k in KNOWN_FIELDS})
