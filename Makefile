@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run demo test test-slow lint bench clean
+.PHONY: install run demo test test-slow lint bench bench-large clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: lint
 
 test-slow: install
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-large:
+	$(MAKE) bench BENCH_ARGS="--large $(BENCH_ARGS)"
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

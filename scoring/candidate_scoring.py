@@ -18,13 +18,14 @@ from scoring.numpy_functions import NUMPY_FUNCTIONS
 
 
 def formula_variables(formula: Formula, text_score: np.ndarray, cosine: Callable[[], np.ndarray],
-                      confidence: np.ndarray, updated_epoch: np.ndarray) -> dict[str, np.ndarray]:
-    """The inputs the formula reads; `confidence` holds NaN where null, `updated_epoch` NaN where unknown."""
+                      confidence: np.ndarray, updated_epoch: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs the formula reads, computing only those it needs; `confidence` holds NaN where null,
+    `updated_epoch()` NaN where unknown."""
     variables = {"text_score": text_score}
     if formula.needs("cosine"):
         variables["cosine"] = cosine()
     if formula.needs("age_days"):
-        age = (time.time() - updated_epoch) / 86400.0
+        age = (time.time() - updated_epoch()) / 86400.0
         variables["age_days"] = np.clip(np.nan_to_num(age, nan=0.0), 0.0, None)
     if formula.needs("confidence"):
         variables["confidence"] = np.where(np.isnan(confidence), formula.null_confidence, confidence)

@@ -12,7 +12,7 @@ KEY = "test-admin-key"
 
 
 def _config_text(**replacements) -> str:
-    return config_text(("  threads: 8\n", f"  threads: 8\n  admin_key_sha256: [{digest(KEY)}]\n"),
+    return config_text(("  port: 8000\n", f"  port: 8000\n  admin_key_sha256: [{digest(KEY)}]\n"),
                        *replacements.items())
 
 

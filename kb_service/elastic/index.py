@@ -179,7 +179,7 @@ class _Candidates:
         confidence = np.array([np.nan if r.confidence is None else r.confidence for r in records])
         variables = formula_variables(
             plan.formula, np.array([self.text_score.get(k, 0.0) for k in kids]), cosine=lambda: cosines_of(kids),
-            confidence=confidence, updated_epoch=np.array([_epoch(r.update_timestamp) for r in records]))
+            confidence=confidence, updated_epoch=lambda: np.array([_epoch(r.update_timestamp) for r in records]))
         order = np.argsort(np.argsort(kids))
         return top_hits(plan.formula, variables, plan.window, order, record_at=lambda position: records[position],
                         details_at=lambda position: nonzero_details(

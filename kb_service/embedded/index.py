@@ -183,7 +183,7 @@ class EmbeddedIndex:
             formula, text_score[candidates],
             cosine=lambda: (self.vectors[candidates] @ query_vector if plan.mode == "fast"
                             else (self.vectors @ query_vector)[candidates]),
-            confidence=self.confidence[candidates], updated_epoch=self.updated[candidates])
+            confidence=self.confidence[candidates], updated_epoch=lambda: self.updated[candidates])
 
         def details_at(position: int) -> dict[str, float]:
             doc = candidates[position]
