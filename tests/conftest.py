@@ -8,8 +8,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,42 @@ def elasticsearch_config(data_dir: Path, url: str, prefix: str, *replacements: t
         ("  meta_index: knowledge_meta ", f"  meta_index: {prefix}_meta "),
         *replacements,
     )
+
+
+@dataclass
+class SearchLoad:
+    """What searches run in the background saw: how many succeeded, every failure, the versions answering."""
+
+    count: int = 0
+    errors: list[str] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+
+
+@contextmanager
+def searching_in_background(service, query: str, threads: int = 3):
+    """Threads that follow the served version and search until the block ends, counting every failure."""
+    from scoring.planner import SearchRequest
+
+    load, stop = SearchLoad(), threading.Event()
+
+    def search_loop():
+        while not stop.is_set():
+            try:
+                service.refresh()
+                response = service.search(SearchRequest(query=query, size=5))
+                if not response.hits:
+                    raise AssertionError(f"no hits from {response.version}")
+                load.versions.add(response.version)
+                load.count += 1
+            except Exception as err:  # any failure at all is what the caller counts
+                load.errors.append(repr(err))
+
+    workers = [threading.Thread(target=search_loop) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()

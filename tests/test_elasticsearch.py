@@ -31,6 +31,7 @@ from tests.conftest import (
     elasticsearch_config,
     make_config,
     read_jsonl,
+    searching_in_background,
     shared_file,
     write_jsonl,
 )
@@ -186,23 +187,7 @@ def test_alias_swap_and_rollback_while_searches_run(tmp_path, elasticsearch_url,
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, ("  mode: exact ", "  mode: fast "))
     rows = read_jsonl(small_kb_file)
     first = load_files(config, [str(small_kb_file)]).version
-    service = SearchService(config)
-    stop, errors, versions_seen, searches = threading.Event(), [], set(), [0]
-
-    def search_loop():
-        while not stop.is_set():
-            try:
-                service.refresh()
-                response = service.search(SearchRequest(query="上海的人口", size=5))
-                versions_seen.add(response.version)
-                searches[0] += 1
-            except Exception as err:  # any failure at all is what this test counts
-                errors.append(repr(err))
-
-    threads = [threading.Thread(target=search_loop) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
+    with searching_in_background(SearchService(config), "上海的人口") as load:
         second_path = write_jsonl(tmp_path / "second.jsonl", rows[: len(rows) // 2])
         second = load_files(config, [str(second_path)]).version
         store = open_store(config)
@@ -210,13 +195,9 @@ def test_alias_swap_and_rollback_while_searches_run(tmp_path, elasticsearch_url,
         store.switch(first)
         assert store.current_name() == first
         store.switch(second)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    print(f"{searches[0]} searches across two switches, {len(errors)} errors")
-    assert errors == []
-    assert searches[0] > 10 and versions_seen <= {first, second} and second in versions_seen
+    print(f"{load.count} searches across two switches, {len(load.errors)} errors")
+    assert load.errors == []
+    assert load.count > 10 and load.versions <= {first, second} and second in load.versions
 
 
 def test_keep_versions_prunes_old_indices_but_never_the_served_one(tmp_path, elasticsearch_url, es_prefix,

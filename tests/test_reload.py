@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -30,7 +29,7 @@ from kb_service.review_db import ReviewDatabase, ReviewError
 from kb_service.scheduling import build_scheduler
 from kb_service.service import SearchService
 from scoring.planner import SearchRequest
-from tests.conftest import REPO, config_text, make_config, write_jsonl
+from tests.conftest import REPO, config_text, make_config, searching_in_background, write_jsonl
 
 HANGZHOU_POPULATION = "geo:city:1808926:人口"
 
@@ -194,36 +193,15 @@ def _export(tmp_path, database: ReviewDatabase):
 def test_searches_across_reloads_and_a_rollback_all_succeed_from_one_version_each(reviewed):
     config, database = reviewed
     first = run_reload(config).version
-    service = SearchService(config)
-    stop, errors, seen, count = threading.Event(), [], set(), [0]
-
-    def searching():
-        while not stop.is_set():
-            try:
-                service.refresh()
-                response = service.search(SearchRequest(query="上海的人口", size=5))
-                assert response.hits and response.version
-                seen.add(response.version)
-                count[0] += 1
-            except Exception as err:  # every failure is what this test counts
-                errors.append(repr(err))
-
-    threads = [threading.Thread(target=searching) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with searching_in_background(SearchService(config), "上海的人口", threads=4) as load:
         kids = [row["kid"] for row in database.listing("approved", limit=50)]
         database.set_status(kids, "rejected", "frank")
         second = run_reload(config).version
         served, before = rollback(config)
         assert (served, before) == (first, second)
         time.sleep(0.2)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    print(f"{count[0]} searches across a reload and a rollback, {len(errors)} errors")
-    assert errors == [] and count[0] > 20 and seen <= {first, second} and len(seen) == 2
+    print(f"{load.count} searches across a reload and a rollback, {len(load.errors)} errors")
+    assert load.errors == [] and load.count > 20 and load.versions == {first, second}
     with pytest.raises(RollbackError, match="no complete version"):
         rollback(config, "v999999")
 
