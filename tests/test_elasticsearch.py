@@ -305,3 +305,30 @@ def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, ela
           f"{np.mean(overlaps):.3f} (min {min(overlaps):.2f}); server-side p50 Elasticsearch "
           f"{np.percentile(es_ms, 50):.1f} ms, embedded {np.percentile(embedded_ms, 50):.1f} ms")
     assert np.mean(overlaps) >= 0.9
+
+
+def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasticsearch_url, es_prefix,
+                                                                small_kb_file):
+    from kb_service.reloading import ReloadRefusedError, run_reload
+    from kb_service.review_db import ReviewDatabase
+
+    hangzhou = "geo:city:1808926:人口"
+    canary = ("  canaries: []", f'  canaries: [{{query: 杭州的人口, kid: "{hangzhou}", top_k: 3}}]')
+    config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, ("  mode: exact ", "  mode: fast "),
+                                  canary)
+    database = ReviewDatabase(config.reload.database_url(config.data_path))
+    database.import_records(read_records([str(small_kb_file)]).records, status="approved", reviewer="import")
+    served = run_reload(config)
+    store = ElasticStore(config)
+    assert served.status == "succeeded" and store.current_name() == served.version
+    kids = [row["kid"] for row in database.listing("approved", limit=10_000)]
+    database.set_status(kids[: len(kids) // 2], "rejected", "reviewer")
+    with pytest.raises(ReloadRefusedError, match="removed_ratio"):
+        run_reload(config)
+    database.set_status(kids[: len(kids) // 2], "approved", "reviewer")
+    database.set_status([hangzhou], "rejected", "reviewer")
+    with pytest.raises(ReloadRefusedError, match="canary") as refused:
+        run_reload(config)
+    assert refused.value.run.version not in (None, served.version)
+    assert store.current_name() == served.version
+    assert list(store.client.indices.get(index=f"{es_prefix}_v*")) == [served.version]
