@@ -9,6 +9,7 @@ import contextlib
 import random
 import socket
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -221,6 +222,7 @@ class _Relay:
         self.target_port = target_port
         self.open = True
         self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -229,11 +231,12 @@ class _Relay:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            if not self.open:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.sockets += [client, upstream]
+            with self.lock:
+                if not self.open:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -251,11 +254,12 @@ class _Relay:
 
     def cut(self):
         """Refuse new connections and drop the open ones, as a node that went away does."""
-        self.open = False
-        self.server.close()
-        for end in self.sockets:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
+        with self.lock:
+            self.open = False
+            self.server.close()
+            for end in self.sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
 
 
 def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, elasticsearch_url):
@@ -267,10 +271,20 @@ def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, ela
     assert client.get("/readyz").status_code == 200
     assert client.get("/search", query_string={"q": "上海"}).status_code == 200
     relay.cut()
-    ready = client.get("/readyz")
+    ready = _first_refusal(lambda: client.get("/readyz"))
     assert ready.status_code == 503 and "does not answer" in ready.get_json()["error"]["message"]
-    down = client.get("/search", query_string={"q": "北京的人口"})
+    down = _first_refusal(lambda: client.get("/search", query_string={"q": "北京的人口"}))
     assert down.status_code == 503 and "Elasticsearch" in down.get_json()["error"]["message"]
+
+
+def _first_refusal(call, seconds: float = 10.0):
+    """The first non-200 answer: a connection the client pooled just before the cut may still answer once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = call()
+        if response.status_code != 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
 
 
 
