@@ -262,7 +262,8 @@ class _Relay:
                     end.shutdown(socket.SHUT_RDWR)
 
 
-def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, elasticsearch_url):
+def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, elasticsearch_url, monkeypatch):
+    monkeypatch.delenv("KB_ES_URL", raising=False)  # it would win over the relay's address
     es_config, _, _ = loaded_pair
     relay = _Relay(int(elasticsearch_url.rsplit(":", 1)[1]))
     config = elasticsearch_config(es_config.data_path, f"http://127.0.0.1:{relay.port}",
@@ -278,7 +279,7 @@ def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, ela
 
 
 def _first_refusal(call, seconds: float = 10.0):
-    """The first non-200 answer: a connection the client pooled just before the cut may still answer once."""
+    """The first non-200 answer within `seconds` (the last answer when none came)."""
     deadline = time.monotonic() + seconds
     while True:
         response = call()
