@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 
 import numpy as np
 from elastic_transport import TransportError
@@ -27,7 +26,7 @@ from kb_service.elastic.dsl import (
     render_script_score,
 )
 from kb_service.elastic.layout import from_source
-from kb_service.embedded.index import EngineResult
+from kb_service.embedded.index import EngineResult, epoch_seconds
 from kb_service.records import KnowledgeRecord
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
@@ -35,8 +34,13 @@ from scoring.candidate_scoring import formula_variables, nonzero_details, top_hi
 from scoring.plan import SearchPlan
 
 
-def _epoch(timestamp: str) -> float:
-    return datetime.strptime(timestamp, "%Y-%m-%d %H:%M:%S").timestamp() if timestamp else np.nan
+def _cosines_of(hits: list[dict]) -> dict[str, float]:
+    """Cosines back from knn scores, which Elasticsearch reports as (1 + cos) / 2 for cosine similarity."""
+    return {hit["_id"]: 2.0 * hit["_score"] - 1.0 for hit in hits}
+
+
+def _lookup(cosines: dict[str, float]) -> Callable[[list[str]], np.ndarray]:
+    return lambda kids: np.array([cosines.get(kid, -1.0) for kid in kids])
 
 
 class ElasticsearchIndex:
@@ -58,7 +62,7 @@ class ElasticsearchIndex:
 
     def get(self, kid: str) -> KnowledgeRecord | None:
         with _unavailable_on_failure(self.name):
-                found = self.client.options(ignore_status=404).get(index=self.name, id=kid, source_excludes=["vector"])
+            found = self.client.options(ignore_status=404).get(index=self.name, id=kid)
         return from_source(found["_source"]) if found.get("found") else None
 
     def _msearch(self, searches: list[dict]) -> list[dict]:
@@ -87,8 +91,7 @@ class ElasticsearchIndex:
         hits = response["hits"]["hits"]
         candidates = _Candidates.from_hits(hits)
         cosines = self._cosines(plan, query_vector, list(candidates.sources)) if plan.formula.needs("cosine") else {}
-        return EngineResult(candidates.scored(plan, lambda kids: np.array([cosines.get(k, -1.0) for k in kids])),
-                            response["hits"]["total"]["value"])
+        return EngineResult(candidates.scored(plan, _lookup(cosines)), response["hits"]["total"]["value"])
 
     def _fast(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
         count = plan.candidates
@@ -102,7 +105,7 @@ class ElasticsearchIndex:
                              "_source": SOURCE_EXCLUDES, "track_total_hits": False})
         total_response, knn_response, *text_response = self._msearch(searches)
         candidates = _Candidates.from_hits(text_response[0]["hits"]["hits"] if text_response else [])
-        cosines = {hit["_id"]: 2.0 * hit["_score"] - 1.0 for hit in knn_response["hits"]["hits"]}
+        cosines = _cosines_of(knn_response["hits"]["hits"])
         vector_only = [hit for hit in knn_response["hits"]["hits"] if hit["_id"] not in candidates.sources]
         text_only = [kid for kid in candidates.sources if kid not in cosines]
         candidates.add_sources(vector_only)
@@ -118,17 +121,15 @@ class ElasticsearchIndex:
             if has_text and vector_only:
                 candidates.add_text_scores(responses.pop(0)["hits"]["hits"])
             if responses:
-                cosines.update((hit["_id"], 2.0 * hit["_score"] - 1.0) for hit in responses[0]["hits"]["hits"])
-        total = total_response["hits"]["total"]["value"]
-        return EngineResult(candidates.scored(plan, lambda kids: np.array([cosines.get(k, -1.0) for k in kids])),
-                            total)
+                cosines.update(_cosines_of(responses[0]["hits"]["hits"]))
+        return EngineResult(candidates.scored(plan, _lookup(cosines)), total_response["hits"]["total"]["value"])
 
     def _cosines(self, plan: SearchPlan, query_vector: np.ndarray, kids: list[str]) -> dict[str, float]:
         if not kids:
             return {}
         response = self.client.search(knn=render_knn(plan, query_vector, len(kids), len(kids), ids=kids),
                                       index=self.name, size=len(kids), source=False)
-        return {hit["_id"]: 2.0 * hit["_score"] - 1.0 for hit in response["hits"]["hits"]}
+        return _cosines_of(response["hits"]["hits"])
 
 
 @contextmanager
@@ -179,7 +180,7 @@ class _Candidates:
         confidence = np.array([np.nan if r.confidence is None else r.confidence for r in records])
         variables = formula_variables(
             plan.formula, np.array([self.text_score.get(k, 0.0) for k in kids]), cosine=lambda: cosines_of(kids),
-            confidence=confidence, updated_epoch=lambda: np.array([_epoch(r.update_timestamp) for r in records]))
+            confidence=confidence, updated_epoch=lambda: np.array([epoch_seconds(r.update_timestamp) for r in records]))
         order = np.argsort(np.argsort(kids))
         return top_hits(plan.formula, variables, plan.window, order, record_at=lambda position: records[position],
                         details_at=lambda position: nonzero_details(

@@ -46,7 +46,8 @@ def _top(documents: np.ndarray, scores: np.ndarray, mask: np.ndarray, count: int
     return documents[np.argpartition(-scores[documents], count - 1)[:count]]
 
 
-def _epoch(timestamp: str) -> float:
+def epoch_seconds(timestamp: str) -> float:
+    """A stored 'YYYY-MM-DD HH:MM:SS' as epoch seconds; NaN when empty."""
     return datetime.strptime(timestamp, "%Y-%m-%d %H:%M:%S").timestamp() if timestamp else np.nan
 
 
@@ -61,8 +62,8 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
     np.save(directory / "available.npy", np.array([r.available for r in records], dtype=np.int8))
     np.save(directory / "confidence.npy",
             np.array([np.nan if r.confidence is None else r.confidence for r in records], dtype=np.float32))
-    np.save(directory / "updated.npy", np.array([_epoch(r.update_timestamp) for r in records], dtype=np.float64))
-    np.save(directory / "expires.npy", np.array([_epoch(r.expires_at) for r in records], dtype=np.float64))
+    np.save(directory / "updated.npy", np.array([epoch_seconds(r.update_timestamp) for r in records], dtype=np.float64))
+    np.save(directory / "expires.npy", np.array([epoch_seconds(r.expires_at) for r in records], dtype=np.float64))
     for name in KEYWORD_FIELDS:
         KeywordColumn.build([getattr(r, name) for r in records]).save(directory, name)
     for field, source in SOURCE_OF_TEXT_FIELD.items():
@@ -126,7 +127,7 @@ class EmbeddedIndex:
         mask = np.ones(self.size, dtype=bool)
         for term_filter in filters:
             if isinstance(term_filter, NotExpiredFilter):
-                mask &= ~(self.expires <= _epoch(term_filter.now))
+                mask &= ~(self.expires <= epoch_seconds(term_filter.now))
             elif term_filter.field in self.flags:
                 values = [int(v) for v in term_filter.values]
                 column = self.flags[term_filter.field]
