@@ -11,6 +11,7 @@ the service's encoder for query vectors.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,7 @@ class LanceHybrid:
 
     def __init__(self, directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray,
                  segmenter: Segmenter, encode: Callable[[str], np.ndarray]):
+        os.environ.setdefault("LANCE_LOG", "error")  # its Rust core warns about score columns on every query
         import lancedb
         import pyarrow as pa
         from lancedb.index import FTS

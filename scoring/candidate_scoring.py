@@ -33,12 +33,12 @@ def formula_variables(formula: Formula, text_score: np.ndarray, cosine: Callable
 
 
 def top_hits(formula: Formula, variables: dict[str, np.ndarray], window: int, tie_break: np.ndarray,
-             record_at: Callable[[int], RecordLike], details_at: Callable[[int], dict[str, float]]
-             ) -> list[ScoredHit]:
+             record_at: Callable[[int], RecordLike],
+             details_of: Callable[[np.ndarray], list[dict[str, float]]]) -> list[ScoredHit]:
     """The `window` best candidates by the formula, each with one engine component per term.
 
-    `tie_break` orders equal scores (the engine's document order); `record_at` and `details_at` take a
-    candidate's position in the input arrays.
+    `tie_break` orders equal scores (the engine's document order); `record_at` takes a candidate's position
+    in the input arrays, `details_of` the positions of all the hits at once (so an engine can vectorise).
     """
     terms = formula.evaluate_terms(variables, NUMPY_FUNCTIONS)
     count = tie_break.size
@@ -52,8 +52,9 @@ def top_hits(formula: Formula, variables: dict[str, np.ndarray], window: int, ti
     top = top[np.lexsort((tie_break[top], -scores[top]))]
     raw_of_top = {name: np.broadcast_to(raw, scores.shape)[top].tolist() for name, (_, raw) in terms.items()}
     hits = []
+    details = details_of(top)
     for rank, position in enumerate(top.tolist()):
-        hit = ScoredHit(record_at(position), 0.0, details=details_at(position))
+        hit = ScoredHit(record_at(position), 0.0, details=details[rank])
         for name, (weight, _) in terms.items():
             hit.add("engine", name, raw_of_top[name][rank], weight)
         hits.append(hit)

@@ -183,6 +183,6 @@ class _Candidates:
             confidence=confidence, updated_epoch=lambda: np.array([epoch_seconds(r.update_timestamp) for r in records]))
         order = np.argsort(np.argsort(kids))
         return top_hits(plan.formula, variables, plan.window, order, record_at=lambda position: records[position],
-                        details_at=lambda position: nonzero_details(
+                        details_of=lambda positions: [nonzero_details(
                             self.text_score.get(kids[position], 0.0),
-                            sorted(self.clauses.get(kids[position], {}).items())))
+                            sorted(self.clauses.get(kids[position], {}).items())) for position in positions.tolist()])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from kb_service.embedded.text_index import Postings
 
 
 @dataclass
@@ -14,6 +16,13 @@ class KeywordColumn:
     codes: np.ndarray
     vocabulary: dict[str, int]
     doc_freq: np.ndarray
+    # Documents grouped by code (ascending within a code) and where each code's group starts: the postings.
+    _by_code: np.ndarray = field(init=False, repr=False)
+    _starts: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_code = np.argsort(self.codes, kind="stable")
+        self._starts = np.concatenate(([0], np.cumsum(self.doc_freq)))
 
     @classmethod
     def build(cls, values: list[str]) -> KeywordColumn:
@@ -33,22 +42,23 @@ class KeywordColumn:
         words = json.loads((directory / f"{name}.vocab.json").read_text(encoding="utf-8"))
         return cls(codes, {w: i for i, w in enumerate(words)}, np.bincount(codes, minlength=len(words)))
 
+    def _docs(self, code: int) -> np.ndarray:
+        return self._by_code[self._starts[code]:self._starts[code + 1]]
+
     def matches(self, values) -> np.ndarray:
         """Boolean mask of documents whose value is one of `values` (unknown values match nothing)."""
-        wanted = [self.vocabulary[v] for v in values if v in self.vocabulary]
-        if not wanted:
-            return np.zeros(len(self.codes), dtype=bool)
-        if len(wanted) == 1:
-            return self.codes == wanted[0]
-        return np.isin(self.codes, wanted)
+        mask = np.zeros(len(self.codes), dtype=bool)
+        for value in values:
+            if value in self.vocabulary:
+                mask[self._docs(self.vocabulary[value])] = True
+        return mask
 
-    def term_scores(self, value: str, k1: float) -> np.ndarray:
+    def term_postings(self, value: str, k1: float) -> Postings:
         """Lucene BM25 for a term on a keyword field: norms are off, so tf/(tf + k1) with tf = 1."""
-        scores = np.zeros(len(self.codes), dtype=np.float32)
         code = self.vocabulary.get(value)
         if code is None:
-            return scores
+            return Postings.empty()
         df = float(self.doc_freq[code])
         idf = np.log1p((len(self.codes) - df + 0.5) / (df + 0.5))
-        scores[self.codes == code] = idf / (1.0 + k1)
-        return scores
+        docs = self._docs(code)
+        return Postings(docs, np.full(docs.size, idf / (1.0 + k1), dtype=np.float32))

@@ -8,6 +8,8 @@ candidate (`exact` mode), or only on the union of the text and vector top-N (`fa
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +19,7 @@ import numpy as np
 
 from kb_service.config import EngineConfig
 from kb_service.embedded.columns import KeywordColumn
-from kb_service.embedded.text_index import FieldTextIndex
+from kb_service.embedded.text_index import FieldTextIndex, Postings
 from kb_service.embedded.vector_index import VectorIndex
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord
@@ -30,6 +32,7 @@ from scoring.plan import KEYWORD_FIELDS, TEXT_FIELDS, Clause, NotExpiredFilter, 
 FLAG_FIELDS = ("del", "available")
 INDEX_FORMAT = 7
 SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute_phrase": "attribute", "value_phrase": "value"}
+CACHED_FILTER_MASKS = 16
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ class EmbeddedIndex:
         self.confidence = np.load(self.directory / "confidence.npy")
         self.updated = np.load(self.directory / "updated.npy")
         self.expires = np.load(self.directory / "expires.npy")
+        self._expiring = np.flatnonzero(~np.isnan(self.expires))
+        self._masks: OrderedDict[tuple, tuple[np.ndarray, int]] = OrderedDict()
+        self._masks_lock = threading.Lock()
         self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
         self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
         raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
@@ -123,18 +129,36 @@ class EmbeddedIndex:
         index = self.by_kid.get(kid)
         return None if index is None else self.records[index]
 
-    def _filter_mask(self, filters: tuple[TermFilter | NotExpiredFilter, ...]) -> np.ndarray:
-        mask = np.ones(self.size, dtype=bool)
-        for term_filter in filters:
-            if isinstance(term_filter, NotExpiredFilter):
-                mask &= ~(self.expires <= epoch_seconds(term_filter.now))
-            elif term_filter.field in self.flags:
-                values = [int(v) for v in term_filter.values]
-                column = self.flags[term_filter.field]
-                mask &= column == values[0] if len(values) == 1 else np.isin(column, values)
-            else:
-                mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
-        return mask
+    def _filter_mask(self, filters: tuple[TermFilter | NotExpiredFilter, ...]) -> tuple[np.ndarray, int]:
+        """A fresh mask of the documents passing `filters`, and how many do.
+
+        The term filters' mask is cached (queries share a handful of filter sets), and expiry, which moves
+        with the clock, is applied afterwards to the few records that have an expiry date.
+        """
+        terms = tuple(f for f in filters if isinstance(f, TermFilter))
+        with self._masks_lock:
+            cached = self._masks.get(terms)
+            if cached is not None:
+                self._masks.move_to_end(terms)
+        if cached is None:
+            mask = np.ones(self.size, dtype=bool)
+            for term_filter in terms:
+                if term_filter.field in self.flags:
+                    column = self.flags[term_filter.field]
+                    mask &= np.isin(column, [int(v) for v in term_filter.values])
+                else:
+                    mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
+            cached = (mask, int(mask.sum()))
+            with self._masks_lock:
+                self._masks[terms] = cached
+                while len(self._masks) > CACHED_FILTER_MASKS:
+                    self._masks.popitem(last=False)
+        mask, count = cached[0].copy(), cached[1]
+        for expiry in (f for f in filters if isinstance(f, NotExpiredFilter)):
+            expired = self._expiring[self.expires[self._expiring] <= epoch_seconds(expiry.now)]
+            count -= int(mask[expired].sum())
+            mask[expired] = False
+        return mask, count
 
     def _nearest(self, query_vector: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
         """Vector top-N inside the filters: the ANN graph when the version has one, else an exact scan."""
@@ -145,39 +169,40 @@ class EmbeddedIndex:
         documents = np.flatnonzero(mask)
         return _top(documents, self.vectors @ query_vector, mask, count)
 
-    def clause_scores(self, clause: Clause) -> np.ndarray:
-        """Unboosted BM25 scores of one clause over all documents, with Elasticsearch's (k1 + 1) factor (its
-        BM25 keeps the numerator Lucene 8 dropped), so `_score` means the same on both engines."""
+    def clause_postings(self, clause: Clause) -> list[Postings]:
+        """Unboosted BM25 of one clause, as postings whose scores add up per document, with Elasticsearch's
+        (k1 + 1) factor (its BM25 keeps the numerator Lucene 8 dropped), so `_score` means the same on both
+        engines."""
         if clause.kind == "term":
-            scores = self.keywords[clause.field].term_scores(clause.query, self.k1)
+            parts = [self.keywords[clause.field].term_postings(clause.query, self.k1)]
         else:
             tokens = [t for t in clause.query.split(" ") if t]
             text = self.text[clause.field]
-            scores = text.match_scores(tokens) if clause.kind == "match" else text.phrase_scores(tokens)
-        return scores * np.float32(1.0 + self.k1)
+            parts = text.match_postings(tokens) if clause.kind == "match" else [text.phrase_postings(tokens)]
+        factor = np.float32(1.0 + self.k1)
+        return [Postings(part.docs, part.scores * factor) for part in parts if part.docs.size]
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
-        mask = self._filter_mask(plan.filters)
-        by_clause: dict[str, np.ndarray] = {}
-        if plan.required_any:
-            any_match = np.zeros(self.size, dtype=bool)
-            for clause in plan.required_any:
-                scores = self.clause_scores(clause)
-                any_match |= scores > 0
-                by_clause[clause.name] = by_clause.get(clause.name, 0) + clause.boost * scores
+        mask, total = self._filter_mask(plan.filters)
+        text_score = np.zeros(self.size, dtype=np.float32)
+        by_clause: dict[str, list[tuple[float, Postings]]] = {}
+        any_match = np.zeros(self.size, dtype=bool) if plan.required_any else None
+        for clauses, required in ((plan.required_any, True), (plan.should, False)):
+            for clause in clauses:
+                for part in self.clause_postings(clause):
+                    text_score[part.docs] += np.float32(clause.boost) * part.scores
+                    by_clause.setdefault(clause.name, []).append((clause.boost, part))
+                    if required:
+                        any_match[part.docs] = True
+        if any_match is not None:
             mask &= any_match
-        for clause in plan.should:
-            by_clause[clause.name] = by_clause.get(clause.name, 0) + clause.boost * self.clause_scores(clause)
-        text_score = sum(by_clause.values()) if by_clause else np.zeros(self.size, dtype=np.float32)
+            total = int(mask.sum())
         formula = plan.formula
         if plan.mode == "fast":
-            total = int(mask.sum())
-            candidates = np.union1d(_top(np.flatnonzero(text_score > 0) if by_clause else np.zeros(0, np.int64),
-                                         text_score, mask, plan.candidates),
+            candidates = np.union1d(_top(np.flatnonzero(text_score > 0), text_score, mask, plan.candidates),
                                     self._nearest(query_vector, mask, plan.candidates))
         else:
             candidates = np.flatnonzero(mask)
-            total = int(candidates.size)
         if candidates.size == 0:
             return EngineResult([], total)
         variables = formula_variables(
@@ -186,11 +211,13 @@ class EmbeddedIndex:
                             else (self.vectors @ query_vector)[candidates]),
             confidence=self.confidence[candidates], updated_epoch=lambda: self.updated[candidates])
 
-        def details_at(position: int) -> dict[str, float]:
-            doc = candidates[position]
-            return nonzero_details(float(text_score[doc]),
-                                   [(name, float(values[doc])) for name, values in by_clause.items()])
+        def details_of(positions: np.ndarray) -> list[dict[str, float]]:
+            docs = candidates[positions]
+            clauses = [(name, sum(boost * part.scores_of(docs) for boost, part in parts).tolist())
+                       for name, parts in by_clause.items()]
+            return [nonzero_details(float(text_score[doc]), [(name, values[rank]) for name, values in clauses])
+                    for rank, doc in enumerate(docs.tolist())]
 
         hits = top_hits(formula, variables, plan.window, candidates,
-                        record_at=lambda position: self.records[candidates[position]], details_at=details_at)
+                        record_at=lambda position: self.records[candidates[position]], details_of=details_of)
         return EngineResult(hits, total)
