@@ -58,9 +58,7 @@ class EngineConfig:
     bm25_b: float = 0.75
     keep_versions: int = 3
     ann_min_records: int = 200_000
-    ann_connectivity: int = 16
-    ann_expansion_add: int = 128
-    ann_expansion_search: int = 96
+    ann_subquantizers: int = 128  # 4-bit codes: half a byte per sub-quantizer and vector
     ann_overfetch: int = 3
 
     def __post_init__(self):
@@ -68,7 +66,7 @@ class EngineConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be >= 1")
-        if min(self.ann_connectivity, self.ann_expansion_add, self.ann_expansion_search, self.ann_overfetch) < 1:
+        if min(self.ann_subquantizers, self.ann_overfetch) < 1:
             raise ValueError("ann_* settings must be >= 1")
 
 

@@ -13,7 +13,7 @@ from kb_service.service import RequestError, SearchService, parse_request
 from scoring.planner import SearchRequest
 from tests.conftest import make_config, read_jsonl, write_jsonl
 
-ANN_FOR_EVERY_SIZE = ("  keep_versions: 3", "  keep_versions: 3\n  ann_min_records: 1")
+ANN_FOR_EVERY_SIZE = ("ann_min_records: 200000", "ann_min_records: 1")
 
 
 def test_population_question_finds_the_population_record(search_service):
@@ -115,7 +115,7 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
     assert second.records == 20 * len(rows) and second.encoded == 0
 
 
-def test_fast_mode_with_the_ann_graph_agrees_with_exact(tmp_path, small_kb_file):
+def test_fast_mode_with_the_ann_codes_agrees_with_exact(tmp_path, small_kb_file):
     config = make_config(tmp_path, ANN_FOR_EVERY_SIZE)
     load_files(config, [str(small_kb_file)])
     service = SearchService(config)
@@ -131,7 +131,7 @@ def test_fast_mode_with_the_ann_graph_agrees_with_exact(tmp_path, small_kb_file)
 
 
 def test_fast_mode_finds_every_record_of_a_narrow_filter(tmp_path, small_kb_file):
-    """The graph search is filtered afterwards; when too few neighbours pass, an exact scan must take over."""
+    """The ANN scan is filtered afterwards; when too few neighbours pass, an exact scan must take over."""
     rows = read_jsonl(small_kb_file)
     narrow = {r["kid"] for r in rows[:3]}
     for row in rows[:3]:
@@ -141,6 +141,15 @@ def test_fast_mode_finds_every_record_of_a_narrow_filter(tmp_path, small_kb_file
     service = SearchService(config)
     hits = service.search(SearchRequest(query="人口最多的城市", mode="fast", categories=("测试",))).hits
     assert {h.record.kid for h in hits} == narrow
+
+
+def test_ann_sub_quantizers_divide_every_encoder_width():
+    from kb_service.embedded.vector_index import subquantizers_for
+
+    assert subquantizers_for(512, 256) == 256
+    assert subquantizers_for(384, 256) == 192
+    assert subquantizers_for(300, 128) == 100
+    assert subquantizers_for(7, 128) == 7
 
 
 def test_not_ready_before_any_load(tmp_path):

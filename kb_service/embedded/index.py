@@ -77,7 +77,7 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
             progress.advance(1)
         FieldTextIndex.build(texts, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
     if len(records) >= engine.ann_min_records:
-        VectorIndex.build(vectors, directory, engine.ann_connectivity, engine.ann_expansion_add)
+        VectorIndex.build(vectors, directory, engine.ann_subquantizers)
     np.save(directory / "category_centroids.npy", np.stack(list(centroids.values())))
     (directory / "dictionary.json").write_text(json.dumps({
         "entity_names": dictionary.entity_names,
@@ -101,7 +101,7 @@ class EmbeddedIndex:
                                    f"release reads format {INDEX_FORMAT}: rebuild it with `kb load`")
         self.k1 = engine.bm25_k1
         self.overfetch = engine.ann_overfetch
-        self.ann = VectorIndex.load(self.directory, engine.ann_expansion_search)
+        self.ann = VectorIndex.load(self.directory)
         with open(self.directory / "records.jsonl", encoding="utf-8") as handle:
             self.records = [KnowledgeRecord.from_stored(json.loads(line)) for line in handle]
         self.by_kid = {record.kid: i for i, record in enumerate(self.records)}
