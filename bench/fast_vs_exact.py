@@ -30,7 +30,7 @@ def main() -> None:
     started = time.monotonic()
     service = SearchService(load_config(args.config))
     print(f"opened {service.state.index.name} ({service.state.index.size:,} records, "
-          f"ANN graph: {'yes' if service.state.index.ann else 'no'}) in {time.monotonic() - started:.1f}s")
+          f"ANN codes: {'yes' if service.state.index.ann else 'no'}) in {time.monotonic() - started:.1f}s")
     for text in texts:
         service.search(SearchRequest(query=text, size=10, mode="fast"))
     timings: dict[str, list[float]] = {"exact": [], "fast": []}
