@@ -65,7 +65,8 @@ class LanceHybrid:
 
     def __init__(self, directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray,
                  segmenter: Segmenter, encode: Callable[[str], np.ndarray]):
-        os.environ.setdefault("LANCE_LOG", "error")  # its Rust core warns about score columns on every query
+        for variable in ("LANCE_LOG", "LANCEDB_LOG"):  # its Rust core warns about score columns on every query
+            os.environ.setdefault(variable, "error")
         import lancedb
         import pyarrow as pa
         from lancedb.index import FTS

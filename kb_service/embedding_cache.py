@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kb_service.progress import Progress
+
 CHUNK = 900
 
 
@@ -23,6 +25,7 @@ class EmbeddingCache:
     def get_many(self, hashes: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(hashes))
+        progress = Progress("reading the embedding cache", len(unique))
         for start in range(0, len(unique), CHUNK):
             chunk = unique[start:start + CHUNK]
             rows = self._db.execute(
@@ -32,6 +35,7 @@ class EmbeddingCache:
                 vector = np.frombuffer(blob, dtype=np.float32)
                 if vector.size == self.dims:
                     found[content_hash] = vector
+            progress.advance(len(chunk))
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
