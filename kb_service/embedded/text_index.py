@@ -30,9 +30,9 @@ class Postings:
 
     def scores_of(self, docs: np.ndarray) -> np.ndarray:
         """The score of each of `docs` (0 where absent)."""
-        positions = np.minimum(np.searchsorted(self.docs, docs), max(self.docs.size - 1, 0))
         if self.docs.size == 0:
             return np.zeros(docs.size, dtype=np.float32)
+        positions = np.minimum(np.searchsorted(self.docs, docs), self.docs.size - 1)
         return np.where(self.docs[positions] == docs, self.scores[positions], np.float32(0))
 
 class FieldTextIndex:
