@@ -35,6 +35,7 @@ class Postings:
         positions = np.minimum(np.searchsorted(self.docs, docs), self.docs.size - 1)
         return np.where(self.docs[positions] == docs, self.scores[positions], np.float32(0))
 
+
 class FieldTextIndex:
     """One text field: a bm25s index over pre-segmented tokens and the segmented text for phrase checks."""
 
