@@ -82,8 +82,10 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
         vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
     finally:
         cache.close()
+    alias_attributes = set(config.query_understanding.alias_attributes)
     dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records),
-                                         {r.attribute for r in records})
+                                         {r.attribute for r in records},
+                                         ((r.knowledge, r.value) for r in records if r.attribute in alias_attributes))
     store = open_store(config)
     started = time.monotonic()
     words = dictionary.user_words()

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 
 from pypinyin import lazy_pinyin
 from rapidfuzz import fuzz, process
 
+from query_understanding.normalise import alias_key
 from query_understanding.parsed_query import LinkedSpan
 
 MAX_LINK_CHARS = 24
 MAX_PINYIN_CHARS = 8
+MIN_ALIAS_CHARS = 2
+MIN_PINYIN_ALIAS_LETTERS = 5
+MAX_ALIAS_WORDS = 4
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_LATIN_RUN = re.compile(r"[^\0\s\u4e00-\u9fff]+(?: [^\0\s\u4e00-\u9fff]+)*")
 
 
 def _is_word_char(ch: str) -> bool:
@@ -103,3 +109,50 @@ class FuzzyLinker:
             if best:
                 links.append(LinkedSpan(word, best[0], (), start, position, round(best[1] / 100, 3)))
         return links
+
+
+@dataclass(frozen=True)
+class AliasLinker:
+    """Links a name the KB lists among an entity's other names (别名, 英文名, 拼音 values) to that entity:
+    a Chinese alias as typed, a Chinese span by its pinyin against romanised aliases (宁乡县 → 'Ningxiang
+    Xian' → 玉潭), or Latin words by their folded spelling ('hua she tian zu' → 画蛇添足).
+
+    Chinese spans are tried before Latin ones, longer before shorter (宁乡县 before 宁乡). The caller blanks
+    ('\\0') what cannot be part of a name: question words such as 哪里 are some place's alias somewhere.
+    """
+
+    aliases: Mapping[str, str]
+    confidence: float = 0.9
+    pinyin_confidence: float = 0.8
+
+    def link(self, text: str) -> list[LinkedSpan]:
+        if not self.aliases:
+            return []
+        for start, end, key, confidence in chain(self._han_candidates(text), self._latin_candidates(text)):
+            entity = self.aliases.get(key)
+            if entity is not None:
+                return [LinkedSpan(text[start:end], entity, (), start, end, confidence)]
+        return []
+
+    def _han_candidates(self, text: str) -> Iterable[tuple[int, int, str, float]]:
+        """(start, end, key, confidence) of Chinese spans, MAX_PINYIN_CHARS characters down to 2."""
+        runs = [(m.start(), m.group(), lazy_pinyin(m.group(), v_to_u=True)) for m in _HAN_RUN.finditer(text)]
+        for length in range(MAX_PINYIN_CHARS, MIN_ALIAS_CHARS - 1, -1):
+            for begin, run, syllables in runs:
+                for offset in range(len(run) - length + 1):
+                    start, end = begin + offset, begin + offset + length
+                    yield start, end, alias_key(run[offset:offset + length]), self.confidence
+                    sound = alias_key("".join(syllables[offset:offset + length]))
+                    if len(sound) >= MIN_PINYIN_ALIAS_LETTERS:
+                        yield start, end, sound, self.pinyin_confidence
+
+    def _latin_candidates(self, text: str) -> Iterable[tuple[int, int, str, float]]:
+        """(start, end, key, confidence) of runs of MAX_ALIAS_WORDS down to 1 consecutive words."""
+        for run in _LATIN_RUN.finditer(text):
+            words = [(m.start() + run.start(), m.end() + run.start()) for m in re.finditer(r"\S+", run.group())]
+            for size in range(min(MAX_ALIAS_WORDS, len(words)), 0, -1):
+                for first in range(len(words) - size + 1):
+                    start, end = words[first][0], words[first + size - 1][1]
+                    key = alias_key(text[start:end])
+                    if len(key) >= MIN_PINYIN_ALIAS_LETTERS:
+                        yield start, end, key, self.confidence

@@ -51,6 +51,14 @@ def normalise_text(text: str) -> str:
     return _SPACES.sub(" ", folded).strip().lower()
 
 
+@lru_cache(maxsize=65536)
+def alias_key(text: str) -> str:
+    """A name with spelling variation folded away: case, accents, spacing, hyphens and apostrophes, and
+    traditional characters, so 'Ning-hsiang Xian', 'ningxiang xian' and 'Ningxiàng Xian' share one key."""
+    decomposed = unicodedata.normalize("NFKD", normalise_text(text))
+    return "".join(ch for ch in decomposed if ch.isalnum())
+
+
 def is_punctuation(token: str) -> bool:
     return all(unicodedata.category(ch)[0] in "PSZ" for ch in token)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,8 +17,8 @@ from query_understanding.classifiers import (
     IntentClassifier,
     IntentRule,
 )
-from query_understanding.linking import FuzzyLinker, longest_matches
-from query_understanding.normalise import normalise_text
+from query_understanding.linking import MIN_ALIAS_CHARS, AliasLinker, FuzzyLinker, longest_matches
+from query_understanding.normalise import alias_key, normalise_text
 from query_understanding.parsed_query import LinkedSpan, ParsedQuery
 from query_understanding.segmenter import Segmenter
 
@@ -25,6 +26,9 @@ DEFAULT_STOP_WORDS = (
     "的", "了", "吗", "呢", "啊", "吧", "是", "什么", "是什么", "多少", "哪", "哪里", "哪个", "怎么", "如何",
     "有", "在", "用", "请问", "一下", "和", "与", "及", "the", "of", "a", "an", "is", "what", "in", "which",
 )
+
+
+_ALIAS_SEPARATORS = re.compile(r"[,，;；、|]")
 
 
 class QueryError(ValueError):
@@ -38,6 +42,7 @@ class UnderstandingConfig:
     attribute_synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     min_entity_chars: int = 2
     fuzzy_linking: bool = True
+    alias_attributes: tuple[str, ...] = ()
     pinyin_confidence: float = 0.8
     min_latin_similarity: float = 88.0
     intent_rules: tuple[IntentRule, ...] = DEFAULT_INTENT_RULES
@@ -60,18 +65,23 @@ class UnderstandingConfig:
 
 @dataclass(frozen=True)
 class KbDictionary:
-    """What query understanding knows about one KB version: its entity and attribute names.
+    """What query understanding knows about one KB version: its entity and attribute names, and aliases.
 
     Keys are normalised names. Entity keys map to every stored spelling (貝爾維爾 and 贝尔维尔 are two cities
-    with one normalised key); keyword term clauses must use a stored spelling.
+    with one normalised key); keyword term clauses must use a stored spelling. `aliases` maps the alias key
+    (see `alias_key`) of every other name a record lists for its entity to that entity's key; a name that
+    several entities share is left out, as it cannot say which one is meant.
     """
 
     entity_names: dict[str, list[str]]
     entity_categories: dict[str, dict[str, int]]
     attribute_names: dict[str, str]
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_pairs(cls, entity_category_pairs, attributes) -> KbDictionary:
+    def from_pairs(cls, entity_category_pairs, attributes,
+                   entity_alias_lists: Iterable[tuple[str, str]] = ()) -> KbDictionary:
+        """`entity_alias_lists`: (entity, value) of the records whose attribute lists other names for it."""
         names: dict[str, list[str]] = {}
         categories: dict[str, Counter] = {}
         for entity, category in entity_category_pairs:
@@ -79,8 +89,24 @@ class KbDictionary:
             if entity not in categories:
                 spellings.append(entity)
             categories.setdefault(entity, Counter())[category] += 1
+        owners: dict[str, set[str]] = {}
+        for entity, listed in entity_alias_lists:
+            for alias in _ALIAS_SEPARATORS.split(listed):
+                key = alias_key(alias)
+                if len(key) >= MIN_ALIAS_CHARS and key not in names:
+                    owners.setdefault(key, set()).add(normalise_text(entity))
+        aliases = {key: next(iter(entities)) for key, entities in owners.items() if len(entities) == 1}
         return cls(names, {name: dict(counts) for name, counts in categories.items()},
-                   {normalise_text(a): a for a in attributes})
+                   {normalise_text(a): a for a in attributes}, aliases)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> KbDictionary:
+        """Versions stored before aliases existed read with none."""
+        return cls(raw["entity_names"], raw["entity_categories"], raw["attribute_names"], raw.get("aliases", {}))
+
+    def to_json(self) -> dict:
+        return {"entity_names": self.entity_names, "entity_categories": self.entity_categories,
+                "attribute_names": self.attribute_names, "aliases": self.aliases}
 
     def user_words(self) -> list[str]:
         return [*self.entity_names, *self.attribute_names]
@@ -100,6 +126,7 @@ class QueryUnderstander:
         for attribute, synonyms in config.attribute_synonyms.items():
             for synonym in synonyms:
                 self._attribute_names.setdefault(normalise_text(synonym), attribute)
+        self._aliases = AliasLinker(dictionary.aliases, pinyin_confidence=config.pinyin_confidence)
         self._fuzzy = (FuzzyLinker.build(dictionary.entity_names, config.pinyin_confidence,
                                          config.min_latin_similarity) if config.fuzzy_linking else None)
         self._intents = IntentClassifier(config.intent_rules, config.intent_examples, config.intent_rule_weight,
@@ -119,6 +146,8 @@ class QueryUnderstander:
         tokens = tuple(self.segmenter.tokens(normalised))
         entities = longest_matches(normalised, self.dictionary.entity_names, self.config.min_entity_chars)
         attributes = self._link_attributes(normalised, entities)
+        not_names = attributes + self._stop_words_in(normalised, tokens)
+        entities = self._with_aliases(entities, _masked(normalised, not_names))
         if not entities and self._fuzzy:
             entities = self._fuzzy.link(_masked(normalised, attributes))
         as_typed = unicodedata.normalize("NFKC", text).lower()
@@ -147,6 +176,30 @@ class QueryUnderstander:
 
     def _with_tokens(self, spans: list[LinkedSpan]) -> tuple[LinkedSpan, ...]:
         return tuple(replace(span, tokens=tuple(self.segmenter.tokens(span.name))) for span in spans)
+
+    def _with_aliases(self, entities: list[LinkedSpan], text: str) -> list[LinkedSpan]:
+        """An alias link is used when nothing linked, or in place of the shorter names inside it (渝北区 is
+        another city's alias; 北区 a city's name)."""
+        aliased = self._aliases.link(text)
+        if not aliased:
+            return entities
+        alias = aliased[0]
+        inside = [e for e in entities if e.start < alias.end and alias.start < e.end]
+        if not entities or (inside and all(alias.start <= e.start and e.end <= alias.end and e.end - e.start <
+                                           alias.end - alias.start for e in inside)):
+            return sorted([alias, *(e for e in entities if e not in inside)], key=lambda e: e.start)
+        return entities
+
+    def _stop_words_in(self, normalised: str, tokens: tuple[str, ...]) -> list[LinkedSpan]:
+        spans, position = [], 0
+        for token in tokens:
+            start = normalised.find(token, position)
+            if start < 0:
+                continue
+            position = start + len(token)
+            if token in self._stop_words:
+                spans.append(LinkedSpan(token, token, (), start, position, 1.0))
+        return spans
 
     def _link_attributes(self, normalised: str, entities: list[LinkedSpan]) -> list[LinkedSpan]:
         """Attributes are searched outside entity spans, so 人口 inside an entity name is not an attribute."""

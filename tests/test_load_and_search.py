@@ -23,6 +23,11 @@ def test_population_question_finds_the_population_record(search_service):
     assert response.version.startswith("v000001")
 
 
+def test_an_english_name_finds_the_entity_through_its_stored_english_name(search_service):
+    top = search_service.search(SearchRequest(query="Hangzhou 人口", size=5)).hits[0].record
+    assert (top.knowledge, top.attribute) == ("杭州", "人口")
+
+
 def test_components_sum_to_the_score(search_service):
     for hit in search_service.search(SearchRequest(query="上海在哪个时区", size=10)).hits:
         assert hit.score == pytest.approx(sum(c.contribution for c in hit.components))

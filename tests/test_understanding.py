@@ -49,8 +49,8 @@ def test_empty_or_long_query_is_refused(understander, query):
         understander.parse(query)
 
 
-def _understander(pairs, attributes=(), **config):
-    dictionary = KbDictionary.from_pairs(pairs, attributes)
+def _understander(pairs, attributes=(), aliases=(), **config):
+    dictionary = KbDictionary.from_pairs(pairs, attributes, aliases)
     return QueryUnderstander(UnderstandingConfig(**config), dictionary, Segmenter(dictionary.user_words()))
 
 
@@ -68,6 +68,41 @@ def test_fuzzy_links_by_pinyin_and_edit_distance_with_lower_confidence():
     latin = understander.parse("springfeld 人口")
     assert latin.entities[0].name == "Springfield" and 0.88 <= latin.entities[0].confidence < 1.0
     assert _understander([("杭州", "城市")], fuzzy_linking=False).parse("杭洲").entities == ()
+
+
+ALIASES = [("玉潭", "Ning-hsiang, Ningxiang Xian, 宁乡"), ("双凤桥", "Yubei Qu, 双凤桥街道"), ("北区", "Kita-ku"),
+           ("杭州", "Lin'an, Hangzhou"), ("临安", "Lin’an"), ("那里镇", "Nali")]
+
+
+def _alias_understander():
+    pairs = [(entity, "城市") for entity, _ in ALIASES]
+    return _understander(pairs, ["人口", "国家"], ALIASES, attribute_synonyms={"国家": ("哪个国家",)})
+
+
+@pytest.mark.parametrize("query, entity, span, confidence", [
+    ("宁乡县是哪里", "玉潭", "宁乡县", 0.8),        # pinyin of the Chinese span = a romanised alias
+    ("宁乡的人口", "玉潭", "宁乡", 0.9),            # a Chinese alias as typed
+    ("NINGXIANG-XIAN 人口", "玉潭", "ningxiang-xian", 0.9),   # Latin words, spelling folded
+    ("渝北区在哪个国家", "双凤桥", "渝北区", 0.8),   # the alias beats the shorter city name 北区 inside it
+    ("北区的人口", "北区", "北区", 1.0),            # an exact name still links as itself
+])
+def test_aliases_link_to_their_entity(query, entity, span, confidence):
+    parsed = _alias_understander().parse(query)
+    assert [(e.name, e.text, e.confidence) for e in parsed.entities] == [(entity, span, confidence)]
+
+
+def test_ambiguous_aliases_and_question_words_do_not_link():
+    understander = _alias_understander()
+    assert understander.parse("lin an").entities == ()   # 杭州 and 临安 share it
+    assert understander.parse("在哪里").entities == ()     # 哪里 sounds like the alias Nali
+    assert [e.name for e in understander.parse("杭州在哪里").entities] == ["杭州"]
+
+
+def test_alias_key_folds_case_accents_spacing_and_script():
+    from query_understanding.normalise import alias_key
+    assert alias_key("Ning-hsiang Xian") == alias_key("ninghsiang xian") == "ninghsiangxian"
+    assert alias_key("Hsü-ch’ang") == "hsuchang"
+    assert alias_key("雙鳳橋 街道") == "双凤桥街道"
 
 
 def test_intent_and_category_prototypes_with_the_real_encoder():

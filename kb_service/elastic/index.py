@@ -49,8 +49,7 @@ class ElasticsearchIndex:
         self.name = name
         self.settings = settings
         self.manifest = meta["manifest"]
-        raw = meta["dictionary"]
-        self.dictionary = KbDictionary(raw["entity_names"], raw["entity_categories"], raw["attribute_names"])
+        self.dictionary = KbDictionary.from_json(meta["dictionary"])
         centroids = meta["centroids"]
         self.category_centroids = {c: np.asarray(v, dtype=np.float32)
                                    for c, v in zip(centroids["categories"], centroids["vectors"], strict=True)}

@@ -131,9 +131,7 @@ class ElasticStore:
             self.client.index(index=self.settings.meta_index, id=name, refresh="wait_for", document={
                 "index": name, "status": "complete",
                 "manifest": {**manifest, "name": name},
-                "dictionary": {"entity_names": dictionary.entity_names,
-                               "entity_categories": dictionary.entity_categories,
-                               "attribute_names": dictionary.attribute_names},
+                "dictionary": dictionary.to_json(),
                 "centroids": {"categories": list(centroids),
                               "vectors": [np.round(v.astype(np.float64), 7).tolist() for v in centroids.values()]},
             })

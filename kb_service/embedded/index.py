@@ -82,11 +82,7 @@ def write_index(directory: Path, records: list[KnowledgeRecord], vectors: np.nda
         VectorIndex.build(vectors, directory, engine.ann_subquantizers)
     np.save(directory / "category_centroids.npy", np.stack(list(centroids.values())))
     (directory / "dictionary.json").write_text(json.dumps({
-        "entity_names": dictionary.entity_names,
-        "entity_categories": dictionary.entity_categories,
-        "attribute_names": dictionary.attribute_names,
-        "centroid_categories": list(centroids),
-    }, ensure_ascii=False), encoding="utf-8")
+        **dictionary.to_json(), "centroid_categories": list(centroids)}, ensure_ascii=False), encoding="utf-8")
 
 
 class IndexFormatError(RuntimeError):
@@ -118,7 +114,7 @@ class EmbeddedIndex:
         self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
         self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
         raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
-        self.dictionary = KbDictionary(raw["entity_names"], raw["entity_categories"], raw["attribute_names"])
+        self.dictionary = KbDictionary.from_json(raw)
         centroids = np.load(self.directory / "category_centroids.npy")
         self.category_centroids = dict(zip(raw["centroid_categories"], centroids, strict=True))
         self.segmenter = Segmenter(self.dictionary.user_words())
