@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,14 @@ def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: E
     return matrix, len(missing)
 
 
+def build_dictionary(records: list[KnowledgeRecord], alias_attributes: Iterable[str]) -> KbDictionary:
+    """Query understanding's names for a version: entities, attributes, and the aliases listed under
+    `alias_attributes`."""
+    listing = set(alias_attributes)
+    return KbDictionary.from_pairs(((r.knowledge, r.category) for r in records), {r.attribute for r in records},
+                                   ((r.knowledge, r.value) for r in records if r.attribute in listing))
+
+
 def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch: bool = True,
                   source: str = "") -> tuple[str, int, int]:
     """Build and seal a version from validated records in the configured backend; returns (name, encoded,
@@ -82,10 +91,7 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
         vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
     finally:
         cache.close()
-    alias_attributes = set(config.query_understanding.alias_attributes)
-    dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records),
-                                         {r.attribute for r in records},
-                                         ((r.knowledge, r.value) for r in records if r.attribute in alias_attributes))
+    dictionary = build_dictionary(records, config.query_understanding.alias_attributes)
     store = open_store(config)
     started = time.monotonic()
     words = dictionary.user_words()

@@ -231,7 +231,9 @@ class SearchService:
         parsed = state.understander.parse(request.query)
         plan = build_plan(parsed, request, state.config.scoring)
         engine = state.index.execute(plan, self._encode_cached(plan.vector_text))
-        context = RescoreContext(null_confidence=plan.formula.null_confidence)
+        context = RescoreContext(null_confidence=plan.formula.null_confidence,
+                                 entities=frozenset(e.name for e in parsed.entities),
+                                 attributes=frozenset(a.name for a in parsed.attributes))
         hits = rescore(engine.hits, state.config.scoring.rescoring, context)
         return SearchResponse(
             parsed=parsed,

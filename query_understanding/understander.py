@@ -40,6 +40,7 @@ class UnderstandingConfig:
     max_query_length: int = 256
     stop_words: tuple[str, ...] = DEFAULT_STOP_WORDS
     attribute_synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    attribute_questions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     min_entity_chars: int = 2
     fuzzy_linking: bool = True
     alias_attributes: tuple[str, ...] = ()
@@ -126,6 +127,8 @@ class QueryUnderstander:
         for attribute, synonyms in config.attribute_synonyms.items():
             for synonym in synonyms:
                 self._attribute_names.setdefault(normalise_text(synonym), attribute)
+        self._question_words = {normalise_text(word): attribute
+                                for attribute, words in config.attribute_questions.items() for word in words}
         self._aliases = AliasLinker(dictionary.aliases, pinyin_confidence=config.pinyin_confidence)
         self._fuzzy = (FuzzyLinker.build(dictionary.entity_names, config.pinyin_confidence,
                                          config.min_latin_similarity) if config.fuzzy_linking else None)
@@ -150,9 +153,12 @@ class QueryUnderstander:
         entities = self._with_aliases(entities, _masked(normalised, not_names))
         if not entities and self._fuzzy:
             entities = self._fuzzy.link(_masked(normalised, attributes))
+        if entities and not attributes:
+            attributes = [replace(span, name=self._question_words[span.name]) for span in
+                          longest_matches(_masked(normalised, entities), self._question_words, min_chars=1)]
         as_typed = unicodedata.normalize("NFKC", text).lower()
         entities = self._with_tokens([self._stored_spelling(span, as_typed) for span in entities])
-        attributes = self._with_tokens([replace(span, name=self._attribute_names[span.name]) for span in attributes])
+        attributes = self._with_tokens(attributes)
         vector = self.embed(normalised) if self.embed else None
         intent, probability = self._intents.classify(normalised, entities, attributes, vector)
         return ParsedQuery(
@@ -203,7 +209,8 @@ class QueryUnderstander:
 
     def _link_attributes(self, normalised: str, entities: list[LinkedSpan]) -> list[LinkedSpan]:
         """Attributes are searched outside entity spans, so 人口 inside an entity name is not an attribute."""
-        return longest_matches(_masked(normalised, entities), self._attribute_names, min_chars=1)
+        return [replace(span, name=self._attribute_names[span.name])
+                for span in longest_matches(_masked(normalised, entities), self._attribute_names, min_chars=1)]
 
 
 def _masked(text: str, spans: list[LinkedSpan]) -> str:

@@ -126,6 +126,14 @@ def test_explain_on_elasticsearch_sums_to_the_score_and_names_the_clauses(loaded
     assert clauses == pytest.approx(top.details["bm25"], rel=1e-6)
 
 
+def test_aliases_stored_with_the_version_link_an_english_name(loaded_pair):
+    es_config, _, _ = loaded_pair
+    service = SearchService(es_config)
+    assert service.state.index.dictionary.aliases["hangzhou"] == "杭州"
+    top = service.search(SearchRequest(query="Hangzhou 人口", size=3)).hits[0].record
+    assert (top.knowledge, top.attribute) == ("杭州", "人口")
+
+
 def test_category_filter_and_response_total(loaded_pair):
     es_config, _, _ = loaded_pair
     service = SearchService(es_config)

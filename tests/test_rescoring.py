@@ -12,6 +12,7 @@ from scoring.rescoring import (
     ConfidenceBoost,
     ExpertVerifiedBoost,
     ExpiryDecay,
+    LinkedAnswerBoost,
     MaxPerEntity,
     MinScore,
     NearDuplicateCollapse,
@@ -51,6 +52,21 @@ def test_boosts_add_visible_components():
     assert ranked[0].score == pytest.approx(1.0 + 0.09 + 0.2 + 0.3)
     assert ranked[1].score == pytest.approx(1.0 + 0.05 + 0.3)
     assert sums_hold(ranked)
+
+
+def test_linked_answer_and_its_source_siblings_rise_above_a_namesake():
+    def country(attribute, ref="geonames-countries#CO"):
+        return KnowledgeRecord(kid=f"{ref}:{attribute}", knowledge="哥伦比亚", attribute=attribute, value="v",
+                               category="国家", ref=ref)
+
+    answer, sibling, namesake = country("首都"), country("人口"), country("人口", ref="geonames#4575352")
+    context = RescoreContext(null_confidence=0.5, entities=frozenset({"哥伦比亚"}), attributes=frozenset({"首都"}))
+    hits = rescore(hits_of((namesake, 0.55, 0.3), (sibling, 0.5, 0.3), (answer, 0.45, 0.3)),
+                   (LinkedAnswerBoost(weight=0.2, sibling_share=0.5),), context)
+    assert [(h.record.kid, round(h.score, 6)) for h in hits] == [
+        (answer.kid, 0.95), (sibling.kid, 0.9), (namesake.kid, 0.85)]
+    assert sums_hold(hits)
+    assert rescore(hits_of((answer, 0.4, 0.3)), (LinkedAnswerBoost(),), CONTEXT)[0].score == pytest.approx(0.7)
 
 
 def test_recency_and_expiry_decay():

@@ -76,7 +76,8 @@ ALIASES = [("玉潭", "Ning-hsiang, Ningxiang Xian, 宁乡"), ("双凤桥", "Yub
 
 def _alias_understander():
     pairs = [(entity, "城市") for entity, _ in ALIASES]
-    return _understander(pairs, ["人口", "国家"], ALIASES, attribute_synonyms={"国家": ("哪个国家",)})
+    return _understander(pairs, ["人口", "国家", "首都"], ALIASES, attribute_synonyms={"国家": ("哪个国家",)},
+                         attribute_questions={"国家": ("在哪里", "是哪里")})
 
 
 @pytest.mark.parametrize("query, entity, span, confidence", [
@@ -96,6 +97,15 @@ def test_ambiguous_aliases_and_question_words_do_not_link():
     assert understander.parse("lin an").entities == ()   # 杭州 and 临安 share it
     assert understander.parse("在哪里").entities == ()     # 哪里 sounds like the alias Nali
     assert [e.name for e in understander.parse("杭州在哪里").entities] == ["杭州"]
+
+
+@pytest.mark.parametrize("query, attributes", [
+    ("宁乡县在哪里", ["国家"]),     # an entity and no attribute: the question word asks for one
+    ("杭州的首都是哪里", ["首都"]),  # a named attribute wins over the question word
+    ("在哪里", []),                 # no entity: nothing to ask about
+])
+def test_question_words_ask_for_an_attribute_only_when_none_is_named(query, attributes):
+    assert [a.name for a in _alias_understander().parse(query).attributes] == attributes
 
 
 def test_alias_key_folds_case_accents_spacing_and_script():
