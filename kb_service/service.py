@@ -20,6 +20,7 @@ from kb_service.config import ServiceConfig
 from kb_service.encoders import load_encoder
 from kb_service.records import KnowledgeRecord
 from query_understanding import ParsedQuery, QueryUnderstander
+from scoring.answer_expansion import expand_answer
 from scoring.hits import ScoredHit
 from scoring.planner import EXECUTION_MODES, SearchRequest, build_plan
 from scoring.rescoring import RescoreContext, rescore
@@ -230,15 +231,19 @@ class SearchService:
         state = self.state
         parsed = state.understander.parse(request.query)
         plan = build_plan(parsed, request, state.config.scoring)
-        engine = state.index.execute(plan, self._encode_cached(plan.vector_text))
+        vector = self._encode_cached(plan.vector_text)
+        engine = state.index.execute(plan, vector)
         context = RescoreContext(null_confidence=plan.formula.null_confidence,
                                  entities=frozenset(e.name for e in parsed.entities),
                                  attributes=frozenset(a.name for a in parsed.attributes))
         hits = rescore(engine.hits, state.config.scoring.rescoring, context)
+        hits, expanded = expand_answer(hits, context, state.config.scoring.answer_expansion, plan,
+                                       state.understander.entities_named_in,
+                                       lambda narrowed: state.index.execute(narrowed, vector).hits)
         return SearchResponse(
             parsed=parsed,
             hits=hits[request.offset:request.offset + request.size],
-            total=engine.total,
+            total=engine.total + expanded,
             took_ms=(time.perf_counter() - started) * 1000,
             version=state.index.name,
             config_version=state.config.version,

@@ -12,6 +12,7 @@ class RecordLike(Protocol):
     attribute: str
     value: str
     category: str
+    ref: str
     confidence: float | None
     update_timestamp: str
     expert_verified: int

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from query_understanding import ParsedQuery
 from query_understanding.classifiers import INTENTS
+from scoring.answer_expansion import AnswerExpansion
 from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
 from scoring.formula_checks import check_formula
 from scoring.plan import Clause, NotExpiredFilter, SearchPlan, TermFilter
@@ -43,6 +44,7 @@ class ScoringConfig:
     rescoring: tuple[RescoringStrategy, ...] = (ConfidenceBoost(),)
     formula_check: str = "refuse"
     intent_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    answer_expansion: AnswerExpansion = field(default_factory=AnswerExpansion)
 
     def __post_init__(self):
         if self.mode not in EXECUTION_MODES:

@@ -33,6 +33,11 @@ class RescoreContext:
     attributes: frozenset[str] = frozenset()
 
 
+def answers_question(record, context: RescoreContext) -> bool:
+    """The record is the linked entity's linked attribute: what the question asked for, as understood."""
+    return record.knowledge in context.entities and record.attribute in context.attributes
+
+
 def _days_between(earlier: str, later: datetime) -> float | None:
     if not earlier:
         return None
@@ -97,12 +102,10 @@ class LinkedAnswerBoost(RescoringStrategy):
             raise ValueError("sibling_share must be in [0, 1]")
 
     def apply(self, hits, context):
-        def answers(record) -> bool:
-            return record.knowledge in context.entities and record.attribute in context.attributes
-
-        sources = {hit.record.ref for hit in hits if hit.record.ref and answers(hit.record)}
+        sources = {hit.record.ref for hit in hits if hit.record.ref and answers_question(hit.record, context)}
         for hit in hits:
-            value = 1.0 if answers(hit.record) else self.sibling_share * (hit.record.ref in sources)
+            answer = answers_question(hit.record, context)
+            value = 1.0 if answer else self.sibling_share * (hit.record.ref in sources)
             hit.add("rescore", self.strategy, value, self.weight)
         return hits
 

@@ -89,6 +89,25 @@ def small_kb_file(tmp_path_factory) -> Path:
     return path
 
 
+CAPITAL_KB = [  # GeoNames facts as the geo KB states them: a country, its capital, and a US city of the same name
+    ("geo:country:CO", "哥伦比亚", "国家", "geonames-countries#CO",
+     {"首都": "波哥大 (Bogota)", "人口": "49648685", "大洲": "南美洲"}),
+    ("geo:city:3688689", "波哥大", "城市", "geonames#3688689",
+     {"国家": "哥伦比亚", "人口": "7674366", "英文名": "Bogotá"}),
+    ("geo:city:4575352", "哥伦比亚", "城市", "geonames#4575352",
+     {"国家": "美国", "人口": "142416", "英文名": "Columbia"}),
+    ("geo:city:1808926", "杭州", "城市", "geonames#1808926", {"国家": "中国", "人口": "6241971"}),
+]
+
+
+@pytest.fixture(scope="session")
+def capital_kb_file(tmp_path_factory) -> Path:
+    rows = [{"kid": f"{prefix}:{attribute}", "knowledge": knowledge, "attribute": attribute, "value": value,
+             "category": category, "ref": ref}
+            for prefix, knowledge, category, ref, values in CAPITAL_KB for attribute, value in values.items()]
+    return write_jsonl(tmp_path_factory.mktemp("capital-kb") / "kb.jsonl", rows)
+
+
 @pytest.fixture(scope="session")
 def loaded_data_dir(tmp_path_factory, small_kb_file) -> Path:
     """A data directory holding one served version of the small KB, loaded with the real encoder."""

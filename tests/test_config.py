@@ -25,6 +25,8 @@ def test_shipped_config_loads_with_typed_sections():
     ("scoring:\n  rescoring:\n    - {strategy: confidence_boost, wieght: 2}\n",
      "x.yaml:3: scoring.rescoring.0.wieght: unknown key"),
     ("scoring:\n  mode: turbo\n", "x.yaml:2: scoring.mode: mode must be one of exact, fast"),
+    ("scoring:\n  answer_expansion:\n    max_entities: 0\n",
+     "x.yaml:3: scoring.answer_expansion.max_entities: max_entities and records_per_entity must be >= 1"),
     ("server:\n  port: eighty\n", "x.yaml:2: server.port: expected int"),
     ("scoring:\n  formula:\n    terms:\n      - {term: text, normalise: cubic}\n",
      "x.yaml:4: scoring.formula.terms.0.normalise: normalise must be one of"),

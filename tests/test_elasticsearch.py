@@ -134,6 +134,19 @@ def test_aliases_stored_with_the_version_link_an_english_name(loaded_pair):
     assert (top.knowledge, top.attribute) == ("杭州", "人口")
 
 
+def test_answer_expansion_ranks_alike_on_both_engines(tmp_path, elasticsearch_url, es_prefix, capital_kb_file):
+    fast = ("  mode: exact ", "  mode: fast ")
+    rankings = []
+    for config in (elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, fast),
+                   make_config(tmp_path / "data", fast)):
+        load_files(config, [str(capital_kb_file)])
+        hits = SearchService(config).search(SearchRequest(query="哥伦比亚的首都是哪里", size=20)).hits
+        rankings.append(([h.record.kid for h in hits], [h.score for h in hits]))
+    (es_kids, es_scores), (kids, scores) = rankings
+    assert es_kids == kids and es_scores == pytest.approx(scores, rel=1e-4)
+    assert kids[3:6] == [f"geo:city:3688689:{attribute}" for attribute in ("国家", "英文名", "人口")]
+
+
 def test_category_filter_and_response_total(loaded_pair):
     es_config, _, _ = loaded_pair
     service = SearchService(es_config)

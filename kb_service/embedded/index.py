@@ -34,6 +34,7 @@ FLAG_FIELDS = ("del", "available")
 INDEX_FORMAT = 7
 SOURCE_OF_TEXT_FIELD = {"knowledge_phrase": "knowledge", "attribute_phrase": "attribute", "value_phrase": "value"}
 CACHED_FILTER_MASKS = 16
+GATHER_BELOW = 4  # cosines of fewer than 1/4 of the records: gather their rows; more: one product over all
 
 
 @dataclass(frozen=True)
@@ -195,16 +196,16 @@ class EmbeddedIndex:
             mask &= any_match
             total = int(mask.sum())
         formula = plan.formula
-        if plan.mode == "fast":
+        if plan.mode == "fast" and total > plan.candidates:
             candidates = np.union1d(_top(np.flatnonzero((text_score > 0) & mask), text_score, plan.candidates),
                                     self._nearest(query_vector, mask, plan.candidates))
-        else:
+        else:  # exact, or fast with no more filtered records than candidates: every one of them
             candidates = np.flatnonzero(mask)
         if candidates.size == 0:
             return EngineResult([], total)
         variables = formula_variables(
             formula, text_score[candidates],
-            cosine=lambda: (self.vectors[candidates] @ query_vector if plan.mode == "fast"
+            cosine=lambda: (self.vectors[candidates] @ query_vector if candidates.size * GATHER_BELOW < self.size
                             else (self.vectors @ query_vector)[candidates]),
             confidence=self.confidence[candidates], updated_epoch=lambda: self.updated[candidates])
 

@@ -1,0 +1,51 @@
+"""Answer expansion end to end: a real load of a small KB with the real encoder, the default config."""
+
+import pytest
+
+from kb_service.loading import load_files
+from kb_service.service import SearchService
+from scoring.planner import SearchRequest
+from tests.conftest import make_config
+
+QUESTION = "哥伦比亚的首都是哪里"
+
+
+def entity_blocks(hits) -> list[str]:
+    """The entities in ranked order, one entry per run of consecutive hits from the same source."""
+    blocks: list[str] = []
+    for hit in hits:
+        if not blocks or blocks[-1] != hit.record.ref:
+            blocks.append(hit.record.ref)
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, capital_kb_file):
+    data_dir = tmp_path_factory.mktemp("data")
+    load_files(make_config(data_dir), [str(capital_kb_file)])
+    off = make_config(data_dir, ("    enabled: true            #", "    enabled: false           #"))
+    assert not off.scoring.answer_expansion.enabled
+    return SearchService(make_config(data_dir)), SearchService(off)
+
+
+def test_the_capital_follows_the_answer_and_its_country(services):
+    expanded, _ = services
+    response = expanded.search(SearchRequest(query=QUESTION, size=20, explain=True))
+    assert response.hits[0].record.kid == "geo:country:CO:首都"
+    assert entity_blocks(response.hits)[:3] == ["geonames-countries#CO", "geonames#3688689", "geonames#4575352"]
+    capital = [h for h in response.hits if h.record.knowledge == "波哥大"]
+    assert len(capital) == 3 and all(h.components[-1].name == "answer_expansion" for h in capital)
+    for hit in response.hits:
+        assert hit.score == pytest.approx(sum(c.contribution for c in hit.components))
+
+
+def test_without_expansion_the_namesake_comes_before_the_capital(services):
+    _, plain = services
+    blocks = entity_blocks(plain.search(SearchRequest(query=QUESTION, size=20)).hits)
+    assert blocks.index("geonames#4575352") < blocks.index("geonames#3688689")
+
+
+def test_a_value_naming_no_entity_expands_nothing(services):
+    expanded, plain = services
+    question = SearchRequest(query="杭州的人口", size=20)
+    assert [h.record.kid for h in expanded.search(question).hits] == [h.record.kid for h in plain.search(question).hits]
