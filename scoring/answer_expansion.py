@@ -39,7 +39,9 @@ def expand_answer(hits: list[ScoredHit], context: RescoreContext, settings: Answ
                   execute: Callable[[SearchPlan], list[ScoredHit]]) -> tuple[list[ScoredHit], int]:
     """`hits` ranked; returns them with the named entities' records placed (records already ranked above
     their place stay where they are), and how many records were not among `hits` before."""
-    answer = next((hit for hit in hits if answers_question(hit.record, context)), None) if settings.enabled else None
+    if not settings.enabled:
+        return hits, 0
+    answer = next((hit for hit in hits if answers_question(hit.record, context)), None)
     if answer is None:
         return hits, 0
     own = {answer.record.knowledge}
@@ -56,6 +58,6 @@ def expand_answer(hits: list[ScoredHit], context: RescoreContext, settings: Answ
                 hit.shift_to("rescore", "answer_expansion", target)
                 placed.append(hit)
     added = len(ranked) - len(hits)
-    if not placed:
-        return hits, added
+    if not placed and not added:
+        return hits, 0
     return sorted(ranked.values(), key=lambda h: (-h.score, h.record.kid)), added
