@@ -45,6 +45,7 @@ class IntentRule:
 DEFAULT_INTENT_RULES = (
     IntentRule("attribute_lookup", requires=("entity", "attribute")),
     IntentRule("entity_overview", requires=("entity",)),
+    IntentRule("open_question", requires=("no_entity",)),
 )
 DEFAULT_INTENT_EXAMPLES = {
     "attribute_lookup": ("北京的人口是多少", "这个成语是什么意思", "巴黎在哪个时区", "东京的英文名"),

@@ -13,6 +13,7 @@ from scoring.plan import Clause, SearchPlan
 from scoring.rescoring import RescoreContext, answers_question
 
 PLACEMENT_STEP = 1e-4  # expansion hits sit this far apart below the answer's source, in the engine's order
+NAMESAKES_FETCHED = 4  # a named entity's records are fetched for up to this many namesakes (伦敦: UK, Canada, …)
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,24 @@ def expand_answer(hits: list[ScoredHit], context: RescoreContext, settings: Answ
     target = min(source or [answer.score])
     placed: list[ScoredHit] = []
     for spellings in named[:settings.max_entities]:
-        for found in execute(expansion_plan(plan, spellings, settings.records_per_entity)):
-            hit = ranked.setdefault(found.record.kid, found)
-            target -= PLACEMENT_STEP
-            if hit.score < target:
-                hit.shift_to("rescore", "answer_expansion", target)
-                placed.append(hit)
+        found = execute(expansion_plan(plan, spellings, settings.records_per_entity * NAMESAKES_FETCHED))
+        for namesake in _namesakes_naming_first(found, answer.record.knowledge):
+            for record_hit in namesake[:settings.records_per_entity]:
+                hit = ranked.setdefault(record_hit.record.kid, record_hit)
+                target -= PLACEMENT_STEP
+                if hit.score < target:
+                    hit.shift_to("rescore", "answer_expansion", target)
+                    placed.append(hit)
     added = len(ranked) - len(hits)
     if not placed and not added:
         return hits, 0
     return sorted(ranked.values(), key=lambda h: (-h.score, h.record.kid)), added
+
+
+def _namesakes_naming_first(found: list[ScoredHit], own: str) -> list[list[ScoredHit]]:
+    """`found` split by source (`ref`), in engine order, except that the namesakes whose records name the
+    answer's own entity come first: 英国's capital 伦敦 is the one whose 国家 is 英国, not London, Ontario."""
+    sources: dict[str, list[ScoredHit]] = {}
+    for hit in found:
+        sources.setdefault(hit.record.ref or hit.record.knowledge, []).append(hit)
+    return sorted(sources.values(), key=lambda hits: not any(own in hit.record.value for hit in hits))

@@ -89,6 +89,9 @@ class LinkedAnswerBoost(RescoringStrategy):
     """Adds `weight` to the record that answers the question as understood, a linked entity's linked attribute
     (杭州的人口 → 杭州 / 人口), and `sibling_share` of it to the other records from the same source (`ref`),
     which tells the entity apart from a namesake (哥伦比亚的首都: the country's records, not the US city's).
+    A query that names an entity and asks for nothing in particular (杭州, 画蛇添足) is answered by the
+    attribute `overview_attributes` gives for the record's category, the fact that says what the entity is
+    (a city's country, an idiom's meaning); categories not listed have no such answer.
 
     Text scores cannot rank these alone: an attribute term scores by idf, so a common attribute such as 拼音
     adds less than the entity's name inside another record's value (道听途说怎么读 put 例句 above 拼音)."""
@@ -96,15 +99,22 @@ class LinkedAnswerBoost(RescoringStrategy):
     strategy: ClassVar[str] = "linked_answer_boost"
     weight: float = 0.2
     sibling_share: float = 0.5
+    overview_attributes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if not 0.0 <= self.sibling_share <= 1.0:
             raise ValueError("sibling_share must be in [0, 1]")
 
+    def _answers(self, record, context: RescoreContext) -> bool:
+        if context.attributes:
+            return answers_question(record, context)
+        return (record.knowledge in context.entities
+                and self.overview_attributes.get(record.category) == record.attribute)
+
     def apply(self, hits, context):
-        sources = {hit.record.ref for hit in hits if hit.record.ref and answers_question(hit.record, context)}
-        for hit in hits:
-            answer = answers_question(hit.record, context)
+        answers = [self._answers(hit.record, context) for hit in hits]
+        sources = {hit.record.ref for hit, answer in zip(hits, answers, strict=True) if answer and hit.record.ref}
+        for hit, answer in zip(hits, answers, strict=True):
             value = 1.0 if answer else self.sibling_share * (hit.record.ref in sources)
             hit.add("rescore", self.strategy, value, self.weight)
         return hits
@@ -226,6 +236,31 @@ class NearDuplicateCollapse(RescoringStrategy):
                 seen.add(key)
                 kept.append(hit)
         return kept
+
+
+@register_strategy
+@dataclass(frozen=True)
+class EntityGrouping(RescoringStrategy):
+    """Adds `weight` x the best score so far among the hits from the same source (`ref`, else the entity name):
+    an entity ranks by its best record and its other records follow, since they answer together (an English
+    definition that matches an idiom's 解释 brings its 拼音 and 出处 along). With a weight well above the score
+    range the page is grouped entity by entity; namesakes have their own `ref` and stay apart."""
+
+    strategy: ClassVar[str] = "entity_grouping"
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if self.weight < 0:
+            raise ValueError("weight must be >= 0")
+
+    def apply(self, hits, context):
+        best: dict[str, float] = {}
+        for hit in hits:
+            key = hit.record.ref or hit.record.knowledge
+            best[key] = max(best.get(key, hit.score), hit.score)
+        for hit in hits:
+            hit.add("rescore", self.strategy, best[hit.record.ref or hit.record.knowledge], self.weight)
+        return hits
 
 
 NORMALISATION_METHODS = ("minmax", "zscore", "rrf")

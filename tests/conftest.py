@@ -97,6 +97,10 @@ CAPITAL_KB = [  # GeoNames facts as the geo KB states them: a country, its capit
     ("geo:city:4575352", "哥伦比亚", "城市", "geonames#4575352",
      {"国家": "美国", "人口": "142416", "英文名": "Columbia"}),
     ("geo:city:1808926", "杭州", "城市", "geonames#1808926", {"国家": "中国", "人口": "6241971"}),
+    ("geo:country:GB", "英国", "国家", "geonames-countries#GB",
+     {"首都": "伦敦 (London)", "人口": "66488991", "大洲": "欧洲"}),
+    ("geo:city:6058560", "伦敦", "城市", "geonames#6058560", {"国家": "加拿大", "人口": "346765", "英文名": "London"}),
+    ("geo:city:2643743", "伦敦", "城市", "geonames#2643743", {"国家": "英国", "人口": "7556900", "英文名": "London"}),
 ]
 
 

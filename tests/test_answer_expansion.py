@@ -3,9 +3,13 @@
 import pytest
 
 from kb_service.loading import load_files
+from kb_service.records import KnowledgeRecord
 from kb_service.service import SearchService
-from scoring.planner import SearchRequest
-from tests.conftest import make_config
+from scoring.answer_expansion import AnswerExpansion, expand_answer
+from scoring.hits import ScoredHit
+from scoring.planner import SearchRequest, build_plan
+from scoring.rescoring import RescoreContext
+from tests.conftest import CAPITAL_KB, make_config
 
 QUESTION = "哥伦比亚的首都是哪里"
 
@@ -37,6 +41,31 @@ def test_the_capital_follows_the_answer_and_its_country(services):
     assert len(capital) == 3 and all(h.components[-1].name == "answer_expansion" for h in capital)
     for hit in response.hits:
         assert hit.score == pytest.approx(sum(c.contribution for c in hit.components))
+
+
+def test_the_capital_is_the_namesake_that_names_the_country(services):
+    expanded, _ = services
+    hits = expanded.search(SearchRequest(query="英国的首都是哪里", size=20)).hits
+    assert entity_blocks(hits)[:3] == ["geonames-countries#GB", "geonames#2643743", "geonames#6058560"]
+
+
+def test_a_namesake_the_engine_ranks_higher_still_follows_the_capital(services):
+    """The engine's order is given here (London, Ontario first) because the small KB cannot make it so."""
+    expanded, _ = services
+    hit_of = {f"{prefix}:{attribute}": (KnowledgeRecord(kid=f"{prefix}:{attribute}", knowledge=knowledge,
+                                                        attribute=attribute, value=value, category=category, ref=ref))
+              for prefix, knowledge, category, ref, values in CAPITAL_KB for attribute, value in values.items()}
+    engine_order = ["geo:city:6058560:国家", "geo:city:6058560:人口", "geo:city:2643743:国家", "geo:city:2643743:人口"]
+    parsed = expanded.understand("英国的首都是哪里")
+    context = RescoreContext(null_confidence=0.5, entities=frozenset({"英国"}), attributes=frozenset({"首都"}))
+    hits, added = expand_answer(
+        [ScoredHit(hit_of["geo:country:GB:首都"], 2.0), ScoredHit(hit_of["geo:country:GB:人口"], 1.5)], context,
+        AnswerExpansion(), build_plan(parsed, SearchRequest(query=parsed.original), expanded.config.scoring),
+        lambda value: [("伦敦",)] if "伦敦" in value else [],
+        lambda plan: [ScoredHit(hit_of[kid], 0.5 - i / 10) for i, kid in enumerate(engine_order)])
+    assert [h.record.kid for h in hits] == ["geo:country:GB:首都", "geo:country:GB:人口", *engine_order[2:],
+                                            *engine_order[:2]]
+    assert added == 4
 
 
 def test_without_expansion_the_namesake_comes_before_the_capital(services):

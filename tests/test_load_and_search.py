@@ -28,6 +28,13 @@ def test_an_english_name_finds_the_entity_through_its_stored_english_name(search
     assert (top.knowledge, top.attribute) == ("杭州", "人口")
 
 
+def test_a_bare_name_puts_the_overview_attribute_of_its_category_first(search_service):
+    """config.yaml's linked_answer_boost answers 城市 names with 国家; without it 时区 comes first here."""
+    hits = search_service.search(SearchRequest(query="伦敦", size=10)).hits
+    assert (hits[0].record.knowledge, hits[0].record.attribute) == ("伦敦", "国家")
+    assert {h.record.knowledge for h in hits[:len(hits) // 2]} == {"伦敦"}
+
+
 def test_components_sum_to_the_score(search_service):
     for hit in search_service.search(SearchRequest(query="上海在哪个时区", size=10)).hits:
         assert hit.score == pytest.approx(sum(c.contribution for c in hit.components))

@@ -10,6 +10,7 @@ from scoring.hits import ScoredHit
 from scoring.rescoring import (
     CategoryWeights,
     ConfidenceBoost,
+    EntityGrouping,
     ExpertVerifiedBoost,
     ExpiryDecay,
     LinkedAnswerBoost,
@@ -67,6 +68,41 @@ def test_linked_answer_and_its_source_siblings_rise_above_a_namesake():
         (answer.kid, 0.95), (sibling.kid, 0.9), (namesake.kid, 0.85)]
     assert sums_hold(hits)
     assert rescore(hits_of((answer, 0.4, 0.3)), (LinkedAnswerBoost(),), CONTEXT)[0].score == pytest.approx(0.7)
+
+
+def test_a_bare_name_is_answered_by_the_overview_attribute_of_its_category():
+    def city(attribute, knowledge="杭州"):
+        return KnowledgeRecord(kid=f"{knowledge}:{attribute}", knowledge=knowledge, attribute=attribute, value="v",
+                               category="城市", ref=f"geonames#{knowledge}")
+
+    named = RescoreContext(null_confidence=0.5, entities=frozenset({"杭州"}))
+    boost = LinkedAnswerBoost(weight=0.2, sibling_share=0.5, overview_attributes={"城市": "国家", "成语": "解释"})
+    hits = rescore(hits_of((city("人口"), 0.5, 0.3), (city("国家"), 0.45, 0.3), (city("国家", "温州"), 0.62, 0.3)),
+                   (boost,), named)
+    assert [(h.record.kid, round(h.score, 6)) for h in hits] == [
+        ("杭州:国家", 0.95), ("温州:国家", 0.92), ("杭州:人口", 0.9)]
+    asked = RescoreContext(null_confidence=0.5, entities=frozenset({"杭州"}), attributes=frozenset({"人口"}))
+    assert rescore(hits_of((city("人口"), 0.5, 0.3), (city("国家"), 0.45, 0.3)), (boost,), asked)[0].score == 1.0
+    assert sums_hold(hits)
+
+
+def test_entity_grouping_ranks_entities_by_their_best_record_and_keeps_namesakes_apart():
+    def idiom(attribute, ref):
+        return KnowledgeRecord(kid=f"{ref}:{attribute}", knowledge="画蛇添足", attribute=attribute, value="v",
+                               category="成语", ref=ref)
+
+    best, sibling = idiom("解释", "a"), idiom("拼音", "a")
+    namesake, other = idiom("解释", "b"), record("other", knowledge="守株待兔")
+    hits = rescore(hits_of((best, 0.5, 0.3), (namesake, 0.3, 0.2), (other, 0.35, 0.3), (sibling, 0.1, 0.2)),
+                   (EntityGrouping(weight=3),), CONTEXT)
+    assert [h.record.kid for h in hits] == ["a:解释", "a:拼音", "other", "b:解释"]
+    assert hits[1].components[-1].raw == pytest.approx(0.8)
+    assert sums_hold(hits)
+    mild = rescore(hits_of((best, 0.5, 0.3), (namesake, 0.4, 0.3), (sibling, 0.1, 0.2)), (EntityGrouping(weight=0.1),),
+                   CONTEXT)
+    assert [h.record.kid for h in mild] == ["a:解释", "b:解释", "a:拼音"]
+    with pytest.raises(ValueError, match="weight"):
+        EntityGrouping(weight=-1)
 
 
 def test_recency_and_expiry_decay():

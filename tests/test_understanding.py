@@ -131,6 +131,7 @@ def test_intent_and_category_prototypes_with_the_real_encoder():
     lookup = understander.parse("杭州的人口")
     assert lookup.intent == "attribute_lookup" and lookup.intent_probability >= 0.7
     assert understander.parse("世界上人口最多的城市是哪个").intent == "open_question"
+    assert understander.parse("东京的英文名").intent == "open_question"  # a lookup example, but 东京 is not in the KB
     idiom = understander.parse("形容做事多此一举的成语")
     assert max(idiom.categories, key=idiom.categories.get) == "成语"
     assert sum(idiom.categories.values()) == pytest.approx(1.0, abs=1e-3)
