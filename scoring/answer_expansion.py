@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from scoring.hits import ScoredHit
 from scoring.plan import Clause, SearchPlan
-from scoring.rescoring import RescoreContext, answers_question
+from scoring.rescoring import RescoreContext, answers_question, source_of
 
 PLACEMENT_STEP = 1e-4  # expansion hits sit this far apart below the answer's source, in the engine's order
 NAMESAKES_FETCHED = 4  # a named entity's records are fetched for up to this many namesakes (伦敦: UK, Canada, …)
@@ -71,5 +71,5 @@ def _namesakes_naming_first(found: list[ScoredHit], own: str) -> list[list[Score
     answer's own entity come first: 英国's capital 伦敦 is the one whose 国家 is 英国, not London, Ontario."""
     sources: dict[str, list[ScoredHit]] = {}
     for hit in found:
-        sources.setdefault(hit.record.ref or hit.record.knowledge, []).append(hit)
+        sources.setdefault(source_of(hit.record), []).append(hit)
     return sorted(sources.values(), key=lambda hits: not any(own in hit.record.value for hit in hits))

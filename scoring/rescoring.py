@@ -38,6 +38,11 @@ def answers_question(record, context: RescoreContext) -> bool:
     return record.knowledge in context.entities and record.attribute in context.attributes
 
 
+def source_of(record) -> str:
+    """What tells one entity's records from a namesake's: the source reference, else the entity name."""
+    return record.ref or record.knowledge
+
+
 def _days_between(earlier: str, later: datetime) -> float | None:
     if not earlier:
         return None
@@ -256,10 +261,10 @@ class EntityGrouping(RescoringStrategy):
     def apply(self, hits, context):
         best: dict[str, float] = {}
         for hit in hits:
-            key = hit.record.ref or hit.record.knowledge
+            key = source_of(hit.record)
             best[key] = max(best.get(key, hit.score), hit.score)
         for hit in hits:
-            hit.add("rescore", self.strategy, best[hit.record.ref or hit.record.knowledge], self.weight)
+            hit.add("rescore", self.strategy, best[source_of(hit.record)], self.weight)
         return hits
 
 
