@@ -259,12 +259,12 @@ class EntityGrouping(RescoringStrategy):
             raise ValueError("weight must be >= 0")
 
     def apply(self, hits, context):
+        sources = [source_of(hit.record) for hit in hits]
         best: dict[str, float] = {}
-        for hit in hits:
-            key = source_of(hit.record)
-            best[key] = max(best.get(key, hit.score), hit.score)
-        for hit in hits:
-            hit.add("rescore", self.strategy, best[source_of(hit.record)], self.weight)
+        for hit, source in zip(hits, sources, strict=True):
+            best[source] = max(best.get(source, hit.score), hit.score)
+        for hit, source in zip(hits, sources, strict=True):
+            hit.add("rescore", self.strategy, best[source], self.weight)
         return hits
 
 
