@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from kb_service.config import load_config
-from kb_service.embedded.vector_index import FILE_NAME, VectorIndex
-from kb_service.embedded.version_store import VersionStore
-from kb_service.encoders import load_encoder
+from kb_service.engines.embedded.engine import EmbeddedEngine
+from kb_service.engines.embedded.vector_index import FILE_NAME, VectorIndex
+from kb_service.ingest.encoders import load_encoder
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300)
     args = parser.parse_args()
     config = load_config(args.config)
-    store = VersionStore(config.data_path / "embedded")
+    store = EmbeddedEngine(config.data_path / "embedded", config.engine)
     directory = store.path_of(store.current_name())
     vectors = np.load(directory / "vectors.npy", mmap_mode="r")
     with open(args.queries, encoding="utf-8") as handle:

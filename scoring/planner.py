@@ -11,10 +11,9 @@ from query_understanding.classifiers import INTENTS
 from scoring.answer_expansion import AnswerExpansion
 from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
 from scoring.formula_checks import check_formula
-from scoring.plan import Clause, NotExpiredFilter, SearchPlan, TermFilter
+from scoring.plan import TIMESTAMP_FORMAT, Clause, Mode, NotExpiredFilter, SearchPlan, TermFilter
 from scoring.rescoring import ConfidenceBoost, RescoringStrategy
 
-EXECUTION_MODES = ("exact", "fast")
 FORMULA_POLICIES = ("refuse", "warn")
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ class ScoringConfig:
     boosts: ClauseBoosts = field(default_factory=ClauseBoosts)
     category_boost: float = 1.0
     category_min_weight: float = 0.2
-    mode: str = "exact"
+    mode: Mode = Mode.EXACT
     candidates: int = 200
     rescore_window: int = 100
     formula: Formula = field(default_factory=lambda: Formula(
@@ -47,8 +46,6 @@ class ScoringConfig:
     answer_expansion: AnswerExpansion = field(default_factory=AnswerExpansion)
 
     def __post_init__(self):
-        if self.mode not in EXECUTION_MODES:
-            raise ValueError(f"mode must be one of {', '.join(EXECUTION_MODES)}")
         if self.candidates < 1 or self.rescore_window < 1:
             raise ValueError("candidates and rescore_window must be >= 1")
         if self.formula_check not in FORMULA_POLICIES:
@@ -83,7 +80,7 @@ class SearchRequest:
     offset: int = 0
     categories: tuple[str, ...] = ()
     explain: bool = False
-    mode: str | None = None
+    mode: Mode | None = None
 
 
 BASE_FILTERS = (TermFilter("del", (0,)), TermFilter("available", (1,)))
@@ -108,7 +105,7 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
         should.append(Clause("value_match", "match", "value_phrase", content, boosts.value_match))
     should.append(Clause("value_term", "term", "value", parsed.original.strip(), boosts.value_term))
 
-    filters: list = [*BASE_FILTERS, NotExpiredFilter(now or time.strftime("%Y-%m-%d %H:%M:%S"))]
+    filters: list = [*BASE_FILTERS, NotExpiredFilter(now or time.strftime(TIMESTAMP_FORMAT))]
     if request.categories:
         filters.append(TermFilter("category", tuple(request.categories)))
     required_any = tuple(
@@ -122,7 +119,7 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
         should=tuple(should),
         vector_text=parsed.embedding_text,
         formula=config.formula_for(parsed.intent),
-        mode=request.mode or config.mode,
+        mode=Mode(request.mode or config.mode),
         size=request.size,
         offset=request.offset,
         candidates=max(config.candidates, request.offset + request.size),

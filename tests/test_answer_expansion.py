@@ -2,9 +2,9 @@
 
 import pytest
 
-from kb_service.loading import load_files
+from kb_service.ingest.loading import load_files
 from kb_service.records import KnowledgeRecord
-from kb_service.service import SearchService
+from kb_service.serving.service import SearchService
 from scoring.answer_expansion import AnswerExpansion, expand_answer
 from scoring.hits import ScoredHit
 from scoring.planner import SearchRequest, build_plan

@@ -5,7 +5,7 @@ import time
 import pytest
 import requests
 
-from kb_service.admin_auth import digest, matching_key_id
+from kb_service.http.auth import digest, matching_key_id
 from tests.conftest import config_text, running_server
 
 KEY = "test-admin-key"

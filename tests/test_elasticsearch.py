@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from elasticsearch import BadRequestError
 
-from kb_service.api import create_app
-from kb_service.backends import category_centroids, open_store
-from kb_service.elastic.dsl import render_script_score
-from kb_service.elastic.store import BulkLoadError, ElasticStore, make_client
+from kb_service.engines import open_engine
+from kb_service.engines.elastic.dsl import render_script_score
+from kb_service.engines.elastic.engine import BulkLoadError, ElasticsearchEngine, make_client
 from kb_service.evaluation import read_queries
-from kb_service.loading import build_version, load_files
-from kb_service.readers import read_records
-from kb_service.service import SearchService
+from kb_service.http.app import create_app
+from kb_service.ingest.loading import build_version, category_centroids, load_files
+from kb_service.ingest.readers import read_records
+from kb_service.serving.service import SearchService
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 from scoring.planner import SearchRequest, build_plan
@@ -62,13 +62,13 @@ def loaded_pair(tmp_path_factory, elasticsearch_url, small_kb_file):
     report = load_files(es_config, [str(small_kb_file)])
     load_files(embedded_config, [str(small_kb_file)])
     yield es_config, embedded_config, report
-    ElasticStore(es_config).client.options(ignore_status=404).indices.delete(index=f"{prefix}*",
+    ElasticsearchEngine(es_config).client.options(ignore_status=404).indices.delete(index=f"{prefix}*",
                                                                              expand_wildcards="all")
 
 
 def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair, small_kb_file):
     es_config, _, report = loaded_pair
-    store = ElasticStore(es_config)
+    store = ElasticsearchEngine(es_config)
     client = store.client
     records = read_records([str(small_kb_file)]).records
     assert report.records == len(records) and report.version.startswith(es_config.elasticsearch.index_prefix)
@@ -129,7 +129,7 @@ def test_explain_on_elasticsearch_sums_to_the_score_and_names_the_clauses(loaded
 def test_aliases_stored_with_the_version_link_an_english_name(loaded_pair):
     es_config, _, _ = loaded_pair
     service = SearchService(es_config)
-    assert service.state.index.dictionary.aliases["hangzhou"] == "杭州"
+    assert service.state.version.dictionary.aliases["hangzhou"] == "杭州"
     top = service.search(SearchRequest(query="Hangzhou 人口", size=3)).hits[0].record
     assert (top.knowledge, top.attribute) == ("杭州", "人口")
 
@@ -182,7 +182,7 @@ def test_exact_mode_renders_a_script_score_that_elasticsearch_parses_up_to_the_s
     query = render_script_score(plan, service._encode_cached(plan.vector_text))
     assert "cosineSimilarity(params.query_vector, 'vector')" in query["script_score"]["script"]["source"]
     with pytest.raises(BadRequestError) as refused:
-        ElasticStore(es_config).client.search(index=report.version, query=query, size=3)
+        ElasticsearchEngine(es_config).client.search(index=report.version, query=query, size=3)
     assert "painless" in str(refused.value).lower()
     assert "parsing_exception" not in str(refused.value)
 
@@ -191,7 +191,7 @@ def test_bulk_errors_name_the_records_and_leave_the_served_version(tmp_path, ela
                                                                    small_kb_file):
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix)
     first = load_files(config, [str(small_kb_file)]).version
-    store = ElasticStore(config)
+    store = ElasticsearchEngine(config)
     records = read_records([str(small_kb_file)]).records[:50]
     vectors = np.random.default_rng(1).normal(size=(50, 512)).astype(np.float32)
     vectors[[3, 17]] = np.nan  # Elasticsearch's JSON parser refuses NaN: two real per-document rejections
@@ -212,7 +212,7 @@ def test_alias_swap_and_rollback_while_searches_run(tmp_path, elasticsearch_url,
     with searching_in_background(SearchService(config), "上海的人口") as load:
         second_path = write_jsonl(tmp_path / "second.jsonl", rows[: len(rows) // 2])
         second = load_files(config, [str(second_path)]).version
-        store = open_store(config)
+        store = open_engine(config)
         assert store.current_name() == second
         store.switch(first)
         assert store.current_name() == first
@@ -227,8 +227,8 @@ def test_keep_versions_prunes_old_indices_but_never_the_served_one(tmp_path, ela
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix,
                                   ("  keep_versions: 3", "  keep_versions: 2"))
     records = read_records([str(small_kb_file)]).records[:200]
-    names = [build_version(config, records)[0] for _ in range(3)]
-    store = ElasticStore(config)
+    names = [build_version(config, records).name for _ in range(3)]
+    store = ElasticsearchEngine(config)
     assert [v.name for v in store.versions()] == names[1:]
     assert sorted(store.client.indices.get(index=f"{es_prefix}_v*")) == names[1:]
     assert store.current_name() == names[2]
@@ -325,7 +325,7 @@ def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, ela
     embedded_report = load_files(embedded_config, [kb_file])
     es_report = load_files(es_config, [kb_file])
     assert es_report.records == embedded_report.records
-    assert ElasticStore(es_config).client.count(index=es_report.version)["count"] == es_report.records
+    assert ElasticsearchEngine(es_config).client.count(index=es_report.version)["count"] == es_report.records
     on_es, embedded = SearchService(es_config), SearchService(embedded_config)
     overlaps, es_ms, embedded_ms = [], [], []
     for query in queries:
@@ -345,8 +345,8 @@ def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, ela
 
 def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasticsearch_url, es_prefix,
                                                                 small_kb_file):
-    from kb_service.reloading import ReloadRefusedError, run_reload
-    from kb_service.review_db import ReviewDatabase
+    from kb_service.reload.review import ReviewDatabase
+    from kb_service.reload.run import ReloadRefusedError, run_reload
 
     hangzhou = "geo:city:1808926:人口"
     canary = ("  canaries: []", f'  canaries: [{{query: 杭州的人口, kid: "{hangzhou}", top_k: 3}}]')
@@ -355,7 +355,7 @@ def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasti
     database = ReviewDatabase(config.reload.database_url(config.data_path))
     database.import_records(read_records([str(small_kb_file)]).records, status="approved", reviewer="import")
     served = run_reload(config)
-    store = ElasticStore(config)
+    store = ElasticsearchEngine(config)
     assert served.status == "succeeded" and store.current_name() == served.version
     kids = [row["kid"] for row in database.listing("approved", limit=10_000)]
     database.set_status(kids[: len(kids) // 2], "rejected", "reviewer")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kb_service.config import EncoderConfig
-from kb_service.encoders import load_encoder
+from kb_service.ingest.encoders import load_encoder
 
 
 @pytest.mark.parametrize(("provider", "dims", "texts"), [

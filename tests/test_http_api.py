@@ -94,7 +94,7 @@ def test_every_route_is_in_the_openapi_contract(search_service):
 
     import yaml
 
-    from kb_service.api import create_app
+    from kb_service.http.app import create_app
     from tests.conftest import REPO
 
     spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text(encoding="utf-8"))

@@ -6,10 +6,12 @@ import time
 
 import pytest
 
-from kb_service.backends import embedded_store
-from kb_service.loading import load_files
-from kb_service.readers import KnowledgeFileError
-from kb_service.service import RequestError, SearchService, parse_request
+from kb_service.engines import open_engine
+from kb_service.errors import InputError
+from kb_service.ingest.loading import load_files
+from kb_service.ingest.readers import KnowledgeFileError
+from kb_service.serving.request import parse_request
+from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import make_config, read_jsonl, write_jsonl
 
@@ -67,7 +69,7 @@ def test_fast_mode_agrees_with_exact_on_the_top_hit(search_service):
     ({"q": "x", "category": 3}, "category"),
 ])
 def test_bad_request_parameters_name_the_field(search_service, params, field):
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(InputError) as caught:
         parse_request(params, search_service.config)
     assert caught.value.field == field
 
@@ -95,7 +97,7 @@ def test_failed_load_leaves_the_served_version(tmp_path, small_kb_file):
     bad.write_text('{"kid": "x", "knowledge": "y"}\n', encoding="utf-8")
     with pytest.raises(KnowledgeFileError, match=r"bad\.jsonl:1: field 'attribute': missing"):
         load_files(config, [str(small_kb_file), str(bad)])
-    store = embedded_store(config)
+    store = open_engine(config)
     assert store.current_name() == first
     assert [v.name for v in store.versions()] == [first]
     assert not list(store.versions_dir.glob(".building-*"))
@@ -113,7 +115,7 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
     config_file.write_text(f"data_dir: {data_dir}\n", encoding="utf-8")
     process = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "--config", str(config_file), "load",
                                 str(copies)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = embedded_store(config)
+    store = open_engine(config)
     deadline = time.monotonic() + 120
     while not list(store.versions_dir.glob(".building-*/*")) and time.monotonic() < deadline:
         assert process.poll() is None, "the load ended before it could be killed"
@@ -131,7 +133,7 @@ def test_fast_mode_with_the_ann_codes_agrees_with_exact(tmp_path, small_kb_file)
     config = make_config(tmp_path, ANN_FOR_EVERY_SIZE)
     load_files(config, [str(small_kb_file)])
     service = SearchService(config)
-    assert service.state.index.ann is not None
+    assert service.state.version.ann is not None
     overlaps = []
     for query in ("东京的英文名", "巴黎在哪个时区", "人口最多的城市", "Mumbai", "上海"):
         exact = [h.record.kid for h in service.search(SearchRequest(query=query, size=10, mode="exact")).hits]
@@ -156,7 +158,7 @@ def test_fast_mode_finds_every_record_of_a_narrow_filter(tmp_path, small_kb_file
 
 
 def test_ann_sub_quantizers_divide_every_encoder_width():
-    from kb_service.embedded.vector_index import subquantizers_for
+    from kb_service.engines.embedded.vector_index import subquantizers_for
 
     assert subquantizers_for(512, 256) == 256
     assert subquantizers_for(384, 256) == 192
@@ -165,7 +167,7 @@ def test_ann_sub_quantizers_divide_every_encoder_width():
 
 
 def test_not_ready_before_any_load(tmp_path):
-    from kb_service.api import create_app
+    from kb_service.http.app import create_app
 
     config = make_config(tmp_path / "empty")
     client = create_app(config, watch=False).test_client()

@@ -4,7 +4,7 @@ import gzip
 
 import pytest
 
-from kb_service.readers import KnowledgeFileError, read_records
+from kb_service.ingest.readers import KnowledgeFileError, read_records
 from kb_service.records import KnowledgeRecord, RecordError
 from tests.conftest import write_jsonl
 

@@ -6,8 +6,8 @@ Each task must beat the best naive system of shared/data/BASELINES.md (BM25, use
 import pytest
 
 from kb_service.evaluation import evaluate, read_qrels, read_queries
-from kb_service.loading import load_files
-from kb_service.service import SearchService
+from kb_service.ingest.loading import load_files
+from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import data_dir_sharing_cache, make_config, shared_file
 

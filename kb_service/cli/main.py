@@ -1,0 +1,320 @@
+"""The `kb` command: a thin layer over the same functions the HTTP API calls."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from kb_service.config import ServiceConfig, load_config
+from kb_service.errors import KbError
+from kb_service.reload.review import ReviewStatus
+from scoring.plan import Mode
+
+log = logging.getLogger("kb")
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=1)
+    sys.stdout.write("\n")
+
+
+def cmd_load(config: ServiceConfig, args) -> int:
+    from kb_service.ingest.loading import load_files
+
+    report = load_files(config, args.files, quarantine=args.quarantine, reject_file=args.reject_file)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(f"loaded {report.records} records into version {report.version} in {report.seconds:.1f}s "
+              f"({report.records_per_second:,.0f} records/s; encoded {report.encoded}, reused {report.reused} "
+              f"from cache; index {report.index_bytes / 2**20:.1f} MiB)")
+        if report.rejected:
+            print(f"quarantined {report.rejected} bad line(s) to {report.reject_file}")
+    return 0
+
+
+def cmd_demo(config: ServiceConfig, args) -> int:
+    from kb_service.engines import open_engine
+    from kb_service.ingest.demo import write_demo_file
+
+    if args.if_missing and open_engine(config).current_name():
+        print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
+        return 0
+    path = config.data_path / "demo" / "geonames-cities.jsonl.gz"
+    count = write_demo_file(path, min_population=args.min_population)
+    print(f"wrote {count} demo records (GeoNames, CC BY 4.0) to {path}")
+    args.files, args.quarantine, args.reject_file = [str(path)], False, None
+    return cmd_load(config, args)
+
+
+def cmd_search(config: ServiceConfig, args) -> int:
+    from kb_service.serving.request import parse_request
+    from kb_service.serving.service import SearchService
+
+    service = SearchService(config)
+    params = {"q": args.query, "size": args.size, "from": args.offset, "explain": args.explain}
+    if args.category:
+        params["category"] = args.category
+    if args.mode:
+        params["mode"] = args.mode
+    request = parse_request(params, config)
+    response = service.search(request).to_dict(request.offset, request.explain)
+    if args.json:
+        _print_json(response)
+        return 0
+    print(f"{response['total']} candidates, {response['took_ms']} ms, index {response['index_version']}, "
+          f"config {response['config_version']}")
+    for hit in response["hits"]:
+        components = " ".join(f"{name}={value:.3f}" for name, value in hit["components"].items())
+        print(f"{hit['rank']:>3}. {hit['score']:.4f}  {hit['knowledge']} / {hit['attribute']}: "
+              f"{hit['value'][:60]}  [{hit['kid']}]  {components}")
+    return 0
+
+
+def cmd_serve(config: ServiceConfig, args) -> int:
+    from kb_service.http.server import serve
+
+    serve(config, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_versions(config: ServiceConfig, args) -> int:
+    from kb_service.engines import open_engine
+
+    versions = open_engine(config).versions()
+    if args.json:
+        _print_json([{"name": v.name, "current": v.current, **v.manifest} for v in versions])
+        return 0
+    for version in versions:
+        marker = "*" if version.current else " "
+        print(f"{marker} {version.name}  {version.manifest.get('records', '?')} records  "
+              f"{version.manifest.get('encoder', '')}  {version.manifest.get('source', '')}")
+    return 0
+
+
+def cmd_rollback(config: ServiceConfig, args) -> int:
+    from kb_service.reload.run import rollback
+
+    done = rollback(config, args.version)
+    print(f"serving {done.serving} (was {done.previous}); running servers switch within a second")
+    return 0
+
+
+def _print_run(run) -> None:
+    counts = run.counts
+    print(f"reload {run.id} ({run.trigger}) {run.status} at {run.started}, {run.duration_s or 0:.1f}s, version "
+          f"{run.version or '-'}: {counts.records} records, +{counts.added} ~{counts.updated} -{counts.removed}, "
+          f"merged {counts.merged}, rejected {counts.rejected}, expired {counts.expired}, encoded {counts.encoded} "
+          f"(reused {counts.reused})")
+    for gate in run.gates:
+        print(f"   {'pass' if gate.passed else 'FAIL'}  {gate.gate}: {gate.detail}")
+    if run.message:
+        print(f"   {run.message}")
+
+
+def cmd_reload(config: ServiceConfig, args) -> int:
+    from kb_service.reload.run import ReloadRefusedError, run_reload
+
+    try:
+        run = run_reload(config, trigger="cli", force=args.force)
+    except ReloadRefusedError as err:
+        _print_json(err.run.to_dict()) if args.json else _print_run(err.run)
+        raise
+    _print_json(run.to_dict()) if args.json else _print_run(run)
+    return 0
+
+
+def cmd_reloads(config: ServiceConfig, args) -> int:
+    from kb_service.reload.run import history_of
+
+    history = history_of(config)
+    runs = history.runs(args.limit)
+    history.close()
+    if args.json:
+        _print_json([run.to_dict() for run in runs])
+        return 0
+    for run in runs:
+        _print_run(run)
+    return 0
+
+
+def cmd_schedule(config: ServiceConfig, args) -> int:
+    from kb_service.reload.schedule import build_scheduler
+
+    scheduler = build_scheduler(config, blocking=True)
+    if scheduler is None:
+        print("kb: no schedule: set reload.cron or reload.interval_minutes in the config", file=sys.stderr)
+        return 2
+    print(f"running scheduled reloads ({config.reload.cron or f'every {config.reload.interval_minutes} min'})")
+    scheduler.start()
+    return 0
+
+
+def cmd_review(config: ServiceConfig, args) -> int:
+    from kb_service.ingest.readers import read_records
+    from kb_service.reload.review import ReviewDatabase, ReviewStatus
+
+    database = ReviewDatabase(config.reload.database_url(config.data_path))
+    try:
+        if args.action == "import":
+            result = read_records(args.files)
+            status = ReviewStatus.APPROVED if args.approve else ReviewStatus.PENDING
+            report = database.import_records(result.records, status=status, reviewer=args.reviewer)
+            print(f"imported {len(result.records)} records as {status}: {report.inserted} new, {report.changed} "
+                  f"changed, {report.unchanged} unchanged")
+        elif args.action == "list":
+            counts = database.counts()
+            print(", ".join(f"{status}: {count}" for status, count in counts.items()))
+            for row in database.listing(args.status, args.limit):
+                print(f"  [{row['status']}] {row['kid']}  {row['knowledge']} / {row['attribute']}: "
+                      f"{row['value'][:50]}  {row['reviewer'] or ''}")
+        else:
+            if not args.kids and not args.all_pending:
+                print("kb: name the kids to review, or --all-pending", file=sys.stderr)
+                return 2
+            status = ReviewStatus.APPROVED if args.action == "approve" else ReviewStatus.REJECTED
+            changed = database.set_status(None if args.all_pending else args.kids, status, args.reviewer)
+            print(f"{status} {changed} record(s) as {args.reviewer}")
+    finally:
+        database.close()
+    return 0
+
+
+def cmd_eval(config: ServiceConfig, args) -> int:
+    from kb_service.evaluation import ConfigRun, evaluate, format_table, read_qrels, read_queries, wins_and_losses
+    from kb_service.serving.service import SearchService
+    from scoring.planner import SearchRequest
+
+    queries = read_queries(args.queries)
+    qrels = read_qrels(args.qrels)
+    configs = [load_config(path) for path in args.configs] if args.configs else [config]
+    runs = []
+    for run_config in configs:
+        service = SearchService(run_config)
+
+        def rank(text: str, service=service) -> list[str]:
+            response = service.search(SearchRequest(query=text, size=100, mode=args.mode))
+            return [hit.record.kid for hit in response.hits]
+
+        tasks, per_query = evaluate(queries, qrels, rank)
+        runs.append(ConfigRun(run_config.source, tasks, per_query))
+    if args.json:
+        _print_json([{"config": run.label, "tasks": [t.__dict__ for t in run.tasks], "per_query_ndcg10": run.per_query}
+                     for run in runs])
+        return 0
+    print(format_table(runs))
+    for other in runs[1:]:
+        wins, losses = wins_and_losses(runs[0], other)
+        print(f"\n{other.label} vs {runs[0].label}: {len(wins)} queries better, {len(losses)} worse (nDCG@10)")
+        for label, ids in (("better", wins), ("worse", losses)):
+            if ids:
+                print(f"  {label}: " + ", ".join(ids[:10]) + (" …" if len(ids) > 10 else ""))
+    return 0
+
+
+def cmd_admin_key(config: ServiceConfig, args) -> int:
+    from kb_service.http.auth import new_key
+
+    key, digest = new_key()
+    print(f"API key (give it to the operator, it is not stored): {key}")
+    print(f"add to config.yaml under server.admin_key_sha256: {digest}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kb", description="Knowledge-base retrieval with hybrid scoring.")
+    parser.add_argument("--config", help="config file (default: $KB_CONFIG, else the bundled config.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    load = commands.add_parser("load", help="build a new index version from knowledge files and serve it")
+    load.add_argument("files", nargs="+", help="JSONL or CSV files, optionally .gz")
+    load.add_argument("--quarantine", action="store_true", help="set bad lines aside instead of failing")
+    load.add_argument("--reject-file", help="where quarantined lines go (default: under the data directory)")
+    load.add_argument("--json", action="store_true", help="print the load report as JSON")
+    load.set_defaults(handler=cmd_load)
+
+    demo = commands.add_parser("demo", help="build and load the demo KB (GeoNames cities with Chinese names)")
+    demo.add_argument("--min-population", type=int, default=100_000)
+    demo.add_argument("--if-missing", action="store_true", help="do nothing when a version is already served")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(handler=cmd_demo)
+
+    search = commands.add_parser("search", help="search the served version and print ranked hits")
+    search.add_argument("query")
+    search.add_argument("--size", type=int, default=10)
+    search.add_argument("--from", dest="offset", type=int, default=0)
+    search.add_argument("--category", help="comma-separated categories to filter on")
+    search.add_argument("--mode", choices=[mode.value for mode in Mode])
+    search.add_argument("--explain", action="store_true", help="show every score component")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(handler=cmd_search)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=cmd_serve)
+
+    evaluation = commands.add_parser("eval", help="relevance of one or more configs on judged queries")
+    evaluation.add_argument("--queries", required=True, help="JSONL: qid, task, query")
+    evaluation.add_argument("--qrels", required=True, help="TREC qrels: qid 0 kid grade")
+    evaluation.add_argument("--config", dest="configs", action="append", help="a config to compare (repeatable)")
+    evaluation.add_argument("--mode", choices=[mode.value for mode in Mode])
+    evaluation.add_argument("--json", action="store_true")
+    evaluation.set_defaults(handler=cmd_eval)
+
+    admin_key = commands.add_parser("admin-key", help="make an admin API key and the digest to configure")
+    admin_key.set_defaults(handler=cmd_admin_key)
+
+    reload = commands.add_parser("reload", help="gated reload from the review database (or reload.files)")
+    reload.add_argument("--force", action="store_true", help="switch even when a gate refuses")
+    reload.add_argument("--json", action="store_true")
+    reload.set_defaults(handler=cmd_reload)
+
+    reloads = commands.add_parser("reloads", help="the reload history, newest first")
+    reloads.add_argument("--limit", type=int, default=20)
+    reloads.add_argument("--json", action="store_true")
+    reloads.set_defaults(handler=cmd_reloads)
+
+    schedule = commands.add_parser("schedule", help="run the configured reload schedule in the foreground")
+    schedule.set_defaults(handler=cmd_schedule)
+
+    review = commands.add_parser("review", help="the review database: import, list, approve, reject")
+    actions = review.add_subparsers(dest="action", required=True)
+    review_import = actions.add_parser("import", help="add or update records (changed ones go back to pending)")
+    review_import.add_argument("files", nargs="+")
+    review_import.add_argument("--approve", action="store_true", help="import as approved (a trusted export)")
+    review_import.add_argument("--reviewer", default=None)
+    review_list = actions.add_parser("list", help="counts by status and some records")
+    review_list.add_argument("--status", choices=[status.value for status in ReviewStatus])
+    review_list.add_argument("--limit", type=int, default=20)
+    for action in ("approve", "reject"):
+        verdict = actions.add_parser(action, help=f"{action} records")
+        verdict.add_argument("kids", nargs="*")
+        verdict.add_argument("--all-pending", action="store_true")
+        verdict.add_argument("--reviewer", required=True)
+    review.set_defaults(handler=cmd_review)
+
+    rollback = commands.add_parser("rollback", help="serve an earlier version again (default: the previous one)")
+    rollback.add_argument("version", nargs="?", help="the version to serve (see `kb versions`)")
+    rollback.set_defaults(handler=cmd_rollback)
+
+    versions = commands.add_parser("versions", help="list index versions (* marks the served one)")
+    versions.add_argument("--json", action="store_true")
+    versions.set_defaults(handler=cmd_versions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("elastic_transport").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        config = load_config(args.config)
+        return args.handler(config, args)
+    except KbError as err:
+        print(f"kb: {err}", file=sys.stderr)
+        return err.exit_code

@@ -1,1 +1,0 @@
-"""The Elasticsearch backend: the same search plans and formula as the embedded engine, run on a cluster."""

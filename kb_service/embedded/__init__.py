@@ -1,1 +1,0 @@
-"""The embedded engine: versioned on-disk indexes (records, BM25 text index, vectors) with no server."""

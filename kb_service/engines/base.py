@@ -1,0 +1,103 @@
+"""What every engine offers, in engine-neutral types: loading, serving and the CLI only talk to these.
+
+An *engine* (embedded, Elasticsearch) keeps *versions*: complete, immutable indices of one load, one of which
+is served. `Engine` builds, lists, switches and opens versions; an `OpenVersion` executes search plans. The
+engines implement these protocols and never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from kb_service.errors import KbError, UnavailableError
+from kb_service.records import KnowledgeRecord
+from query_understanding.segmenter import Segmenter
+from query_understanding.understander import KbDictionary
+from scoring.hits import ScoredHit
+from scoring.plan import SearchPlan
+
+
+class EngineUnavailableError(UnavailableError):
+    """The search engine did not answer in time or at all; the API answers 503 and /readyz turns false."""
+
+
+class EngineError(KbError):
+    """The engine refused an operation on a version (documents it would not index, a count that does not
+    add up); the served version is unchanged."""
+
+    http_status = 422
+
+
+class VersionNotFoundError(KbError):
+    """No complete version of that name: it never finished building or was pruned."""
+
+    http_status = 404
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One complete version as listings show it; `path` is where the embedded engine keeps it."""
+
+    name: str
+    path: Path | None
+    manifest: dict
+    current: bool
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """The engine's top hits of a plan (its rescoring window) and how many records passed the filters."""
+
+    hits: list[ScoredHit]
+    total: int
+
+
+class OpenVersion(Protocol):
+    """One opened version: what the search service and query understanding read from it."""
+
+    name: str
+    manifest: dict
+    dictionary: KbDictionary
+    segmenter: Segmenter
+    category_centroids: dict[str, np.ndarray]
+
+    @property
+    def size(self) -> int: ...
+
+    def get(self, kid: str) -> KnowledgeRecord | None: ...
+
+    def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult: ...
+
+
+class Engine(Protocol):
+    """An engine's versions: build one, switch the served one atomically, open, list, discard and prune."""
+
+    def current_name(self) -> str | None: ...
+
+    def reachable(self) -> bool: ...
+
+    def open(self, name: str) -> OpenVersion: ...
+
+    def versions(self) -> list[VersionInfo]: ...
+
+    def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
+              dictionary: KbDictionary, centroids: dict[str, np.ndarray], manifest: dict) -> str: ...
+
+    def switch(self, name: str) -> None: ...
+
+    def discard(self, name: str) -> None: ...
+
+    def prune(self, keep: int) -> list[str]: ...
+
+    def size_bytes(self, name: str) -> int: ...
+
+
+def removable_versions(versions: list[VersionInfo], keep: int) -> list[VersionInfo]:
+    """The oldest versions beyond `keep` (counting the served one), never the served one."""
+    removable = [v for v in versions if not v.current]
+    return removable[: max(0, len(removable) - (keep - 1))]

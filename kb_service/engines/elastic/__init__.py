@@ -1,0 +1,1 @@
+"""The Elasticsearch engine: the same search plans and formula as the embedded engine, run on a cluster."""

@@ -1,0 +1,100 @@
+"""SearchPlan → Elasticsearch query DSL: pure functions, so the JSON a plan becomes can be read and tested.
+
+Clause names travel as `_name` (`<clause>#<n>`), and searches ask for `include_named_queries_score`, so a
+hit's text score comes back clause by clause for explain, exactly as the embedded engine reports it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from scoring.formula import Formula
+from scoring.plan import TEXT_FIELDS, Clause, NotExpiredFilter, SearchPlan, TermFilter
+
+VECTOR_FIELD = "vector"
+NAME_SEPARATOR = "#"
+SOURCE_EXCLUDES = {"excludes": [VECTOR_FIELD, *TEXT_FIELDS]}
+
+
+def render_filter(term_filter: TermFilter | NotExpiredFilter) -> dict:
+    if isinstance(term_filter, NotExpiredFilter):
+        return {"bool": {"should": [{"bool": {"must_not": {"exists": {"field": "expires_at"}}}},
+                                    {"range": {"expires_at": {"gt": term_filter.now}}}],
+                         "minimum_should_match": 1}}
+    values = list(term_filter.values)
+    if len(values) == 1:
+        return {"term": {term_filter.field: values[0]}}
+    return {"terms": {term_filter.field: values}}
+
+
+def render_clause(clause: Clause, number: int) -> dict:
+    body = {"query" if clause.kind != "term" else "value": clause.query, "boost": clause.boost,
+            "_name": f"{clause.name}{NAME_SEPARATOR}{number}"}
+    return {clause.kind: {clause.field: body}}
+
+
+def clause_name(named: str) -> str:
+    """The plan's clause name from a `_name` this module gave it."""
+    return named.rsplit(NAME_SEPARATOR, 1)[0]
+
+
+def filter_context(plan: SearchPlan) -> list[dict]:
+    """Every filter of the plan, including "at least one predicted category", as non-scoring clauses."""
+    filters = [render_filter(f) for f in plan.filters]
+    if plan.required_any:
+        filters.append({"bool": {"should": [render_filter(TermFilter(c.field, (c.query,))) for c in plan.required_any],
+                                 "minimum_should_match": 1}})
+    return filters
+
+
+def render_bool(plan: SearchPlan, text_required: bool, ids: list[str] | None = None) -> dict:
+    """The filtered bool query: filters, required category clauses, scoring should clauses.
+
+    `text_required` keeps only documents some text clause matches (fast mode's text top-N); without it every
+    filtered document matches, scoring 0 when no clause does."""
+    clauses = list(plan.required_any) + list(plan.should)
+    rendered = [render_clause(c, n) for n, c in enumerate(clauses)]
+    required = rendered[:len(plan.required_any)]
+    should = rendered[len(plan.required_any):]
+    query: dict = {"filter": [render_filter(f) for f in plan.filters]}
+    if ids is not None:
+        query["filter"].append({"ids": {"values": ids}})
+    if required:
+        query["must"] = [{"bool": {"should": required, "minimum_should_match": 1}}]
+    if should:
+        query["should"] = should
+        if text_required:
+            query["minimum_should_match"] = 1
+    return {"bool": query}
+
+
+def script_params(formula: Formula, query_vector: np.ndarray, now: float | None = None) -> dict:
+    params = {**formula.params(), "query_vector": vector_list(query_vector)}
+    if formula.needs("age_days"):
+        params["now_millis"] = int((now if now is not None else time.time()) * 1000)
+    return params
+
+
+def render_script_score(plan: SearchPlan, query_vector: np.ndarray) -> dict:
+    """`exact` mode: the formula in painless over every document the bool query matches."""
+    return {"script_score": {
+        "query": render_bool(plan, text_required=False),
+        "script": {"source": plan.formula.painless_source(), "params": script_params(plan.formula, query_vector)},
+    }}
+
+
+def render_knn(plan: SearchPlan, query_vector: np.ndarray, k: int, num_candidates: int,
+               ids: list[str] | None = None) -> dict:
+    """Approximate nearest neighbours inside the same filters as the bool query."""
+    filters = filter_context(plan)
+    if ids is not None:
+        filters.append({"ids": {"values": ids}})
+    return {"field": VECTOR_FIELD, "query_vector": vector_list(query_vector), "k": k,
+            "num_candidates": max(k, num_candidates), "filter": filters}
+
+
+def vector_list(vector: np.ndarray) -> list[float]:
+    """float32 values rounded to 8 decimals: the JSON stays short and cosines move by < 1e-7."""
+    return np.round(np.asarray(vector, dtype=np.float64), 8).tolist()

@@ -1,0 +1,188 @@
+"""One Elasticsearch version, served: executes search plans like the embedded engine does.
+
+`exact` sends the filtered bool query wrapped in a `script_score` (the formula compiled to painless).
+`fast` asks for the text top-N and the approximate-knn top-N inside the same filters in one multi-search,
+fills in the missing signal of each candidate with a second one restricted to their ids, and applies the
+service's formula to the union: the same candidates and arithmetic as the embedded engine's fast mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from elastic_transport import TransportError
+from elasticsearch import ApiError, Elasticsearch
+
+from kb_service.config import ElasticsearchConfig
+from kb_service.engines.base import EngineResult, EngineUnavailableError
+from kb_service.engines.elastic.dsl import (
+    SOURCE_EXCLUDES,
+    clause_name,
+    filter_context,
+    render_bool,
+    render_knn,
+    render_script_score,
+)
+from kb_service.engines.elastic.layout import from_source
+from kb_service.records import KnowledgeRecord, epoch_seconds
+from query_understanding.segmenter import Segmenter
+from query_understanding.understander import KbDictionary
+from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
+from scoring.plan import Mode, SearchPlan
+
+
+def _cosines_of(hits: list[dict]) -> dict[str, float]:
+    """Cosines back from knn scores, which Elasticsearch reports as (1 + cos) / 2 for cosine similarity."""
+    return {hit["_id"]: 2.0 * hit["_score"] - 1.0 for hit in hits}
+
+
+def _lookup(cosines: dict[str, float]) -> Callable[[list[str]], np.ndarray]:
+    return lambda kids: np.array([cosines.get(kid, -1.0) for kid in kids])
+
+
+class ElasticsearchVersion:
+    """One served index: its manifest and dictionary from the meta index, searches sent to the cluster."""
+
+    def __init__(self, client: Elasticsearch, name: str, meta: dict, settings: ElasticsearchConfig):
+        self.client = client
+        self.name = name
+        self.settings = settings
+        self.manifest = meta["manifest"]
+        self.dictionary = KbDictionary.from_json(meta["dictionary"])
+        centroids = meta["centroids"]
+        self.category_centroids = {c: np.asarray(v, dtype=np.float32)
+                                   for c, v in zip(centroids["categories"], centroids["vectors"], strict=True)}
+        self.segmenter = Segmenter(self.dictionary.user_words())
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["records"])
+
+    def get(self, kid: str) -> KnowledgeRecord | None:
+        with _unavailable_on_failure(self.name):
+            found = self.client.options(ignore_status=404).get(index=self.name, id=kid)
+        return from_source(found["_source"]) if found.get("found") else None
+
+    def _msearch(self, searches: list[dict]) -> list[dict]:
+        body: list[dict] = []
+        for search in searches:
+            body += [{"index": self.name}, search]
+        responses = self.client.msearch(searches=body, include_named_queries_score=True)["responses"]
+        for response in responses:
+            if "error" in response:
+                message = f"Elasticsearch search on {self.name} failed: {response['error']}"
+                if response.get("status", 500) >= 500 or response.get("status") == 429:
+                    raise EngineUnavailableError(message)
+                raise RuntimeError(message)
+        return responses
+
+    def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        with _unavailable_on_failure(self.name):
+            if plan.mode == Mode.EXACT:
+                return self._exact(plan, query_vector)
+            return self._fast(plan, query_vector)
+
+    def _exact(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        response = self.client.search(index=self.name, query=render_script_score(plan, query_vector),
+                                      size=plan.window, source=SOURCE_EXCLUDES, track_total_hits=True,
+                                      include_named_queries_score=True)
+        hits = response["hits"]["hits"]
+        candidates = _Candidates.from_hits(hits)
+        cosines = self._cosines(plan, query_vector, list(candidates.sources)) if plan.formula.needs("cosine") else {}
+        return EngineResult(candidates.scored(plan, _lookup(cosines)), response["hits"]["total"]["value"])
+
+    def _fast(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        count = plan.candidates
+        num_candidates = min(10_000, int(count * self.settings.knn_num_candidates_factor))
+        has_text = bool(plan.should or plan.required_any)
+        searches = [{"query": {"bool": {"filter": filter_context(plan)}}, "size": 0, "track_total_hits": True},
+                    {"knn": render_knn(plan, query_vector, count, num_candidates), "size": count,
+                     "_source": SOURCE_EXCLUDES}]
+        if has_text:
+            searches.append({"query": render_bool(plan, text_required=True), "size": count,
+                             "_source": SOURCE_EXCLUDES, "track_total_hits": False})
+        total_response, knn_response, *text_response = self._msearch(searches)
+        candidates = _Candidates.from_hits(text_response[0]["hits"]["hits"] if text_response else [])
+        cosines = _cosines_of(knn_response["hits"]["hits"])
+        vector_only = [hit for hit in knn_response["hits"]["hits"] if hit["_id"] not in candidates.sources]
+        text_only = [kid for kid in candidates.sources if kid not in cosines]
+        candidates.add_sources(vector_only)
+        follow_up = []
+        if has_text and vector_only:
+            follow_up.append({"query": render_bool(plan, text_required=False, ids=[h["_id"] for h in vector_only]),
+                              "size": len(vector_only), "_source": False})
+        if text_only and plan.formula.needs("cosine"):
+            follow_up.append({"knn": render_knn(plan, query_vector, len(text_only), len(text_only), ids=text_only),
+                              "size": len(text_only), "_source": False})
+        if follow_up:
+            responses = self._msearch(follow_up)
+            if has_text and vector_only:
+                candidates.add_text_scores(responses.pop(0)["hits"]["hits"])
+            if responses:
+                cosines.update(_cosines_of(responses[0]["hits"]["hits"]))
+        return EngineResult(candidates.scored(plan, _lookup(cosines)), total_response["hits"]["total"]["value"])
+
+    def _cosines(self, plan: SearchPlan, query_vector: np.ndarray, kids: list[str]) -> dict[str, float]:
+        if not kids:
+            return {}
+        response = self.client.search(knn=render_knn(plan, query_vector, len(kids), len(kids), ids=kids),
+                                      index=self.name, size=len(kids), source=False)
+        return _cosines_of(response["hits"]["hits"])
+
+
+@contextmanager
+def _unavailable_on_failure(index: str) -> Iterator[None]:
+    """Connection failures, timeouts and server-side errors become EngineUnavailableError (HTTP 503)."""
+    try:
+        yield
+    except TransportError as err:
+        raise EngineUnavailableError(f"Elasticsearch did not answer for {index}: {err}") from err
+    except ApiError as err:
+        if err.status_code >= 500 or err.status_code == 429:
+            raise EngineUnavailableError(f"Elasticsearch failed for {index}: {err}") from err
+        raise
+
+
+class _Candidates:
+    """Candidates of one search by kid: their records, BM25 `_score` and per-clause scores."""
+
+    def __init__(self):
+        self.sources: dict[str, dict] = {}
+        self.text_score: dict[str, float] = {}
+        self.clauses: dict[str, dict[str, float]] = {}
+
+    @classmethod
+    def from_hits(cls, hits: list[dict]) -> _Candidates:
+        candidates = cls()
+        candidates.add_sources(hits)
+        candidates.add_text_scores(hits)
+        return candidates
+
+    def add_sources(self, hits: list[dict]) -> None:
+        for hit in hits:
+            self.sources.setdefault(hit["_id"], hit["_source"])
+
+    def add_text_scores(self, hits: list[dict]) -> None:
+        for hit in hits:
+            by_clause: dict[str, float] = {}
+            for named, score in (hit.get("matched_queries") or {}).items():
+                by_clause[clause_name(named)] = by_clause.get(clause_name(named), 0.0) + score
+            self.clauses[hit["_id"]] = by_clause
+            self.text_score[hit["_id"]] = sum(by_clause.values())
+
+    def scored(self, plan: SearchPlan, cosines_of: Callable[[list[str]], np.ndarray]) -> list:
+        kids = list(self.sources)
+        if not kids:
+            return []
+        records = [from_source(self.sources[k]) for k in kids]
+        confidence = np.array([np.nan if r.confidence is None else r.confidence for r in records])
+        variables = formula_variables(
+            plan.formula, np.array([self.text_score.get(k, 0.0) for k in kids]), cosine=lambda: cosines_of(kids),
+            confidence=confidence, updated_epoch=lambda: np.array([epoch_seconds(r.update_timestamp) for r in records]))
+        order = np.argsort(np.argsort(kids))
+        return top_hits(plan.formula, variables, plan.window, order, record_at=lambda position: records[position],
+                        details_of=lambda positions: [nonzero_details(
+                            self.text_score.get(kids[position], 0.0),
+                            sorted(self.clauses.get(kids[position], {}).items())) for position in positions.tolist()])

@@ -1,0 +1,215 @@
+"""One embedded version: writes its files and executes search plans against them.
+
+Execution mirrors Elasticsearch's `script_score` over a filtered bool query: filters select candidates,
+the should clauses sum into a BM25 `_score`, and the formula from scoring/ is evaluated with numpy on every
+candidate (`exact` mode), or only on the union of the text and vector top-N (`fast` mode).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from kb_service.config import EngineConfig
+from kb_service.engines.base import EngineResult
+from kb_service.engines.embedded.columns import KeywordColumn
+from kb_service.engines.embedded.text_index import FieldTextIndex, Postings
+from kb_service.engines.embedded.vector_index import VectorIndex
+from kb_service.errors import UnavailableError
+from kb_service.progress import Progress
+from kb_service.records import KnowledgeRecord, epoch_seconds
+from query_understanding.segmenter import Segmenter
+from query_understanding.understander import KbDictionary
+from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
+from scoring.plan import (
+    KEYWORD_FIELDS,
+    TEXT_FIELD_SOURCES,
+    TEXT_FIELDS,
+    Clause,
+    Mode,
+    NotExpiredFilter,
+    SearchPlan,
+    TermFilter,
+)
+
+FLAG_FIELDS = ("del", "available")
+INDEX_FORMAT = 7
+CACHED_FILTER_MASKS = 16
+GATHER_BELOW = 4  # cosines of fewer than 1/4 of the records: gather their rows; more: one product over all
+
+def _top(documents: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
+    """The `count` best of `documents` by `scores` (indexed by document)."""
+    if documents.size <= count:
+        return documents
+    return documents[np.argpartition(-scores[documents], count - 1)[:count]]
+
+
+def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
+                dictionary: KbDictionary, centroids: dict[str, np.ndarray], engine: EngineConfig) -> None:
+    """Write every file of a version into `directory` (a build folder the version store will seal)."""
+    with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+    np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    np.save(directory / "del.npy", np.array([r.deleted for r in records], dtype=np.int8))
+    np.save(directory / "available.npy", np.array([r.available for r in records], dtype=np.int8))
+    np.save(directory / "confidence.npy",
+            np.array([np.nan if r.confidence is None else r.confidence for r in records], dtype=np.float32))
+    np.save(directory / "updated.npy", np.array([epoch_seconds(r.update_timestamp) for r in records], dtype=np.float64))
+    np.save(directory / "expires.npy", np.array([epoch_seconds(r.expires_at) for r in records], dtype=np.float64))
+    for name in KEYWORD_FIELDS:
+        KeywordColumn.build([getattr(r, name) for r in records]).save(directory, name)
+    for field, source in TEXT_FIELD_SOURCES.items():
+        texts = []
+        progress = Progress(f"segmenting {field}", len(records))
+        for record in records:
+            texts.append(segmented(getattr(record, source)))
+            progress.advance(1)
+        FieldTextIndex.build(texts, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
+    if len(records) >= engine.ann_min_records:
+        VectorIndex.build(vectors, directory, engine.ann_subquantizers)
+    np.save(directory / "category_centroids.npy", np.stack(list(centroids.values())))
+    (directory / "dictionary.json").write_text(json.dumps({
+        **dictionary.to_json(), "centroid_categories": list(centroids)}, ensure_ascii=False), encoding="utf-8")
+
+
+class IndexFormatError(UnavailableError):
+    """A version written by another release of the engine; it must be rebuilt with `kb load`."""
+
+
+class EmbeddedVersion:
+    """A version's files opened for searching: columns in memory, vectors and BM25 matrices memory-mapped."""
+
+    def __init__(self, directory: Path, engine: EngineConfig):
+        self.directory = Path(directory)
+        self.name = self.directory.name
+        self.manifest = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))
+        if self.manifest.get("format") != INDEX_FORMAT:
+            raise IndexFormatError(f"version {self.name} has index format {self.manifest.get('format')}, this "
+                                   f"release reads format {INDEX_FORMAT}: rebuild it with `kb load`")
+        self.k1 = engine.bm25_k1
+        self.overfetch = engine.ann_overfetch
+        self.ann = VectorIndex.load(self.directory)
+        with open(self.directory / "records.jsonl", encoding="utf-8") as handle:
+            self.records = [KnowledgeRecord.from_stored(json.loads(line)) for line in handle]
+        self.by_kid = {record.kid: i for i, record in enumerate(self.records)}
+        self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
+        self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
+        self.confidence = np.load(self.directory / "confidence.npy")
+        self.updated = np.load(self.directory / "updated.npy")
+        self.expires = np.load(self.directory / "expires.npy")
+        self._expiring = np.flatnonzero(~np.isnan(self.expires))
+        self._masks: OrderedDict[tuple, tuple[np.ndarray, int]] = OrderedDict()
+        self._masks_lock = threading.Lock()
+        self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
+        self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
+        raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
+        self.dictionary = KbDictionary.from_json(raw)
+        centroids = np.load(self.directory / "category_centroids.npy")
+        self.category_centroids = dict(zip(raw["centroid_categories"], centroids, strict=True))
+        self.segmenter = Segmenter(self.dictionary.user_words())
+
+    @property
+    def size(self) -> int:
+        return len(self.records)
+
+    def get(self, kid: str) -> KnowledgeRecord | None:
+        index = self.by_kid.get(kid)
+        return None if index is None else self.records[index]
+
+    def _filter_mask(self, filters: tuple[TermFilter | NotExpiredFilter, ...]) -> tuple[np.ndarray, int]:
+        """A fresh mask of the documents passing `filters`, and how many do.
+
+        The term filters' mask is cached (queries share a handful of filter sets), and expiry, which moves
+        with the clock, is applied afterwards to the few records that have an expiry date.
+        """
+        terms = tuple(f for f in filters if isinstance(f, TermFilter))
+        with self._masks_lock:
+            cached = self._masks.get(terms)
+            if cached is not None:
+                self._masks.move_to_end(terms)
+        if cached is None:
+            mask = np.ones(self.size, dtype=bool)
+            for term_filter in terms:
+                if term_filter.field in self.flags:
+                    column = self.flags[term_filter.field]
+                    mask &= np.isin(column, [int(v) for v in term_filter.values])
+                else:
+                    mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
+            cached = (mask, int(mask.sum()))
+            with self._masks_lock:
+                self._masks[terms] = cached
+                while len(self._masks) > CACHED_FILTER_MASKS:
+                    self._masks.popitem(last=False)
+        mask, count = cached[0].copy(), cached[1]
+        for expiry in (f for f in filters if isinstance(f, NotExpiredFilter)):
+            expired = self._expiring[self.expires[self._expiring] <= epoch_seconds(expiry.now)]
+            count -= int(mask[expired].sum())
+            mask[expired] = False
+        return mask, count
+
+    def _nearest(self, query_vector: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
+        """Vector top-N inside the filters: the ANN codes when the version has them, else an exact scan."""
+        if self.ann is not None:
+            found = self.ann.nearest(query_vector, count, mask, self.overfetch)
+            if found is not None:
+                return found
+        return _top(np.flatnonzero(mask), self.vectors @ query_vector, count)
+
+    def clause_postings(self, clause: Clause) -> list[Postings]:
+        """Unboosted BM25 of one clause, as postings whose scores add up per document, with Elasticsearch's
+        (k1 + 1) factor (its BM25 keeps the numerator Lucene 8 dropped), so `_score` means the same on both
+        engines."""
+        if clause.kind == "term":
+            parts = [self.keywords[clause.field].term_postings(clause.query, self.k1)]
+        else:
+            tokens = [t for t in clause.query.split(" ") if t]
+            text = self.text[clause.field]
+            parts = text.match_postings(tokens) if clause.kind == "match" else [text.phrase_postings(tokens)]
+        factor = np.float32(1.0 + self.k1)
+        return [Postings(part.docs, part.scores * factor) for part in parts if part.docs.size]
+
+    def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        mask, total = self._filter_mask(plan.filters)
+        text_score = np.zeros(self.size, dtype=np.float32)
+        by_clause: dict[str, list[tuple[float, Postings]]] = {}
+        any_match = np.zeros(self.size, dtype=bool) if plan.required_any else None
+        for clauses, required in ((plan.required_any, True), (plan.should, False)):
+            for clause in clauses:
+                for part in self.clause_postings(clause):
+                    text_score[part.docs] += np.float32(clause.boost) * part.scores
+                    by_clause.setdefault(clause.name, []).append((clause.boost, part))
+                    if required:
+                        any_match[part.docs] = True
+        if any_match is not None:
+            mask &= any_match
+            total = int(mask.sum())
+        formula = plan.formula
+        if plan.mode == Mode.FAST and total > plan.candidates:
+            candidates = np.union1d(_top(np.flatnonzero((text_score > 0) & mask), text_score, plan.candidates),
+                                    self._nearest(query_vector, mask, plan.candidates))
+        else:  # exact, or fast with no more filtered records than candidates: every one of them
+            candidates = np.flatnonzero(mask)
+        if candidates.size == 0:
+            return EngineResult([], total)
+        variables = formula_variables(
+            formula, text_score[candidates],
+            cosine=lambda: (self.vectors[candidates] @ query_vector if candidates.size * GATHER_BELOW < self.size
+                            else (self.vectors @ query_vector)[candidates]),
+            confidence=self.confidence[candidates], updated_epoch=lambda: self.updated[candidates])
+
+        def details_of(positions: np.ndarray) -> list[dict[str, float]]:
+            docs = candidates[positions]
+            clauses = [(name, sum(boost * part.scores_of(docs) for boost, part in parts).tolist())
+                       for name, parts in by_clause.items()]
+            return [nonzero_details(float(text_score[doc]), [(name, values[rank]) for name, values in clauses])
+                    for rank, doc in enumerate(docs.tolist())]
+
+        hits = top_hits(formula, variables, plan.window, candidates,
+                        record_at=lambda position: self.records[candidates[position]], details_of=details_of)
+        return EngineResult(hits, total)

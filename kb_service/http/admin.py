@@ -1,0 +1,139 @@
+"""Admin endpoints (config, reloads, versions, rollback), every one behind `admin_required`.
+
+The API key is checked before anything else a request carries is read, so an unauthenticated caller learns
+nothing from how its body would have been parsed; every admin action leaves an audit line with the key's id.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from kb_service.config import ConfigError
+from kb_service.errors import AuthError, InputError
+from kb_service.http.auth import matching_key_id
+from kb_service.reload.run import history_of, rollback, run_reload
+from kb_service.serving.request import parse_bool, parse_int
+from kb_service.serving.service import SearchService
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+audit = logging.getLogger("kb_service.audit")
+
+
+def _service() -> SearchService:
+    return current_app.extensions["kb_service"]
+
+
+def admin_required(action: str) -> Callable:
+    """Refuses the call (401, or 403 when no key is configured) unless it presents a configured API key as
+    `X-API-Key` or a bearer token; the matching key's id is `g.admin_key`."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def checked(*args, **kwargs):
+            digests = _service().config.server.admin_key_sha256
+            if not digests:
+                raise AuthError("the admin API is disabled: configure server.admin_key_sha256 (see `kb admin-key`)",
+                                status=403)
+            presented = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
+                "Bearer ")
+            key_id = matching_key_id(presented, digests)
+            if key_id is None:
+                audit.warning("refused admin action %s from %s: bad or missing API key", action, request.remote_addr)
+                raise AuthError("missing or wrong API key (send it as X-API-Key)")
+            audit.info("admin action %s by key %s from %s", action, key_id, request.remote_addr)
+            g.admin_key = key_id
+            return view(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def _body() -> dict:
+    """The JSON object body (empty when there is none)."""
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if not isinstance(body, dict):
+        raise InputError("expected a JSON object", "body")
+    return body
+
+
+def _flag(body: dict, name: str) -> bool:
+    return parse_bool(body.get(name, request.args.get(name)), name)
+
+
+@blueprint.get("/config")
+@admin_required("config.show")
+def show_config():
+    current = _service().config
+    watcher = current_app.extensions["kb_config_watcher"]
+    return jsonify({"version": current.version, "source": current.source, "last_error": watcher.last_error})
+
+
+@blueprint.post("/config/reload")
+@admin_required("config.reload")
+def reload_config():
+    try:
+        changed = current_app.extensions["kb_config_watcher"].reload()
+    except ConfigError as err:
+        raise InputError("the config file is invalid; the previous config is still live", "config",
+                         problems=err.problems) from None
+    return jsonify({"version": _service().config.version, "changed": changed, "by": g.admin_key})
+
+
+@blueprint.post("/reload")
+@admin_required("reload")
+def start_reload():
+    """Starts a gated reload (202), or with `wait: true` runs it and answers with the run."""
+    body = _body()
+    force, wait = _flag(body, "force"), _flag(body, "wait")
+    if force:
+        audit.info("reload by key %s overrides its gates (force)", g.admin_key)
+    config, trigger = _service().config, f"api:{g.admin_key}"
+    if not wait:
+        app = current_app._get_current_object()
+
+        def background():
+            try:
+                run_reload(config, trigger=trigger, force=force)
+            except Exception:
+                app.logger.exception("reload started through the API did not switch")
+
+        threading.Thread(target=background, name="kb-reload", daemon=True).start()
+        return jsonify({"status": "started", "history": "/admin/reloads"}), 202
+    return jsonify(run_reload(config, trigger=trigger, force=force).to_dict())
+
+
+@blueprint.get("/reloads")
+@admin_required("reloads.show")
+def reloads():
+    limit = parse_int(request.args.get("limit", 20), "limit", 1, 10_000)
+    history = history_of(_service().config)
+    try:
+        return jsonify({"runs": [run.to_dict() for run in history.runs(limit)]})
+    finally:
+        history.close()
+
+
+@blueprint.get("/versions")
+@admin_required("versions.show")
+def versions():
+    return jsonify({"versions": [{"name": v.name, "current": v.current, **v.manifest}
+                                 for v in _service().engine.versions()]})
+
+
+@blueprint.post("/rollback")
+@admin_required("rollback")
+def roll_back():
+    version = _body().get("version")
+    if version is not None and not isinstance(version, str):
+        raise InputError("expected a version name", "version")
+    audit.info("rollback by key %s to %s", g.admin_key, version or "(previous)")
+    service = _service()
+    done = rollback(service.config, version)
+    service.refresh()
+    return jsonify({"serving": done.serving, "previous": done.previous, "by": g.admin_key})

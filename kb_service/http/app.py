@@ -1,0 +1,99 @@
+"""`create_app(config)`: the Flask app wired from its blueprints, its error handlers and the version watcher.
+
+Every error answers the same JSON shape (`kb_service.errors.error_body`): a `KbError` with its own status and
+field, an HTTP-level refusal (404, 405, 413) with its code, anything else a logged 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from kb_service.config import ConfigError, ServiceConfig, load_config
+from kb_service.errors import KbError, error_body
+from kb_service.http import admin, search
+from kb_service.serving.service import ConfigReloadError, SearchService
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 1.0
+
+
+class ConfigWatcher:
+    """Reloads config.yaml when its file changes; a bad file is logged and the previous config stays live."""
+
+    def __init__(self, service: SearchService):
+        self.service = service
+        self.last_error: list[str] = []
+        self._mtime = self._stat()
+
+    def _stat(self) -> float | None:
+        try:
+            return Path(self.service.config.source).stat().st_mtime
+        except OSError:
+            return None
+
+    def reload(self) -> bool:
+        """Re-read the config file now; raises ConfigError or ConfigReloadError and keeps the old config."""
+        self._mtime = self._stat()
+        try:
+            changed = self.service.reload_config(load_config(self.service.config.source))
+        except ConfigError as err:
+            self.last_error = err.problems
+            raise
+        except ConfigReloadError as err:
+            self.last_error = [str(err)]
+            raise
+        self.last_error = []
+        return changed
+
+    def poll(self) -> None:
+        if self._stat() != self._mtime:
+            try:
+                self.reload()
+            except (ConfigError, ConfigReloadError) as err:
+                log.error("config file changed but was not applied: %s", err)
+
+
+def _watch(service: SearchService, watcher: ConfigWatcher | None, stop: threading.Event) -> None:
+    while not stop.wait(POLL_SECONDS):
+        try:
+            service.refresh()
+        except Exception:
+            log.exception("could not open the new index version; still serving the previous one")
+        if watcher:
+            watcher.poll()
+
+
+def _error_response(err: Exception):
+    if isinstance(err, KbError):
+        return jsonify(err.to_json()), err.http_status
+    if isinstance(err, HTTPException):
+        status = err.code or 500
+        return jsonify(error_body(status, err.description or err.name)), status
+    log.exception("unhandled error", exc_info=err)
+    return jsonify(error_body(500, "internal error")), 500
+
+
+def create_app(config: ServiceConfig, service: SearchService | None = None, watch: bool = True) -> Flask:
+    """The API over `service` (one is opened from `config` when not given); `watch` follows new versions and
+    config changes every second, as a server does."""
+    service = service or SearchService(config)
+    watcher = ConfigWatcher(service)
+    app = Flask("kb_service")
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    app.extensions["kb_service"] = service
+    app.extensions["kb_config_watcher"] = watcher
+    if watch:
+        stop = threading.Event()
+        threading.Thread(target=_watch, args=(service, watcher if config.server.watch_config else None, stop),
+                         daemon=True, name="kb-watch").start()
+        app.extensions["kb_service_stop"] = stop
+    app.register_blueprint(search.blueprint)
+    app.register_blueprint(admin.blueprint)
+    app.register_error_handler(Exception, _error_response)
+    return app

@@ -1,0 +1,68 @@
+"""The public endpoints: search, query understanding, records by kid, health and readiness."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from kb_service.errors import InputError, NotFoundError, error_body
+from kb_service.serving.request import parse_request
+from kb_service.serving.service import SearchService
+
+blueprint = Blueprint("search", __name__)
+
+
+def _service() -> SearchService:
+    return current_app.extensions["kb_service"]
+
+
+def request_params() -> dict:
+    """Query-string parameters, overridden by a JSON object body on POST."""
+    params = request.args.to_dict()
+    if request.method == "POST":
+        body = request.get_json(silent=True)
+        if body is None and request.get_data():
+            raise InputError("expected a JSON object", "body")
+        if body is not None and not isinstance(body, dict):
+            raise InputError("expected a JSON object", "body")
+        params.update(body or {})
+    return params
+
+
+@blueprint.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+def readyz():
+    service = _service()
+    reason = service.unready_reason()
+    if reason:
+        return jsonify(error_body(503, reason)), 503
+    state = service.state
+    return jsonify({"status": "ready", "index_version": state.version.name, "records": state.version.size,
+                    "config_version": state.config.version, "encoder": state.version.manifest.get("encoder")})
+
+
+@blueprint.route("/search", methods=["GET", "POST"])
+def search():
+    service = _service()
+    search_request = parse_request(request_params(), service.config)
+    response = service.search(search_request)
+    return jsonify(response.to_dict(search_request.offset, search_request.explain))
+
+
+@blueprint.get("/understand")
+def understand():
+    query = request.args.get("q")
+    if not query:
+        raise InputError("required: the query text", "q")
+    return jsonify(_service().understand(query).to_dict())
+
+
+@blueprint.get("/knowledge/<path:kid>")
+def knowledge(kid: str):
+    record = _service().get(kid)
+    if record is None:
+        raise NotFoundError(f"no record with kid {kid!r}", "kid")
+    return jsonify(record.to_dict())

@@ -1,0 +1,160 @@
+"""KB loading: files → validated records → vectors (through the cache) → a new index version → switch.
+
+Nothing here touches the served version until the new one is complete on disk; any failure before the
+switch leaves the data directory serving exactly what it served before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kb_service.config import ServiceConfig
+from kb_service.engines import open_engine
+from kb_service.errors import InputError
+from kb_service.ingest.embedding_cache import EmbeddingCache
+from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
+from kb_service.ingest.readers import read_records
+from kb_service.ingest.segment_cache import CachedSegmenter
+from kb_service.progress import Progress
+from kb_service.records import KnowledgeRecord, now_timestamp
+from query_understanding.understander import KbDictionary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    version: str
+    records: int
+    rejected: int
+    replaced: int
+    encoded: int
+    reused: int
+    seconds: float
+    index_bytes: int
+    reject_file: str | None
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "records_per_second": round(self.records_per_second, 1)}
+
+
+def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: EmbeddingCache,
+                      batch_size: int) -> tuple[np.ndarray, int]:
+    """Vectors for every record, encoding only texts the cache has not seen; returns (vectors, encoded)."""
+    hashes = [r.embedding_key() for r in records]
+    known = cache.get_many(hashes)
+    missing = {h: r.embedding_text() for h, r in zip(hashes, records, strict=True) if h not in known}
+    progress = Progress("encoding", len(missing))
+    pending = list(missing.items())
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start:start + batch_size]
+        vectors = encoder.encode([text for _, text in batch])
+        fresh = {h: v for (h, _), v in zip(batch, vectors, strict=True)}
+        cache.put_many(fresh)
+        known.update(fresh)
+        progress.advance(len(batch))
+    matrix = np.zeros((len(records), encoder.dims), dtype=np.float32)
+    for row, key in enumerate(hashes):
+        matrix[row] = known[key]
+    return matrix, len(missing)
+
+
+def build_dictionary(records: list[KnowledgeRecord], alias_attributes: Iterable[str]) -> KbDictionary:
+    """Query understanding's names for a version: entities, attributes, and the aliases listed under
+    `alias_attributes`."""
+    listing = set(alias_attributes)
+    return KbDictionary.from_pairs(((r.knowledge, r.category) for r in records), {r.attribute for r in records},
+                                   ((r.knowledge, r.value) for r in records if r.attribute in listing))
+
+
+def category_centroids(records: list[KnowledgeRecord], vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """Each category's mean record vector, unit length: the category classifier's prototypes."""
+    categories = sorted({r.category for r in records})
+    position = {category: i for i, category in enumerate(categories)}
+    category_of = np.array([position[r.category] for r in records])
+    centroids = np.stack([vectors[category_of == i].mean(axis=0) for i in range(len(categories))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    return dict(zip(categories, centroids.astype(np.float32), strict=True))
+
+
+@dataclass(frozen=True)
+class BuiltVersion:
+    """A sealed version: its name, how many records were encoded afresh and its size in the engine."""
+
+    name: str
+    encoded: int
+    index_bytes: int
+
+
+def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch: bool = True,
+                  source: str = "") -> BuiltVersion:
+    """Build and seal a version from validated records in the configured engine. The served version changes
+    only at `switch`, after the new one is complete."""
+    if not records:
+        raise InputError(f"no records to load from {source or 'the input'}: nothing was changed", "records")
+    encoder = load_encoder(config.encoder)
+    cache = EmbeddingCache(config.data_path / "cache" / "embeddings.sqlite", encoder_identity(config.encoder),
+                           encoder.dims)
+    try:
+        vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
+    finally:
+        cache.close()
+    dictionary = build_dictionary(records, config.query_understanding.alias_attributes)
+    engine = open_engine(config)
+    started = time.monotonic()
+    words = dictionary.user_words()
+    segmenter = CachedSegmenter(config.data_path / "cache", words)
+    name = engine.build(records, vectors, segmenter.segmented, dictionary,
+                       category_centroids(records, vectors), {
+                           "records": len(records),
+                           "encoder": encoder_identity(config.encoder),
+                           "dims": encoder.dims,
+                           "created": now_timestamp(),
+                           "config_version": config.version,
+                           "source": source,
+                       })
+    segmenter.save()
+    log.info("version %s built in %.1fs (%s engine; %d texts segmented, %d from the segmentation cache)",
+             name, time.monotonic() - started, config.engine.kind, segmenter.cut, segmenter.reused)
+    if switch:
+        engine.switch(name)
+        engine.prune(config.engine.keep_versions)
+    return BuiltVersion(name, encoded, engine.size_bytes(name))
+
+
+def load_files(config: ServiceConfig, paths: list[str], quarantine: bool = False,
+               reject_file: str | None = None, switch: bool = True) -> LoadReport:
+    started = time.monotonic()
+    result = read_records(paths, quarantine=quarantine)
+    written_rejects = None
+    if result.rejected:
+        target = Path(reject_file or config.data_path / "rejects" / f"rejects-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="utf-8") as handle:
+            for rejected in result.rejected:
+                handle.write(json.dumps(rejected.to_dict(), ensure_ascii=False) + "\n")
+        written_rejects = str(target)
+        log.warning("%d line(s) quarantined to %s", len(result.rejected), target)
+    built = build_version(config, result.records, switch=switch, source=", ".join(map(str, paths)))
+    return LoadReport(
+        version=built.name,
+        records=len(result.records),
+        rejected=len(result.rejected),
+        replaced=result.replaced,
+        encoded=built.encoded,
+        reused=len(result.records) - built.encoded,
+        seconds=time.monotonic() - started,
+        index_bytes=built.index_bytes,
+        reject_file=written_rejects,
+    )

@@ -1,0 +1,173 @@
+"""The review database: the source of truth that experts approve or reject, and reloads read from.
+
+SQLAlchemy Core, so one schema and one set of statements serve `sqlite:///path` (the default, a real
+file database) and `postgresql://…` alike. Only approved, unexpired, not-deleted records reach an index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    func,
+    make_url,
+    or_,
+    select,
+    update,
+)
+
+from kb_service.errors import InputError
+from kb_service.records import KnowledgeRecord, now_timestamp
+
+
+class ReviewStatus(StrEnum):
+    """Where a record stands in expert review; only approved records reach an index."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+RECORD_COLUMNS = ("kid", "knowledge", "attribute", "value", "category", "confidence", "ref", "available",
+                  "del", "create_timestamp", "update_timestamp", "expert_verified", "expires_at")
+
+metadata = MetaData()
+knowledge_review = Table(
+    "knowledge_review", metadata,
+    Column("kid", String(512), primary_key=True),
+    Column("knowledge", Text, nullable=False),
+    Column("attribute", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("confidence", Float),
+    Column("ref", Text, nullable=False, default=""),
+    Column("available", Integer, nullable=False, default=1),
+    Column("del", Integer, nullable=False, default=0),
+    Column("create_timestamp", String(19), nullable=False, default=""),
+    Column("update_timestamp", String(19), nullable=False, default=""),
+    Column("expert_verified", Integer, nullable=False, default=0),
+    Column("expires_at", String(19), nullable=False, default=""),
+    Column("status", String(16), nullable=False, default=ReviewStatus.PENDING.value, index=True),
+    Column("reviewer", Text),
+    Column("reviewed_at", String(19)),
+    Column("imported_at", String(19), nullable=False),
+)
+
+
+class ReviewError(InputError):
+    """A review action that cannot apply (unknown kid, bad status); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    inserted: int
+    changed: int
+    unchanged: int
+
+
+def _row(record: KnowledgeRecord) -> dict:
+    return {k: v for k, v in record.to_dict().items() if k in RECORD_COLUMNS}
+
+
+class ReviewDatabase:
+    def __init__(self, url: str):
+        self.url = url
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url)
+        metadata.create_all(self.engine)
+
+    def import_records(self, records: Iterable[KnowledgeRecord], status: ReviewStatus = ReviewStatus.PENDING,
+                       reviewer: str | None = None) -> ImportReport:
+        """Insert new kids and update changed ones; a changed record goes back to `status` (pending by
+        default: edited knowledge needs another review). Unchanged records keep their review."""
+        if status not in tuple(ReviewStatus):
+            raise ReviewError(f"status must be one of {', '.join(ReviewStatus)}", "status")
+        status = ReviewStatus(status)
+        rows = {r.kid: _row(r) for r in records}
+        inserted = changed = 0
+        reviewed_at = now_timestamp() if status is not ReviewStatus.PENDING else None
+        with self.engine.begin() as connection:
+            existing = {}
+            kids = list(rows)
+            for start in range(0, len(kids), 500):
+                chunk = kids[start:start + 500]
+                for row in connection.execute(select(knowledge_review).where(knowledge_review.c.kid.in_(chunk))):
+                    existing[row.kid] = row._mapping
+            fresh, edits = [], []
+            for kid, row in rows.items():
+                review = {"status": status.value, "reviewer": reviewer, "reviewed_at": reviewed_at}
+                old = existing.get(kid)
+                if old is None:
+                    fresh.append({**row, **review, "imported_at": now_timestamp()})
+                elif any(old[k] != v for k, v in row.items()):
+                    edits.append({**row, **review, "imported_at": now_timestamp()})
+            if fresh:
+                connection.execute(knowledge_review.insert(), fresh)
+                inserted = len(fresh)
+            for row in edits:
+                connection.execute(update(knowledge_review).where(knowledge_review.c.kid == row["kid"]).values(**row))
+            changed = len(edits)
+        return ImportReport(inserted, changed, len(rows) - inserted - changed)
+
+    def set_status(self, kids: list[str] | None, status: ReviewStatus, reviewer: str) -> int:
+        """Approve or reject the named kids (all pending ones when `kids` is None); returns how many."""
+        if status not in (ReviewStatus.APPROVED, ReviewStatus.REJECTED):
+            raise ReviewError("a review sets status approved or rejected", "status")
+        status = ReviewStatus(status)
+        if not reviewer:
+            raise ReviewError("a review names its reviewer", "reviewer")
+        condition = (knowledge_review.c.status == ReviewStatus.PENDING.value if kids is None
+                     else knowledge_review.c.kid.in_(kids))
+        with self.engine.begin() as connection:
+            if kids is not None:
+                found = {r.kid for r in connection.execute(select(knowledge_review.c.kid).where(condition))}
+                missing = sorted(set(kids) - found)
+                if missing:
+                    raise ReviewError(f"no record with kid {', '.join(missing[:5])}; nothing was changed")
+            result = connection.execute(update(knowledge_review).where(condition).values(
+                status=status.value, reviewer=reviewer, reviewed_at=now_timestamp()))
+            return result.rowcount
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(knowledge_review.c.status, func.count()).group_by(
+                knowledge_review.c.status))
+            return {status.value: 0 for status in ReviewStatus} | {status: count for status, count in rows}
+
+    def listing(self, status: ReviewStatus | None = None, limit: int = 20) -> list[dict]:
+        query = select(knowledge_review).order_by(knowledge_review.c.kid).limit(limit)
+        if status:
+            query = query.where(knowledge_review.c.status == ReviewStatus(status).value)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def servable(self, now: str | None = None) -> tuple[list[KnowledgeRecord], int]:
+        """Approved, not deleted, unexpired records, and how many approved ones have expired."""
+        now = now or now_timestamp()
+        approved = and_(knowledge_review.c.status == ReviewStatus.APPROVED.value, knowledge_review.c["del"] == 0)
+        live = or_(knowledge_review.c.expires_at == "", knowledge_review.c.expires_at > now)
+        columns = [knowledge_review.c[name] for name in RECORD_COLUMNS]
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(*columns).where(approved, live).order_by(knowledge_review.c.kid))
+            records = [KnowledgeRecord.from_mapping({k: v for k, v in row._mapping.items()
+                                                     if v is not None or k == "confidence"}) for row in rows]
+            expired = connection.execute(select(func.count()).where(approved, ~live)).scalar_one()
+        return records, expired
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+

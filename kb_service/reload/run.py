@@ -1,0 +1,225 @@
+"""A gated reload: read the reviewed knowledge, clean it, build a version, check it, and only then serve it.
+
+read → validate → merge near-duplicates → embed what is new (content-hash cache) → build (not served) →
+gates (schema and dimensions, record-count change, canary queries) → atomic switch → prune. One reload
+at a time per data directory (a file lock all processes on the host share); every run is recorded in the
+history with its counts and gate results. Any failure before the switch leaves the served version as it
+was; a run killed at any point leaves at most an unserved build, which the next run removes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kb_service.config import ServiceConfig
+from kb_service.engines import open_engine
+from kb_service.engines.base import Engine
+from kb_service.errors import EXIT_REFUSED_BY_GATES, ConflictError
+from kb_service.ingest.encoders import load_encoder
+from kb_service.ingest.loading import build_version
+from kb_service.ingest.quality import merge_near_duplicates
+from kb_service.ingest.readers import read_records
+from kb_service.records import KnowledgeRecord, now_timestamp
+from kb_service.reload.history import GateResult, ReloadCounts, ReloadHistory, ReloadRun, RunStatus
+from kb_service.reload.review import ReviewDatabase
+from scoring.planner import SearchRequest
+
+log = logging.getLogger(__name__)
+
+
+class ReloadBusyError(ConflictError):
+    """Another reload holds the lock for this data directory."""
+
+
+class ReloadRefusedError(ConflictError):
+    """A gate stopped the switch; `run` holds the report. The served version is unchanged."""
+
+    exit_code = EXIT_REFUSED_BY_GATES
+
+    def __init__(self, run: ReloadRun):
+        failed = "; ".join(f"{g.gate}: {g.detail}" for g in run.gates if not g.passed)
+        super().__init__(f"reload refused by its gates ({failed}); still serving the previous version "
+                         "(`kb reload --force` overrides)", run=run.to_dict())
+        self.run = run
+
+
+def history_of(config: ServiceConfig) -> ReloadHistory:
+    return ReloadHistory(config.data_path / "reloads.sqlite")
+
+
+@contextmanager
+def reload_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReloadBusyError(f"another reload is running (it holds {path})") from None
+        yield
+
+
+def read_source(config: ServiceConfig, counts: ReloadCounts) -> tuple[list[KnowledgeRecord], str]:
+    """Servable records from the configured files, else from the review database; and where from."""
+    settings = config.reload
+    if settings.files:
+        result = read_records(list(settings.files), quarantine=True)
+        counts.rejected = len(result.rejected)
+        for rejected in result.rejected[:20]:
+            log.warning("reload: rejected %s", rejected)
+        now = now_timestamp()
+        live = [r for r in result.records if not r.deleted and not (r.expires_at and r.expires_at <= now)]
+        counts.expired = sum(1 for r in result.records if not r.deleted and r.expires_at and r.expires_at <= now)
+        return live, ", ".join(settings.files)
+    url = settings.database_url(config.data_path)
+    database = ReviewDatabase(url)
+    try:
+        records, counts.expired = database.servable()
+    finally:
+        database.close()
+    return records, url.split("@")[-1]
+
+
+def _count_gate(config: ServiceConfig, engine: Engine, records: int, removed: int) -> list[GateResult]:
+    settings = config.reload
+    gates = [GateResult("min_records", records >= settings.min_records,
+                        f"{records} records (minimum {settings.min_records})")]
+    current = next((v for v in engine.versions() if v.current), None)
+    served = int(current.manifest.get("records", 0)) if current else 0
+    if served:
+        ratio = removed / served
+        gates.append(GateResult("removed_ratio", ratio <= settings.max_removed_ratio,
+                                f"{removed} of {served} served records would disappear ({ratio:.1%}; "
+                                f"limit {settings.max_removed_ratio:.0%})"))
+    return gates
+
+
+def _schema_gate(config: ServiceConfig, engine: Engine, name: str, records: int) -> GateResult:
+    """From the sealed version's manifest (the canaries then open it for real)."""
+    manifest = next(v.manifest for v in engine.versions() if v.name == name)
+    dims = load_encoder(config.encoder).dims
+    problems = []
+    if manifest.get("dims") != dims:
+        problems.append(f"vectors have {manifest.get('dims')} dimensions, the encoder makes {dims}")
+    if manifest.get("records") != records:
+        problems.append(f"the version holds {manifest.get('records')} records, {records} were loaded")
+    return GateResult("schema", not problems, "; ".join(problems) or f"{records} records, {dims}-d vectors")
+
+
+def _canary_gates(config: ServiceConfig, name: str) -> list[GateResult]:
+    if not config.reload.canaries:
+        return []
+    from kb_service.serving.service import SearchService
+
+    service = SearchService(config, pinned=name)
+    gates = []
+    for canary in config.reload.canaries:
+        hits = service.search(SearchRequest(query=canary.query, size=canary.top_k)).hits
+        kids = [h.record.kid for h in hits]
+        rank = kids.index(canary.kid) + 1 if canary.kid in kids else None
+        gates.append(GateResult(f"canary {canary.query!r}", rank is not None,
+                                f"{canary.kid} at rank {rank}" if rank else
+                                f"{canary.kid} not in the top {canary.top_k} (top: {', '.join(kids[:3])})"))
+    return gates
+
+
+def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = False) -> ReloadRun:
+    """One gated reload; returns the run, raises ReloadRefusedError (gates), ReloadBusyError, or the
+    failure that stopped it. The history records every outcome."""
+    with reload_lock(config.data_path / "reload.lock"):
+        history = history_of(config)
+        crashed = history.mark_crashed()
+        if crashed:
+            log.warning("%d earlier reload run(s) were killed mid-way; their leftovers are removed now", crashed)
+        run = history.start(trigger)
+        started = time.monotonic()
+        try:
+            _reload(config, run, history, force)
+        except ReloadRefusedError:
+            run.status = RunStatus.REFUSED
+            raise
+        except BaseException as err:
+            run.status = RunStatus.FAILED
+            run.message = f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            run.duration_s = round(time.monotonic() - started, 3)
+            history.finish(run)
+            history.close()
+            log.info("reload %d %s in %.1fs: %s", run.id, run.status, run.duration_s, run.counts)
+        return run
+
+
+def _reload(config: ServiceConfig, run: ReloadRun, history: ReloadHistory, force: bool) -> None:
+    counts = run.counts
+    records, source = read_source(config, counts)
+    records, merges = merge_near_duplicates(records, "".join(config.reload.merge_particles))
+    counts.merged = len(merges)
+    for merge in merges[:20]:
+        log.info("quality pass: merged %s into %s", merge.dropped, merge.kept)
+    counts.records = len(records)
+    previous = history.snapshot()
+    contents = {r.kid: r.fingerprint() for r in records}
+    counts.added = sum(1 for kid in contents if kid not in previous)
+    counts.updated = sum(1 for kid, digest in contents.items() if kid in previous and previous[kid] != digest)
+    counts.removed = sum(1 for kid in previous if kid not in contents)
+    engine = open_engine(config)
+    if not previous:
+        current = next((v for v in engine.versions() if v.current), None)
+        counts.removed = max(0, int(current.manifest.get("records", 0)) - len(records)) if current else 0
+    gates = _count_gate(config, engine, len(records), counts.removed)
+    if not all(g.passed for g in gates) and not force:
+        run.gates = gates
+        raise ReloadRefusedError(run)
+    built = build_version(config, records, switch=False, source=f"reload from {source}")
+    name, counts.encoded = built.name, built.encoded
+    counts.reused = len(records) - counts.encoded
+    run.version = name
+    gates += [_schema_gate(config, engine, name, len(records)), *_canary_gates(config, name)]
+    run.gates = gates
+    if not all(g.passed for g in gates):
+        if not force:
+            engine.discard(name)
+            raise ReloadRefusedError(run)
+        run.message = "gates overridden with --force"
+    engine.switch(name)
+    engine.prune(config.engine.keep_versions)
+    history.replace_snapshot(contents)
+    run.status = RunStatus.SUCCEEDED
+
+
+class RollbackError(ConflictError):
+    """No such version, or no older one to go back to."""
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """What a rollback did: the version served now and the one served before."""
+
+    serving: str
+    previous: str | None
+
+
+def rollback(config: ServiceConfig, version: str | None = None) -> Rollback:
+    """Serve `version`, else the newest version older than the served one."""
+    with reload_lock(config.data_path / "reload.lock"):
+        engine = open_engine(config)
+        names = [v.name for v in engine.versions()]
+        current = engine.current_name()
+        if version:
+            if version not in names:
+                raise RollbackError(f"no complete version named {version!r} (have: {', '.join(names) or 'none'})",
+                                    "version")
+            target = version
+        else:
+            older = names[:names.index(current)] if current in names else []
+            if not older:
+                raise RollbackError("no older version to roll back to (see `kb versions`)", "version")
+            target = older[-1]
+        engine.switch(target)
+        return Rollback(target, current)

@@ -1,0 +1,57 @@
+"""Scheduled reloads with APScheduler: a cron or an interval from config.yaml's `reload` section.
+
+Within a process a job never overlaps itself (max_instances 1) and missed runs coalesce into one, run if
+missed by less than `misfire_grace_s`; across processes (several server workers, a separate scheduler) the
+reload lock lets one run and the others record a skipped run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from kb_service.config import ServiceConfig
+from kb_service.reload.history import RunStatus
+from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, history_of, run_reload
+
+log = logging.getLogger(__name__)
+
+
+def scheduled_reload(config: ServiceConfig) -> None:
+    """The job: a reload whose every outcome lands in the history and the log, never in the scheduler."""
+    try:
+        run_reload(config, trigger="schedule")
+    except ReloadBusyError as err:
+        history = history_of(config)
+        try:
+            run = history.start("schedule")
+            run.status, run.message = RunStatus.SKIPPED, str(err)
+            history.finish(run)
+        finally:
+            history.close()
+        log.info("scheduled reload skipped: %s", err)
+    except ReloadRefusedError as err:
+        log.error("scheduled reload refused: %s", err)
+    except Exception:
+        log.exception("scheduled reload failed; still serving the previous version")
+
+
+def build_scheduler(config: ServiceConfig, blocking: bool = False) -> BaseScheduler | None:
+    """A scheduler running the configured reloads, or None when no schedule is configured."""
+    settings = config.reload
+    if settings.cron:
+        trigger = CronTrigger.from_crontab(settings.cron)
+    elif settings.interval_minutes:
+        trigger = IntervalTrigger(minutes=settings.interval_minutes)
+    else:
+        return None
+    kind = BlockingScheduler if blocking else BackgroundScheduler
+    scheduler = kind(job_defaults={"coalesce": True, "max_instances": 1,
+                                   "misfire_grace_time": settings.misfire_grace_s})
+    scheduler.add_job(scheduled_reload, trigger, args=[config], id="kb-reload", name="KB reload")
+    return scheduler

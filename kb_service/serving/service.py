@@ -1,0 +1,209 @@
+"""The search path shared by the HTTP API and the CLI: understand → plan → engine → rescore → response.
+
+The served index version and its query understander are swapped as one immutable ServingState, so every
+search answers from exactly one version even while a reload switches versions underneath it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from kb_service.config import ServiceConfig
+from kb_service.engines import open_engine
+from kb_service.engines.base import OpenVersion
+from kb_service.errors import ConflictError, InputError, UnavailableError
+from kb_service.ingest.encoders import load_encoder
+from kb_service.records import KnowledgeRecord
+from query_understanding import ParsedQuery, QueryUnderstander
+from query_understanding.understander import QueryError
+from scoring.answer_expansion import expand_answer
+from scoring.hits import ScoredHit
+from scoring.plan import Mode
+from scoring.planner import SearchRequest, build_plan
+from scoring.rescoring import RescoreContext, rescore
+
+log = logging.getLogger(__name__)
+
+
+class NotReadyError(UnavailableError):
+    """No version is served yet."""
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """The served version with the understander built from its dictionary and the config in force."""
+
+    version: OpenVersion
+    understander: QueryUnderstander
+    config: ServiceConfig
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    parsed: ParsedQuery
+    hits: list[ScoredHit]
+    total: int
+    took_ms: float
+    version: str
+    config_version: str
+    mode: Mode
+
+    def to_dict(self, offset: int, explain: bool) -> dict:
+        return {
+            "query": self.parsed.original,
+            "total": self.total,
+            "took_ms": round(self.took_ms, 2),
+            "index_version": self.version,
+            "config_version": self.config_version,
+            "mode": self.mode,
+            "hits": [hit_to_dict(hit, rank, explain) for rank, hit in enumerate(self.hits, start=offset + 1)],
+            **({"parsed_query": self.parsed.to_dict()} if explain else {}),
+        }
+
+
+def hit_to_dict(hit: ScoredHit, rank: int, explain: bool) -> dict:
+    out = {"rank": rank, "score": round(hit.score, 6), **hit.record.to_dict(),
+           "components": {c.name: round(c.contribution, 6) for c in hit.components}}
+    if explain:
+        out["explain"] = [{"stage": c.stage, "name": c.name, "raw": c.raw, "weight": c.weight,
+                           "contribution": c.contribution} for c in hit.components]
+        out["text_clauses"] = hit.details
+    return out
+
+
+class ConfigReloadError(ConflictError):
+    """A new config that cannot be applied live; the previous config stays in force."""
+
+
+LIVE_SECTIONS = ("search", "query_understanding", "scoring")
+
+
+class SearchService:
+    """Serves the version the store names current, following it as it moves; or, with `pinned`, one version
+    whether served or not (a reload's canary queries run against the version it has just built)."""
+
+    def __init__(self, config: ServiceConfig, pinned: str | None = None):
+        self.engine = open_engine(config)
+        self.pinned = pinned
+        self.encoder = load_encoder(config.encoder)
+        self._base_config = config
+        self._state: ServingState | None = None
+        self._swap_lock = threading.Lock()
+        self._encode_cached = lru_cache(maxsize=2048)(self._encode)
+        self.encoder.encode(["warm-up"])
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("no index version could be opened yet; retrying every second while serving")
+
+    @property
+    def config(self) -> ServiceConfig:
+        state = self._state
+        return state.config if state else self._base_config
+
+    def _encode(self, text: str) -> np.ndarray:
+        """Query vectors, memoised so repeated queries skip the encoder."""
+        return self.encoder.encode([text])[0]
+
+    def _serving_state(self, version: OpenVersion, config: ServiceConfig) -> ServingState:
+        understander = QueryUnderstander(config.query_understanding, version.dictionary, version.segmenter,
+                                         embed=self._encode_cached, embed_many=self.encoder.encode,
+                                         category_centroids=version.category_centroids)
+        return ServingState(version, understander, config)
+
+    def refresh(self) -> bool:
+        """Serve the version named by CURRENT if it is not the one served; True when it switched."""
+        with self._swap_lock:
+            name = self.pinned or self.engine.current_name()
+            if name is None or (self._state and self._state.version.name == name):
+                return False
+            started = time.monotonic()
+            config = self.config
+            version = self.engine.open(name)
+            if version.manifest.get("dims") != self.encoder.dims:
+                log.error("version %s has %s-d vectors but the encoder makes %d-d; not serving it",
+                          name, version.manifest.get("dims"), self.encoder.dims)
+                return False
+            self._state = self._serving_state(version, config)
+            log.info("serving index version %s (%d records, opened in %.1fs)", name, version.size,
+                     time.monotonic() - started)
+            return True
+
+    def reload_config(self, new: ServiceConfig) -> bool:
+        """Apply a new config without a restart; sections that shape the index or the process cannot change
+        live. Returns False when the new config is the one already served."""
+        with self._swap_lock:
+            current = self.config
+            if new.version == current.version:
+                return False
+            frozen = [f.name for f in dataclasses.fields(ServiceConfig)
+                      if f.name not in (*LIVE_SECTIONS, "source", "version")
+                      and getattr(new, f.name) != getattr(current, f.name)]
+            if frozen:
+                raise ConfigReloadError(f"{', '.join(frozen)} cannot change while serving: restart the server "
+                                        f"(or reload the KB) to apply them; still serving config {current.version}")
+            self._base_config = new
+            if self._state is not None:
+                self._state = self._serving_state(self._state.version, new)
+            log.info("config %s from %s is live (was %s)", new.version, new.source, current.version)
+            return True
+
+    @property
+    def state(self) -> ServingState:
+        state = self._state
+        if state is None:
+            raise NotReadyError("no index version is loaded: run `kb load FILE` or `kb demo`")
+        return state
+
+    def unready_reason(self) -> str | None:
+        """Why /readyz says no: nothing loaded yet, or the search engine not answering; None when ready."""
+        if self._state is None:
+            return "no index version is loaded"
+        if not self.engine.reachable():
+            return "the search engine does not answer"
+        return None
+
+    def understand(self, text: str) -> ParsedQuery:
+        return _parsed(self.state.understander, text)
+
+    def get(self, kid: str) -> KnowledgeRecord | None:
+        return self.state.version.get(kid)
+
+    def search(self, request: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
+        state = self.state
+        parsed = _parsed(state.understander, request.query)
+        plan = build_plan(parsed, request, state.config.scoring)
+        vector = self._encode_cached(plan.vector_text)
+        engine = state.version.execute(plan, vector)
+        context = RescoreContext(null_confidence=plan.formula.null_confidence,
+                                 entities=frozenset(e.name for e in parsed.entities),
+                                 attributes=frozenset(a.name for a in parsed.attributes))
+        hits = rescore(engine.hits, state.config.scoring.rescoring, context)
+        hits, expanded = expand_answer(hits, context, state.config.scoring.answer_expansion, plan,
+                                       state.understander.entities_named_in,
+                                       lambda narrowed: state.version.execute(narrowed, vector).hits)
+        return SearchResponse(
+            parsed=parsed,
+            hits=hits[request.offset:request.offset + request.size],
+            total=engine.total + expanded,
+            took_ms=(time.perf_counter() - started) * 1000,
+            version=state.version.name,
+            config_version=state.config.version,
+            mode=plan.mode,
+        )
+
+
+def _parsed(understander: QueryUnderstander, text: str) -> ParsedQuery:
+    """Query understanding's refusals (empty, too long) as input errors naming the query parameter."""
+    try:
+        return understander.parse(text)
+    except QueryError as err:
+        raise InputError(str(err), "q") from None
