@@ -94,7 +94,7 @@ CONFIDENCE_TRANSFORMS = ("linear", "log1p", "guarded_inverse_log", "inverse_log"
 class ConfidenceTerm(FormulaTerm):
     """The record's confidence; a null confidence reads as the configured `null_confidence`.
 
-    `inverse_log` is the design document's literal `1 / Math.log(confidence)`: infinite at 1 and negative
+    `inverse_log` is the original formula's literal `1 / Math.log(confidence)`: infinite at 1 and negative
     below 1, kept so the check at load can show why it is refused. `guarded_inverse_log` is 1/ln(1 + e - c),
     finite on [0, 1] and rising with confidence.
     """

@@ -1,4 +1,5 @@
-"""Builds the search plan from a parsed query and the scoring config (the design document's bool query)."""
+"""Builds the search plan from a parsed query and the scoring config: filters, category and text clauses,
+the formula for the query's intent."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClauseBoosts:
-    """Per-clause boosts; defaults are the design document's 10/5/5/30/15/10."""
+    """Per-clause boosts: an exact keyword hit outweighs a token match (defaults 10/5/5/30/15/10, see
+    docs/design.md)."""
 
     knowledge_phrase: float = 10.0
     attribute_match: float = 5.0

@@ -1,4 +1,4 @@
-"""External rescoring (the design document's 外置打分): an ordered pipeline of strategies from config.yaml.
+"""External rescoring (外置打分, applied after the engine): an ordered pipeline of strategies from config.yaml.
 
 Each strategy is a registered dataclass whose fields are its YAML parameters; every score change is recorded
 as a component on the hit, so explain output still sums to the final score.

@@ -75,6 +75,8 @@ def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair
     assert store.current_name() == report.version
     assert list(client.indices.get_alias(name=es_config.elasticsearch.read_alias)) == [report.version]
     assert client.count(index=es_config.elasticsearch.read_alias)["count"] == len(records)
+    docs = client.indices.stats(index=report.version, metric="docs")["indices"][report.version]["primaries"]["docs"]
+    assert docs["deleted"] == 0  # BM25 statistics count deleted documents: a served version must hold none
     mapping = client.indices.get_mapping(index=report.version)[report.version]["mappings"]["properties"]
     assert mapping["vector"]["dims"] == 512 and mapping["vector"]["similarity"] == "cosine"
     assert mapping["knowledge_phrase"]["analyzer"] == "whitespace" and mapping["ref"]["index"] is False

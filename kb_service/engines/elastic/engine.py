@@ -132,6 +132,7 @@ class ElasticsearchEngine:
             self._bulk_load(name, records, vectors, segmented)
             self.client.indices.put_settings(index=name, settings=serving_settings(self.settings))
             self.client.indices.refresh(index=name)
+            self._expunge_deletes(name)
             self.client.cluster.health(index=name, wait_for_status="yellow", timeout="60s")
             count = self.client.count(index=name)["count"]
             if count != len(records):
@@ -149,25 +150,39 @@ class ElasticsearchEngine:
             raise
         return name
 
+    def _expunge_deletes(self, name: str) -> None:
+        """Merge away deleted documents, should any be left: Lucene counts them in the BM25 statistics
+        (document frequencies, average lengths) until a merge drops them, so a version holding some would
+        score text differently from the embedded engine, and differently again after its next merge."""
+        deleted = self.client.indices.stats(index=name, metric="docs")["indices"][name]["primaries"]["docs"]["deleted"]
+        if deleted:
+            log.info("%s: merging away %d deleted documents so text statistics are exact", name, deleted)
+            self.client.indices.forcemerge(index=name, only_expunge_deletes=True, wait_for_completion=True)
+            self.client.indices.refresh(index=name)
+
     def _bulk_load(self, name: str, records: list[KnowledgeRecord], vectors: np.ndarray,
                    segmented: Callable[[str], str]) -> None:
+        """Documents are created, never overwritten: when the client retries a chunk that timed out but was
+        indexed, the second copy is refused (409) instead of replacing the first and leaving it deleted."""
         def actions() -> Iterator[dict]:
             for record, vector in zip(records, vectors, strict=True):
-                yield {"_index": name, "_id": record.kid, "_source": to_document(record, vector, segmented)}
+                yield {"_op_type": "create", "_index": name, "_id": record.kid,
+                       "_source": to_document(record, vector, segmented)}
 
         progress = Progress(f"indexing into {name}", len(records))
         failures: list[tuple[str, str]] = []
         for ok, item in helpers.parallel_bulk(self.client, actions(), thread_count=self.settings.bulk_threads,
                                               chunk_size=self.settings.bulk_chunk_size, raise_on_error=False,
                                               raise_on_exception=False):
-            if not ok:
-                result = next(iter(item.values()))
+            result = next(iter(item.values()))
+            if not ok and not _created_by_an_earlier_attempt(result):
                 error = result.get("error", result)
                 failures.append((str(result.get("_id")), error.get("reason", str(error)) if isinstance(error, dict)
                                  else str(error)))
             progress.advance(1)
         if failures:
             raise BulkLoadError(name, failures, len(records))
+
 
     def switch(self, name: str) -> None:
         """Point the read alias at `name` and away from every other index, atomically."""
@@ -200,3 +215,11 @@ class ElasticsearchEngine:
     def size_bytes(self, name: str) -> int:
         stats = self.client.indices.stats(index=name, metric="store")
         return int(stats["indices"][name]["primaries"]["store"]["size_in_bytes"])
+
+
+def _created_by_an_earlier_attempt(result: dict) -> bool:
+    """A create refused because the id exists: kids are unique within a load, so only a retried request of
+    this same load can have created it, with the same document."""
+    error = result.get("error")
+    return result.get("status") == 409 and isinstance(error, dict) and error.get("type") == (
+        "version_conflict_engine_exception")
