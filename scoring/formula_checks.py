@@ -1,10 +1,10 @@
 """Checks a formula over the whole domain of the KB's fields before it can serve a query.
 
-Two traps of the original formula (docs/design.md) motivate this: painless `sigmoid(1, Math.E, _score)` is 1/(1+e^_score),
-which falls as text relevance rises, and `1 / Math.log(confidence)` is infinite at 1 and negative below 1.
-Every term is swept over each input's domain with the others held at mid-range; a term that is not finite,
-that moves against relevance, or that could make the engine score negative (Elasticsearch refuses negative
-`script_score` results) is reported.
+Two traps of the original formula (docs/design.md) motivate this: painless `sigmoid(1, Math.E, _score)` is
+1/(1+e^_score), which falls as text relevance rises, and `1 / Math.log(confidence)` is infinite at 1 and
+negative below 1. Every term is swept over each input's domain with the others held at mid-range; a term that
+is not finite, that moves against relevance, or that could make the engine score negative (Elasticsearch
+refuses negative `script_score` results) is reported.
 """
 
 from __future__ import annotations

@@ -40,15 +40,27 @@ def config_text(*replacements: tuple[str, str]) -> str:
     return text
 
 
-def make_config(data_dir: Path, *replacements: tuple[str, str]) -> ServiceConfig:
-    """The repository's config.yaml with another data directory (and optional replacements), parsed."""
-    return parse_config(config_text(("data_dir: data", f"data_dir: {data_dir}"), *replacements), "config.yaml")
+_session_cache: list[Path] = []  # the session's shared cache folder, set by the autouse fixture below
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def embedding_cache(tmp_path_factory) -> Path:
-    """One embedding cache for the session's full-KB loads, so each shared KB is encoded once per run."""
-    return tmp_path_factory.mktemp("embedding-cache")
+    """One cache folder (embeddings and segmentations) for the session, so each KB is encoded and segmented
+    once per run rather than once per test that loads it."""
+    cache = tmp_path_factory.mktemp("embedding-cache")
+    _session_cache[:] = [cache]
+    return cache
+
+
+def make_config(data_dir: Path, *replacements: tuple[str, str], share_cache: bool = True) -> ServiceConfig:
+    """The repository's config.yaml with another data directory (and optional replacements), parsed.
+
+    A new data directory shares the session's cache unless `share_cache` is off: tests that count what a
+    load encodes need a cache of their own."""
+    data_dir = Path(data_dir)
+    if share_cache and _session_cache and not (data_dir / "cache").exists():
+        data_dir_sharing_cache(data_dir, _session_cache[0])
+    return parse_config(config_text(("data_dir: data", f"data_dir: {data_dir}"), *replacements), "config.yaml")
 
 
 def data_dir_sharing_cache(data_dir: Path, cache: Path) -> Path:
@@ -110,6 +122,23 @@ def capital_kb_file(tmp_path_factory) -> Path:
              "category": category, "ref": ref}
             for prefix, knowledge, category, ref, values in CAPITAL_KB for attribute, value in values.items()]
     return write_jsonl(tmp_path_factory.mktemp("capital-kb") / "kb.jsonl", rows)
+
+
+@pytest.fixture(scope="session")
+def capital_data_dir(tmp_path_factory, capital_kb_file) -> Path:
+    """A data directory serving the capital KB: two categories (国家, 城市) and namesakes across them."""
+    from kb_service.ingest.loading import load_files
+
+    data_dir = tmp_path_factory.mktemp("capital-data")
+    load_files(make_config(data_dir), [str(capital_kb_file)])
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def capital_service(capital_data_dir):
+    from kb_service.serving.service import SearchService
+
+    return SearchService(make_config(capital_data_dir))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 import pytest
 
-from kb_service.ingest.loading import load_files
 from kb_service.records import KnowledgeRecord
 from kb_service.serving.service import SearchService
 from scoring.answer_expansion import AnswerExpansion, expand_answer
@@ -24,12 +23,10 @@ def entity_blocks(hits) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory, capital_kb_file):
-    data_dir = tmp_path_factory.mktemp("data")
-    load_files(make_config(data_dir), [str(capital_kb_file)])
-    off = make_config(data_dir, ("    enabled: true            #", "    enabled: false           #"))
+def services(capital_data_dir, capital_service):
+    off = make_config(capital_data_dir, ("    enabled: true            #", "    enabled: false           #"))
     assert not off.scoring.answer_expansion.enabled
-    return SearchService(make_config(data_dir)), SearchService(off)
+    return capital_service, SearchService(off)
 
 
 def test_the_capital_follows_the_answer_and_its_country(services):

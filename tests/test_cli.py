@@ -8,10 +8,10 @@ import sys
 from tests.conftest import REPO
 
 
-def run_kb(*args: str, data_dir) -> subprocess.CompletedProcess:
+def run_kb(*args: str, data_dir, cwd=REPO) -> subprocess.CompletedProcess:
     environment = {**os.environ, "KB_DATA_DIR": str(data_dir)}
     environment.pop("KB_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "kb_service.cli", *args], env=environment, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "kb_service.cli", *args], env=environment, cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -31,6 +31,16 @@ def test_bad_file_message_names_file_line_and_field(tmp_path):
     result = run_kb("load", str(bad), data_dir=tmp_path / "data")
     assert result.returncode == 2
     assert f"{bad}:1: field 'available': expected 0 or 1" in result.stderr
+    assert not (tmp_path / "data" / "embedded" / "CURRENT").exists()
+
+
+def test_an_empty_file_is_refused_in_one_line_from_any_directory(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    result = run_kb("load", str(empty), data_dir=tmp_path / "data", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = [line for line in result.stderr.splitlines() if line.startswith("kb: ")]
+    assert len(message) == 1 and str(empty) in message[0] and "no records" in message[0]
     assert not (tmp_path / "data" / "embedded" / "CURRENT").exists()
 
 

@@ -47,7 +47,7 @@ def es_prefix(elasticsearch_url):
     """A fresh index prefix; every index it names is deleted afterwards."""
     prefix = _prefix()
     yield prefix
-    client = make_client(make_config(".").elasticsearch, (elasticsearch_url,))
+    client = make_client(make_config(".", share_cache=False).elasticsearch, (elasticsearch_url,))
     client.options(ignore_status=404).indices.delete(index=f"{prefix}*", expand_wildcards="all")
 
 

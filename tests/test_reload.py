@@ -34,22 +34,36 @@ from tests.conftest import REPO, config_text, make_config, searching_in_backgrou
 HANGZHOU_POPULATION = "geo:city:1808926:人口"
 
 
-def _config(data_dir, *replacements):
-    return make_config(data_dir, *replacements)
+def _config(data_dir, *replacements, share_cache: bool = True):
+    """`share_cache` off for tests that count what each run encodes: they need a cache of their own."""
+    return make_config(data_dir, *replacements, share_cache=share_cache)
 
 
 def _database(config) -> ReviewDatabase:
     return ReviewDatabase(config.reload.database_url(config.data_path))
 
 
-@pytest.fixture()
-def reviewed(tmp_path, small_kb_file):
+def _reviewed_kb(data_dir, small_kb_file, share_cache: bool = True):
     """A review database holding the small KB, every record approved, and its config."""
-    config = _config(tmp_path / "data")
+    config = _config(data_dir, share_cache=share_cache)
     database = _database(config)
     database.import_records(read_records([str(small_kb_file)]).records)
     assert database.counts()["pending"] > 1000
     database.set_status(None, "approved", "alice")
+    return config, database
+
+
+@pytest.fixture()
+def reviewed(tmp_path, small_kb_file):
+    config, database = _reviewed_kb(tmp_path / "data", small_kb_file)
+    yield config, database
+    database.close()
+
+
+@pytest.fixture()
+def reviewed_cold(tmp_path, small_kb_file):
+    """As `reviewed`, with an empty embedding cache of its own, for counting what reloads encode."""
+    config, database = _reviewed_kb(tmp_path / "data", small_kb_file, share_cache=False)
     yield config, database
     database.close()
 
@@ -71,8 +85,8 @@ def test_nothing_approved_is_refused_and_nothing_served(tmp_path, small_kb_file)
         database.set_status(["no-such-kid"], "approved", "alice")
 
 
-def test_review_flow_reload_counts_and_the_changed_records_only_are_encoded(reviewed, small_kb_file):
-    config, database = reviewed
+def test_review_flow_reload_counts_and_the_changed_records_only_are_encoded(reviewed_cold, small_kb_file):
+    config, database = reviewed_cold
     first = run_reload(config)
     assert first.status == "succeeded" and first.counts.added == first.counts.records > 1000
     assert first.counts.encoded == first.counts.records
@@ -269,7 +283,7 @@ def test_idioms_end_to_end_scheduled_full_reload_then_one_percent_change(tmp_pat
     from tests.conftest import shared_file
 
     kb_file = shared_file("idioms", "kb.jsonl.gz")
-    config = _config(tmp_path / "data", ("  interval_minutes: null", "  interval_minutes: 0.01"))
+    config = _config(tmp_path / "data", ("  interval_minutes: null", "  interval_minutes: 0.01"), share_cache=False)
     database = _database(config)
     records = read_records([str(kb_file)]).records
     started = time.monotonic()
