@@ -57,8 +57,8 @@ TEXT_NORMALISATIONS = ("saturation", "logistic", "legacy_sigmoid")
 class TextScoreTerm(FormulaTerm):
     """The bool query's BM25 `_score` squashed into [0, 1] so it can be weighed against cosine.
 
-    `saturation` is s/(s+k); `logistic` is 1/(1+e^-(s-midpoint)/scale); `legacy_sigmoid` is the design
-    document's painless `sigmoid(1, Math.E, _score)` = 1/(1+e^s), kept only so old configs can be measured:
+    `saturation` is s/(s+k); `logistic` is 1/(1+e^-(s-midpoint)/scale); `legacy_sigmoid` is the original
+    formula's painless `sigmoid(1, Math.E, _score)` = 1/(1+e^s), kept only so old configs can be measured:
     it falls as text relevance rises.
     """
 
