@@ -124,38 +124,41 @@ def capital_kb_file(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("capital-kb") / "kb.jsonl", rows)
 
 
-@pytest.fixture(scope="session")
-def capital_data_dir(tmp_path_factory, capital_kb_file) -> Path:
-    """A data directory serving the capital KB: two categories (国家, 城市) and namesakes across them."""
+def loaded(directory: Path, kb_file: Path) -> Path:
+    """`directory` serving one version of `kb_file`, loaded with the real encoder."""
     from kb_service.ingest.loading import load_files
 
-    data_dir = tmp_path_factory.mktemp("capital-data")
-    load_files(make_config(data_dir), [str(capital_kb_file)])
-    return data_dir
+    load_files(make_config(directory), [str(kb_file)])
+    return directory
+
+
+def serving(data_dir: Path):
+    """A search service over the version `data_dir` serves, with the repository's config."""
+    from kb_service.serving.service import SearchService
+
+    return SearchService(make_config(data_dir))
+
+
+@pytest.fixture(scope="session")
+def capital_data_dir(tmp_path_factory, capital_kb_file) -> Path:
+    """The capital KB: two categories (国家, 城市) and namesakes across them."""
+    return loaded(tmp_path_factory.mktemp("capital-data"), capital_kb_file)
 
 
 @pytest.fixture(scope="session")
 def capital_service(capital_data_dir):
-    from kb_service.serving.service import SearchService
-
-    return SearchService(make_config(capital_data_dir))
+    return serving(capital_data_dir)
 
 
 @pytest.fixture(scope="session")
 def loaded_data_dir(tmp_path_factory, small_kb_file) -> Path:
-    """A data directory holding one served version of the small KB, loaded with the real encoder."""
-    from kb_service.ingest.loading import load_files
-
-    data_dir = tmp_path_factory.mktemp("data")
-    load_files(make_config(data_dir), [str(small_kb_file)])
-    return data_dir
+    """The small KB (GeoNames cities)."""
+    return loaded(tmp_path_factory.mktemp("data"), small_kb_file)
 
 
 @pytest.fixture(scope="session")
 def search_service(loaded_data_dir):
-    from kb_service.serving.service import SearchService
-
-    return SearchService(make_config(loaded_data_dir))
+    return serving(loaded_data_dir)
 
 
 def _free_port() -> int:

@@ -9,11 +9,8 @@ was; a run killed at any point leaves at most an unserved build, which the next 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from kb_service.ingest.encoders import load_encoder
 from kb_service.ingest.loading import build_version
 from kb_service.ingest.quality import merge_near_duplicates
 from kb_service.ingest.readers import read_records
+from kb_service.locking import exclusive_lock
 from kb_service.records import KnowledgeRecord, now_timestamp
 from kb_service.reload.history import GateResult, ReloadCounts, ReloadHistory, ReloadRun, RunStatus
 from kb_service.reload.review import ReviewDatabase
@@ -53,15 +51,9 @@ def history_of(config: ServiceConfig) -> ReloadHistory:
     return ReloadHistory(config.data_path / "reloads.sqlite")
 
 
-@contextmanager
-def reload_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ReloadBusyError(f"another reload is running (it holds {path})") from None
-        yield
+def reload_lock(path: Path):
+    """One reload or rollback at a time per data directory, across every process on the host."""
+    return exclusive_lock(path, lambda held: ReloadBusyError(f"another reload is running (it holds {held})"))
 
 
 def read_source(config: ServiceConfig, counts: ReloadCounts) -> tuple[list[KnowledgeRecord], str]:

@@ -7,7 +7,6 @@ the old, complete version; the leftovers of a crashed build are removed by the n
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from kb_service.config import EngineConfig
 from kb_service.engines.base import VersionInfo, VersionNotFoundError, removable_versions
 from kb_service.engines.embedded.version import INDEX_FORMAT, EmbeddedVersion, write_version
 from kb_service.errors import ConflictError
+from kb_service.locking import exclusive_lock
 from kb_service.records import KnowledgeRecord
 from query_understanding.understander import KbDictionary
 
@@ -79,11 +79,7 @@ class EmbeddedEngine:
     def building(self) -> Iterator[Path]:
         """A fresh build folder under an exclusive lock; removed if the build does not commit it."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "build.lock", "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise BuildInProgressError(f"another build holds {self.root / 'build.lock'}") from None
+        with exclusive_lock(self.root / "build.lock", lambda held: BuildInProgressError(f"another build holds {held}")):
             for leftover in self.versions_dir.glob(".building-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
             build_dir = self.versions_dir / f".building-{uuid.uuid4().hex[:8]}"
