@@ -37,7 +37,9 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class UnderstandingConfig:
-    max_query_length: int = 256
+    max_query_length: int = 2000  # a pasted sentence or definition is a query; longer input is refused
+    max_text_terms: int = 64  # a long query's distinct content tokens beyond this do not become text terms
+    max_embedding_chars: int = 512  # the encoder reads at most this much of a query
     stop_words: tuple[str, ...] = DEFAULT_STOP_WORDS
     attribute_synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     attribute_questions: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -60,8 +62,8 @@ class UnderstandingConfig:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.intent_temperature <= 0 or self.category_temperature <= 0:
             raise ValueError("temperatures must be > 0")
-        if self.max_query_length < 1:
-            raise ValueError("max_query_length must be >= 1")
+        if min(self.max_query_length, self.max_text_terms, self.max_embedding_chars) < 1:
+            raise ValueError("max_query_length, max_text_terms and max_embedding_chars must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ class QueryUnderstander:
         if not isinstance(text, str) or not text.strip():
             raise QueryError("query is empty")
         if len(text) > self.config.max_query_length:
-            raise QueryError(f"query is longer than {self.config.max_query_length} characters")
+            raise QueryError(f"query is {len(text)} characters long; the limit is {self.config.max_query_length} "
+                             "(query_understanding.max_query_length)")
         normalised = normalise_text(text)
         if not normalised:
             raise QueryError("query has no searchable characters")
@@ -159,20 +162,29 @@ class QueryUnderstander:
         as_typed = unicodedata.normalize("NFKC", text).lower()
         entities = self._with_tokens([self._stored_spelling(span, as_typed) for span in entities])
         attributes = self._with_tokens(attributes)
-        vector = self.embed(normalised) if self.embed else None
+        embedding_text = normalised[:self.config.max_embedding_chars]
+        vector = self.embed(embedding_text) if self.embed else None
         intent, probability = self._intents.classify(normalised, entities, attributes, vector)
         return ParsedQuery(
             original=text,
             normalised=normalised,
             tokens=tokens,
-            content_tokens=tuple(t for t in tokens if t not in self._stop_words),
+            content_tokens=self._content_tokens(tokens),
             entities=entities,
             attributes=attributes,
             intent=intent,
             intent_probability=probability,
             categories=self._categories.classify(normalised, entities, vector),
-            embedding_text=normalised,
+            embedding_text=embedding_text,
         )
+
+    def _content_tokens(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        """The tokens text clauses match: stop words out; a long query keeps its first `max_text_terms`
+        distinct tokens, so a pasted paragraph costs the engine a bounded query."""
+        content = tuple(t for t in tokens if t not in self._stop_words)
+        if len(content) <= self.config.max_text_terms:
+            return content
+        return tuple(dict.fromkeys(content))[:self.config.max_text_terms]
 
     def entities_named_in(self, text: str) -> list[tuple[str, ...]]:
         """The stored spellings of each KB entity that `text` (a record's value) names, in order of mention."""

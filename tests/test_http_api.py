@@ -61,12 +61,22 @@ def test_a_category_filter_keeps_that_category_only(capital_client):
     ("get", {"query_string": {"q": "杭州", "from": "x"}}, 400, "from"),
     ("post", {"data": "not json", "headers": {"Content-Type": "application/json"}}, 400, "body"),
     ("post", {"json": [1, 2]}, 400, "body"),
-    ("get", {"query_string": {"q": "杭" * 1000}}, 400, "q"),
+    ("get", {"query_string": {"q": "杭" * 2001}}, 400, "q"),
 ])
 def test_bad_input_is_a_json_400_naming_the_field(client, method, kwargs, status, field):
     response = getattr(client, method)("/search", **kwargs)
     assert response.status_code == status
     assert response.get_json()["error"]["field"] == field
+
+
+def test_a_pasted_paragraph_is_searched_and_a_longer_one_refused_naming_the_limit(client):
+    sentence = "杭州是浙江省的省会城市，位于中国东南沿海，人口众多，风景秀丽，西湖闻名天下。"
+    paragraph = (sentence * 60)[:1500]
+    response = client.post("/search", json={"q": paragraph, "size": 5})
+    assert response.status_code == 200 and response.get_json()["hits"]
+    refused = client.post("/search", json={"q": paragraph + "杭" * 501})
+    error = refused.get_json()["error"]
+    assert refused.status_code == 400 and error["field"] == "q" and "2000" in error["message"]
 
 
 def test_knowledge_by_kid_and_unknown_paths(client):

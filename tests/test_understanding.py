@@ -43,10 +43,21 @@ def test_ascii_names_link_only_on_word_boundaries():
     assert understander.parse("comparison of parisian cafes").entities == ()
 
 
-@pytest.mark.parametrize("query", ["", "   ", "长" * 300])
-def test_empty_or_long_query_is_refused(understander, query):
+@pytest.mark.parametrize("query", ["", "   ", "长" * 2001])
+def test_empty_or_too_long_query_is_refused(understander, query):
     with pytest.raises(QueryError):
         understander.parse(query)
+
+
+def test_a_long_query_is_understood_with_bounded_text_terms_and_encoder_input():
+    understander = _understander([("杭州", "城市")], ["人口"], max_text_terms=8, max_embedding_chars=100)
+    words = [f"词{n}号" for n in range(300)]
+    parsed = understander.parse("杭州的人口 " + " ".join(words))
+    assert parsed.entities[0].name == "杭州" and parsed.attributes[0].name == "人口"
+    assert len(parsed.content_tokens) == 8 and len(set(parsed.content_tokens)) == 8
+    assert len(parsed.embedding_text) == 100
+    short = understander.parse("杭州的人口")
+    assert short.embedding_text == short.normalised and "杭州" in short.content_tokens
 
 
 def _understander(pairs, attributes=(), aliases=(), **config):
