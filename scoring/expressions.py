@@ -10,12 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Document-level inputs and how painless reads them. `confidence` falls back to a parameter when null.
+# Document-level inputs and how painless reads them. `confidence` falls back to a parameter when null; a
+# record without a vector reads cosine -1 (the fast modes' value for a missing cosine) instead of failing.
 PAINLESS_VARIABLES = {
-    "cosine": "cosineSimilarity(params.query_vector, 'vector')",
+    "cosine": "(doc['vector'].size() == 0 ? -1.0 : cosineSimilarity(params.query_vector, 'vector'))",
     "text_score": "_score",
     "confidence": "(doc['confidence'].size() == 0 ? params.null_confidence : doc['confidence'].value)",
     "age_days": "((params.now_millis - doc['update_timestamp'].value.toInstant().toEpochMilli()) / 86400000.0)",
+}
+# OpenSearch's k-NN plugin takes the vector's doc values, not the field name, in cosineSimilarity.
+OPENSEARCH_PAINLESS_VARIABLES = {
+    **PAINLESS_VARIABLES,
+    "cosine": "(doc['vector'].size() == 0 ? -1.0 : cosineSimilarity(params.query_vector, doc['vector']))",
 }
 PAINLESS_FUNCTIONS = {"exp": "Math.exp", "log": "Math.log", "log1p": "Math.log1p", "max": "Math.max",
                       "min": "Math.min", "pow": "Math.pow"}
@@ -90,17 +96,19 @@ def call(function: str, *args) -> Call:
     return Call(function, tuple(lift(a) for a in args))
 
 
-def render_painless(expr: Expr) -> str:
+def render_painless(expr: Expr, variables: dict[str, str] = PAINLESS_VARIABLES) -> str:
+    """Painless source of `expr`, reading document inputs as `variables` says (the engines differ there)."""
     if isinstance(expr, Const):
         return repr(float(expr.value))
     if isinstance(expr, Param):
         return f"params.{expr.name}"
     if isinstance(expr, Var):
-        return PAINLESS_VARIABLES[expr.name]
+        return variables[expr.name]
     if isinstance(expr, BinOp):
-        return f"({render_painless(expr.left)} {expr.op} {render_painless(expr.right)})"
+        return f"({render_painless(expr.left, variables)} {expr.op} {render_painless(expr.right, variables)})"
     if isinstance(expr, Call):
-        return f"{PAINLESS_FUNCTIONS[expr.function]}({', '.join(render_painless(a) for a in expr.args)})"
+        arguments = ", ".join(render_painless(a, variables) for a in expr.args)
+        return f"{PAINLESS_FUNCTIONS[expr.function]}({arguments})"
     raise TypeError(f"not an expression: {expr!r}")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import ClassVar
 
-from scoring.expressions import Expr, Param, Var, call, evaluate, render_painless, variables_of
+from scoring.expressions import PAINLESS_VARIABLES, Expr, Param, Var, call, evaluate, render_painless, variables_of
 
 FORMULA_TERMS: dict[str, type[FormulaTerm]] = {}
 
@@ -169,8 +169,8 @@ class Formula:
             out.update(term.params())
         return out
 
-    def painless_source(self) -> str:
-        return render_painless(self.expression())
+    def painless_source(self, variables: dict[str, str] = PAINLESS_VARIABLES) -> str:
+        return render_painless(self.expression(), variables)
 
     def evaluate_terms(self, variables: dict, functions: dict) -> dict[str, tuple[float, object]]:
         """Per term: (weight, raw values over the candidates); their weighted sum is the engine score."""

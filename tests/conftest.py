@@ -209,25 +209,38 @@ def pytest_report_header(config):
 def elasticsearch_url() -> str:
     """A real Elasticsearch node: $KB_ES_URL when set, else one started by scripts/es-local (stopped after
     the session if this fixture started it). Skips, saying why, only when neither is possible."""
+    yield from _engine_node("KB_ES_URL", "es-local", "Elasticsearch")
+
+
+def _engine_node(variable: str, script_name: str, engine: str):
+    """The node named by $variable, else one `scripts/<script_name> start` runs; skips, saying why, only when
+    neither is possible."""
     import requests
 
-    url = os.environ.get("KB_ES_URL")
+    url = os.environ.get(variable)
     if url:
         try:
             requests.get(f"{url.rstrip('/')}/_cluster/health", timeout=5).raise_for_status()
         except requests.RequestException as err:
-            pytest.fail(f"KB_ES_URL={url} does not answer: {err}")
+            pytest.fail(f"{variable}={url} does not answer: {err}")
         yield url
         return
-    script = REPO / "scripts" / "es-local"
+    script = REPO / "scripts" / script_name
     already_running = subprocess.run([str(script), "status"], capture_output=True, text=True).returncode == 0
     started = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=900)
     if started.returncode != 0:
-        pytest.skip(f"no Elasticsearch: KB_ES_URL is unset and scripts/es-local could not start a node "
+        pytest.skip(f"no {engine}: {variable} is unset and scripts/{script_name} could not start a node "
                     f"({started.stderr.strip().splitlines()[-1] if started.stderr.strip() else 'no output'})")
     yield started.stdout.strip().splitlines()[-1]
     if not already_running:
         subprocess.run([str(script), "stop"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    """A real OpenSearch node with painless and k-NN: $KB_OS_URL when set, else one assembled and started by
+    scripts/os-local (stopped after the session if this fixture started it)."""
+    yield from _engine_node("KB_OS_URL", "os-local", "OpenSearch")
 
 
 def elasticsearch_config(data_dir: Path, url: str, prefix: str, *replacements: tuple[str, str]) -> ServiceConfig:

@@ -34,7 +34,8 @@ def test_numpy_evaluation_matches_reference():
 def test_painless_source_uses_the_documented_api():
     source = FORMULA.painless_source()
     assert source == (
-        "(((params.w_cosine * ((cosineSimilarity(params.query_vector, 'vector') + 1.0) / 2.0))"
+        "(((params.w_cosine * (((doc['vector'].size() == 0 ? -1.0 : cosineSimilarity(params.query_vector, 'vector'))"
+        " + 1.0) / 2.0))"
         " + (params.w_text * (_score / (_score + params.text_k))))"
         " + (params.w_confidence * Math.log1p((doc['confidence'].size() == 0 ? params.null_confidence"
         " : doc['confidence'].value))))"
