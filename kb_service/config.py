@@ -38,8 +38,11 @@ class EncoderProvider(StrEnum):
 
 
 class EngineKind(StrEnum):
+    """Where versions live: local disk, or a cluster of either engine (settings under `elasticsearch:`)."""
+
     EMBEDDED = "embedded"
     ELASTICSEARCH = "elasticsearch"
+    OPENSEARCH = "opensearch"
 
 
 class ConfigError(InputError):
@@ -84,7 +87,8 @@ class EngineConfig:
 
 @dataclass(frozen=True)
 class ElasticsearchConfig:
-    """Where the Elasticsearch backend lives and how its indices are laid out (mappings/ holds the rest)."""
+    """Where the cluster (Elasticsearch or OpenSearch) lives and how its indices are laid out (mappings/ holds
+    the rest); `vector_index_type` applies to Elasticsearch, OpenSearch uses its k-NN plugin's lucene HNSW."""
 
     hosts: tuple[str, ...] = ("http://127.0.0.1:9200",)
     index_prefix: str = "knowledge"
@@ -212,8 +216,10 @@ class ServiceConfig:
 
     @property
     def elasticsearch_hosts(self) -> tuple[str, ...]:
-        """$KB_ES_URL (comma-separated) wins over the config, so tests and deployments can point elsewhere."""
-        url = os.environ.get("KB_ES_URL")
+        """The cluster's nodes: $KB_OS_URL for OpenSearch, $KB_ES_URL for Elasticsearch (comma-separated) win
+        over the config, so tests and deployments can point elsewhere."""
+        variable = "KB_OS_URL" if self.engine.kind is EngineKind.OPENSEARCH else "KB_ES_URL"
+        url = os.environ.get(variable)
         return tuple(u.strip() for u in url.split(",") if u.strip()) if url else self.elasticsearch.hosts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -89,6 +90,17 @@ def read_jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
+
+
+def sample_queries(kb_file: Path, count: int = 60) -> list[str]:
+    """Queries made from a KB's own records: attribute questions, bare names, and values asking for their city."""
+    import random
+
+    picked = random.Random(7).sample(read_jsonl(kb_file), count)
+    queries = [f"{r['knowledge']}的{r['attribute']}" for r in picked[: count // 2]]
+    queries += [r["knowledge"] for r in picked[count // 2: count * 3 // 4]]
+    queries += [f"{r['value']} 是哪个城市" for r in picked[count * 3 // 4:]]
+    return queries
 
 
 @pytest.fixture(scope="session")
@@ -243,12 +255,71 @@ def opensearch_url() -> str:
     yield from _engine_node("KB_OS_URL", "os-local", "OpenSearch")
 
 
+class TcpRelay:
+    """A TCP relay between the service and a search engine node that a test can cut and mend: a real network
+    failure, without stopping the node other tests share."""
+
+    def __init__(self, target_port: int):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.target_port = target_port
+        self.open = True
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            with self.lock:
+                if not self.open:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self):
+        """Drop the open connections and every new one, as a node that went away does."""
+        with self.lock:
+            self.open = False
+            for end in self.sockets:
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def mend(self):
+        """Accept connections again, as a node that came back does."""
+        with self.lock:
+            self.open = True
+
+
 def elasticsearch_config(data_dir: Path, url: str, prefix: str, *replacements: tuple[str, str]) -> ServiceConfig:
-    """The repository's config on the Elasticsearch backend, with indices named after `prefix` so tests
+    """The repository's config on the Elasticsearch engine, with indices named after `prefix` so tests
     sharing one node never see each other's versions."""
+    return cluster_config("elasticsearch", data_dir, url, prefix, *replacements)
+
+
+def cluster_config(kind: str, data_dir: Path, url: str, prefix: str, *replacements: tuple[str, str]) -> ServiceConfig:
+    """The repository's config on a cluster engine (`kind`), with indices named after `prefix`."""
     return make_config(
         data_dir,
-        ("  kind: embedded ", "  kind: elasticsearch "),
+        ("  kind: embedded ", f"  kind: {kind} "),
         ("  hosts: [http://127.0.0.1:9200]", f"  hosts: [{url}]"),
         ("  index_prefix: knowledge ", f"  index_prefix: {prefix} "),
         ("  read_alias: knowledge_current_reader", f"  read_alias: {prefix}_current_reader"),

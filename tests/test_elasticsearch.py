@@ -5,20 +5,16 @@ embedded engine. The node has no lang-painless module, so `exact` mode is checke
 
 from __future__ import annotations
 
-import contextlib
-import random
-import socket
-import threading
 import time
 import uuid
 
 import numpy as np
 import pytest
-from elasticsearch import BadRequestError
+from elasticsearch import BadRequestError, Elasticsearch
 
 from kb_service.engines import open_engine
 from kb_service.engines.elastic.dsl import render_script_score
-from kb_service.engines.elastic.engine import BulkLoadError, ElasticsearchEngine, make_client
+from kb_service.engines.elastic.engine import BulkLoadError, ClusterEngine
 from kb_service.evaluation import read_queries
 from kb_service.http.app import create_app
 from kb_service.ingest.loading import build_version, category_centroids, load_files
@@ -28,10 +24,12 @@ from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 from scoring.planner import SearchRequest, build_plan
 from tests.conftest import (
+    TcpRelay,
     data_dir_sharing_cache,
     elasticsearch_config,
     make_config,
     read_jsonl,
+    sample_queries,
     searching_in_background,
     shared_file,
     write_jsonl,
@@ -47,7 +45,7 @@ def es_prefix(elasticsearch_url):
     """A fresh index prefix; every index it names is deleted afterwards."""
     prefix = _prefix()
     yield prefix
-    client = make_client(make_config(".", share_cache=False).elasticsearch, (elasticsearch_url,))
+    client = Elasticsearch(elasticsearch_url)
     client.options(ignore_status=404).indices.delete(index=f"{prefix}*", expand_wildcards="all")
 
 
@@ -62,13 +60,13 @@ def loaded_pair(tmp_path_factory, elasticsearch_url, small_kb_file):
     report = load_files(es_config, [str(small_kb_file)])
     load_files(embedded_config, [str(small_kb_file)])
     yield es_config, embedded_config, report
-    ElasticsearchEngine(es_config).client.options(ignore_status=404).indices.delete(index=f"{prefix}*",
+    ClusterEngine(es_config).client.options(ignore_status=404).indices.delete(index=f"{prefix}*",
                                                                              expand_wildcards="all")
 
 
 def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair, small_kb_file):
     es_config, _, report = loaded_pair
-    store = ElasticsearchEngine(es_config)
+    store = ClusterEngine(es_config)
     client = store.client
     records = read_records([str(small_kb_file)]).records
     assert report.records == len(records) and report.version.startswith(es_config.elasticsearch.index_prefix)
@@ -89,21 +87,11 @@ def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair
     assert " ".join(stored["knowledge_phrase"].split()) == stored["knowledge_phrase"]
 
 
-def _queries(small_kb_file, count: int = 60) -> list[str]:
-    rows = read_jsonl(small_kb_file)
-    rng = random.Random(7)
-    picked = rng.sample(rows, count)
-    queries = [f"{r['knowledge']}的{r['attribute']}" for r in picked[: count // 2]]
-    queries += [r["knowledge"] for r in picked[count // 2: count * 3 // 4]]
-    queries += [f"{r['value']} 是哪个城市" for r in picked[count * 3 // 4:]]
-    return queries
-
-
 def test_fast_mode_ranks_like_the_embedded_engine(loaded_pair, small_kb_file):
     es_config, embedded_config, _ = loaded_pair
     on_es, embedded = SearchService(es_config), SearchService(embedded_config)
     overlaps, same_first = [], 0
-    for query in _queries(small_kb_file):
+    for query in sample_queries(small_kb_file):
         es_hits = on_es.search(SearchRequest(query=query, size=10)).hits
         local_hits = embedded.search(SearchRequest(query=query, size=10)).hits
         es_top = [h.record.kid for h in es_hits]
@@ -184,7 +172,7 @@ def test_exact_mode_renders_a_script_score_that_elasticsearch_parses_up_to_the_s
     query = render_script_score(plan, service._encode_cached(plan.vector_text))
     assert "cosineSimilarity(params.query_vector, 'vector')" in query["script_score"]["script"]["source"]
     with pytest.raises(BadRequestError) as refused:
-        ElasticsearchEngine(es_config).client.search(index=report.version, query=query, size=3)
+        ClusterEngine(es_config).client.search(index=report.version, query=query, size=3)
     assert "painless" in str(refused.value).lower()
     assert "parsing_exception" not in str(refused.value)
 
@@ -193,7 +181,7 @@ def test_bulk_errors_name_the_records_and_leave_the_served_version(tmp_path, ela
                                                                    small_kb_file):
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix)
     first = load_files(config, [str(small_kb_file)]).version
-    store = ElasticsearchEngine(config)
+    store = ClusterEngine(config)
     records = read_records([str(small_kb_file)]).records[:50]
     vectors = np.random.default_rng(1).normal(size=(50, 512)).astype(np.float32)
     vectors[[3, 17]] = np.nan  # Elasticsearch's JSON parser refuses NaN: two real per-document rejections
@@ -230,65 +218,16 @@ def test_keep_versions_prunes_old_indices_but_never_the_served_one(tmp_path, ela
                                   ("  keep_versions: 3", "  keep_versions: 2"))
     records = read_records([str(small_kb_file)]).records[:200]
     names = [build_version(config, records).name for _ in range(3)]
-    store = ElasticsearchEngine(config)
+    store = ClusterEngine(config)
     assert [v.name for v in store.versions()] == names[1:]
     assert sorted(store.client.indices.get(index=f"{es_prefix}_v*")) == names[1:]
     assert store.current_name() == names[2]
 
 
-class _Relay:
-    """A TCP relay between the service and Elasticsearch that the test can cut: a real network failure."""
-
-    def __init__(self, target_port: int):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.target_port = target_port
-        self.open = True
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            with self.lock:
-                if not self.open:
-                    client.close()
-                    continue
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink):
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def cut(self):
-        """Refuse new connections and drop the open ones, as a node that went away does."""
-        with self.lock:
-            self.open = False
-            self.server.close()
-            for end in self.sockets:
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-
 def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, elasticsearch_url, monkeypatch):
     monkeypatch.delenv("KB_ES_URL", raising=False)  # it would win over the relay's address
     es_config, _, _ = loaded_pair
-    relay = _Relay(int(elasticsearch_url.rsplit(":", 1)[1]))
+    relay = TcpRelay(int(elasticsearch_url.rsplit(":", 1)[1]))
     config = elasticsearch_config(es_config.data_path, f"http://127.0.0.1:{relay.port}",
                                   es_config.elasticsearch.index_prefix, ("  mode: exact ", "  mode: fast "))
     client = create_app(config, SearchService(config), watch=False).test_client()
@@ -327,7 +266,7 @@ def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, ela
     embedded_report = load_files(embedded_config, [kb_file])
     es_report = load_files(es_config, [kb_file])
     assert es_report.records == embedded_report.records
-    assert ElasticsearchEngine(es_config).client.count(index=es_report.version)["count"] == es_report.records
+    assert ClusterEngine(es_config).client.count(index=es_report.version)["count"] == es_report.records
     on_es, embedded = SearchService(es_config), SearchService(embedded_config)
     overlaps, es_ms, embedded_ms = [], [], []
     for query in queries:
@@ -357,7 +296,7 @@ def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasti
     database = ReviewDatabase(config.reload.database_url(config.data_path))
     database.import_records(read_records([str(small_kb_file)]).records, status="approved", reviewer="import")
     served = run_reload(config)
-    store = ElasticsearchEngine(config)
+    store = ClusterEngine(config)
     assert served.status == "succeeded" and store.current_name() == served.version
     kids = [row["kid"] for row in database.listing("approved", limit=10_000)]
     database.set_status(kids[: len(kids) // 2], "rejected", "reviewer")

@@ -1,7 +1,8 @@
 """The engines behind one interface (`base.py`); `engine.kind` in the config picks one.
 
-`open_engine` imports only the engine the config names, so an Elasticsearch deployment never loads the
-embedded engine's faiss and bm25s, and the embedded default never loads the Elasticsearch client.
+`open_engine` imports only the engine the config names, so a cluster deployment never loads the embedded
+engine's faiss and bm25s, and the embedded default never loads a cluster client. Elasticsearch and
+OpenSearch share one implementation (`elastic/`), their differences isolated in `elastic/dialect.py`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from kb_service.engines.base import Engine
 
 
 def open_engine(config: ServiceConfig) -> Engine:
-    if config.engine.kind is EngineKind.ELASTICSEARCH:
-        from kb_service.engines.elastic.engine import ElasticsearchEngine
+    if config.engine.kind in (EngineKind.ELASTICSEARCH, EngineKind.OPENSEARCH):
+        from kb_service.engines.elastic.engine import ClusterEngine
 
-        return ElasticsearchEngine(config)
+        return ClusterEngine(config)
     from kb_service.engines.embedded.engine import EmbeddedEngine
 
     return EmbeddedEngine(config.data_path / "embedded", config.engine)

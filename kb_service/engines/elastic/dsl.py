@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from scoring.expressions import PAINLESS_VARIABLES
 from scoring.formula import Formula
 from scoring.plan import TEXT_FIELDS, Clause, NotExpiredFilter, SearchPlan, TermFilter
 
@@ -77,22 +78,22 @@ def script_params(formula: Formula, query_vector: np.ndarray, now: float | None 
     return params
 
 
-def render_script_score(plan: SearchPlan, query_vector: np.ndarray) -> dict:
+def render_script_score(plan: SearchPlan, query_vector: np.ndarray,
+                        painless_variables: dict[str, str] = PAINLESS_VARIABLES) -> dict:
     """`exact` mode: the formula in painless over every document the bool query matches."""
     return {"script_score": {
         "query": render_bool(plan, text_required=False),
-        "script": {"source": plan.formula.painless_source(), "params": script_params(plan.formula, query_vector)},
+        "script": {"source": plan.formula.painless_source(painless_variables),
+                   "params": script_params(plan.formula, query_vector)},
     }}
 
 
-def render_knn(plan: SearchPlan, query_vector: np.ndarray, k: int, num_candidates: int,
-               ids: list[str] | None = None) -> dict:
-    """Approximate nearest neighbours inside the same filters as the bool query."""
+def knn_filters(plan: SearchPlan, ids: list[str] | None = None) -> list[dict]:
+    """The filters an approximate-knn search applies: the plan's, and optionally a set of ids."""
     filters = filter_context(plan)
     if ids is not None:
         filters.append({"ids": {"values": ids}})
-    return {"field": VECTOR_FIELD, "query_vector": vector_list(query_vector), "k": k,
-            "num_candidates": max(k, num_candidates), "filter": filters}
+    return filters
 
 
 def vector_list(vector: np.ndarray) -> list[float]:

@@ -1,9 +1,11 @@
-"""The Elasticsearch engine: versioned indices behind one read alias, as the embedded engine does on disk.
+"""A cluster engine (Elasticsearch or OpenSearch): versioned indices behind one read alias, as the embedded
+engine does on disk.
 
 A load creates `<prefix>_v000042`, bulk-loads it with replicas 0 and refresh off, restores the serving
 settings, checks the count, records the version (manifest and query-understanding dictionary) in the meta
 index, and only then may the alias move, in one `_aliases` call. A version without its meta document is an
-unfinished load: it is never served, and the next load deletes it.
+unfinished load: it is never served, and the next load deletes it. What differs between the two engines
+lives in `dialect.py`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import numpy as np
-from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from kb_service.config import ElasticsearchConfig, EngineConfig, ServiceConfig
+from kb_service.config import EngineConfig, ServiceConfig
 from kb_service.engines.base import EngineError, VersionInfo, VersionNotFoundError, removable_versions
+from kb_service.engines.elastic.dialect import DIALECTS, Cluster
 from kb_service.engines.elastic.layout import (
     loading_settings,
     read_mapping,
@@ -24,7 +27,7 @@ from kb_service.engines.elastic.layout import (
     to_document,
     version_index_body,
 )
-from kb_service.engines.elastic.version import ElasticsearchVersion
+from kb_service.engines.elastic.version import ClusterVersion
 from kb_service.errors import ConflictError
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord
@@ -34,79 +37,75 @@ log = logging.getLogger(__name__)
 
 
 class BulkLoadError(EngineError):
-    """Records Elasticsearch refused; the new version is deleted and the alias never moved."""
+    """Records the cluster refused; the new version is deleted and the alias never moved."""
 
-    def __init__(self, index: str, failures: list[tuple[str, str]], total: int):
+    def __init__(self, engine: str, index: str, failures: list[tuple[str, str]], total: int):
         self.failures = failures
         shown = "; ".join(f"kid {kid}: {reason}" for kid, reason in failures[:10])
         more = f" (and {len(failures) - 10} more)" if len(failures) > 10 else ""
-        super().__init__(f"{len(failures)} of {total} records were refused by Elasticsearch while loading "
+        super().__init__(f"{len(failures)} of {total} records were refused by {engine} while loading "
                          f"{index}: {shown}{more}; the served version is unchanged")
 
 
-def make_client(settings: ElasticsearchConfig, hosts: tuple[str, ...]) -> Elasticsearch:
-    return Elasticsearch(list(hosts), request_timeout=settings.request_timeout_s, max_retries=settings.max_retries,
-                         retry_on_timeout=settings.max_retries > 0)
-
-
-class ElasticsearchEngine:
+class ClusterEngine:
     """Versions as indices `<prefix>_v000042`, their manifests in the meta index, served through the alias."""
 
     def __init__(self, config: ServiceConfig):
         self.settings = config.elasticsearch
         self.engine: EngineConfig = config.engine
-        self.client = make_client(self.settings, config.elasticsearch_hosts)
+        self.dialect = DIALECTS[config.engine.kind]
+        self.cluster = Cluster(self.dialect, self.settings, config.elasticsearch_hosts)
+        self.client = self.cluster.client
         self._number = re.compile(rf"^{re.escape(self.settings.index_prefix)}_v(\d{{6}})$")
 
     # --- reading -------------------------------------------------------------------------------------------
     def reachable(self) -> bool:
         """Cluster health answers (any colour): `GET /` (ping) needs the rest-root module, not always there."""
         try:
-            self.client.options(request_timeout=min(1.0, self.settings.request_timeout_s),
-                                max_retries=0).cluster.health()
+            self.cluster.request("GET", "/_cluster/health", timeout=min(1.0, self.settings.request_timeout_s))
         except Exception:
             return False
         return True
 
+    def _alias_holders(self) -> list[str]:
+        return list(self.cluster.request("GET", f"/_alias/{self.settings.read_alias}", ignore=(404,)) or {})
+
     def current_name(self) -> str | None:
-        try:
-            holders = list(self.client.indices.get_alias(name=self.settings.read_alias))
-        except NotFoundError:
-            return None
+        holders = self._alias_holders()
         return sorted(holders)[-1] if holders else None
 
     def _meta(self, name: str) -> dict | None:
-        try:
-            return self.client.get(index=self.settings.meta_index, id=name)["_source"]
-        except NotFoundError:
-            return None
+        found = self.cluster.request("GET", f"/{self.settings.meta_index}/_doc/{quote(name, safe='')}", ignore=(404,))
+        return found["_source"] if found and found.get("found") else None
 
-    def open(self, name: str) -> ElasticsearchVersion:
+    def _complete_meta(self, name: str) -> dict:
         meta = self._meta(name)
         if meta is None or meta.get("status") != "complete":
-            raise VersionNotFoundError(f"no complete Elasticsearch version named {name!r}", "version")
-        return ElasticsearchVersion(self.client, name, meta, self.settings)
+            raise VersionNotFoundError(f"no complete {self.dialect.name} version named {name!r}", "version")
+        return meta
+
+    def open(self, name: str) -> ClusterVersion:
+        return ClusterVersion(self.cluster, name, self._complete_meta(name), self.settings)
 
     def versions(self) -> list[VersionInfo]:
         current = self.current_name()
-        try:
-            response = self.client.search(index=self.settings.meta_index, size=1000, sort=[{"index": "asc"}],
-                                          source=["index", "manifest"], query={"term": {"status": "complete"}})
-        except NotFoundError:
+        response = self.cluster.request("POST", f"/{self.settings.meta_index}/_search", {
+            "size": 1000, "sort": [{"index": "asc"}], "_source": ["index", "manifest"],
+            "query": {"term": {"status": "complete"}}}, ignore=(404,))
+        if response is None:
             return []
         return [VersionInfo(hit["_id"], None, hit["_source"]["manifest"], hit["_id"] == current)
                 for hit in response["hits"]["hits"]]
 
     def _version_indices(self) -> list[str]:
-        found = self.client.indices.get(index=f"{self.settings.index_prefix}_v*", allow_no_indices=True,
-                                        expand_wildcards="open,closed")
+        found = self.cluster.request("GET", f"/{self.settings.index_prefix}_v*",
+                                     params={"allow_no_indices": True, "expand_wildcards": "open,closed"})
         return sorted(name for name in found if self._number.match(name))
 
     # --- writing -------------------------------------------------------------------------------------------
     def _ensure_meta_index(self) -> None:
-        if not self.client.indices.exists(index=self.settings.meta_index):
-            self.client.options(ignore_status=400).indices.create(index=self.settings.meta_index,
-                                                                  **read_mapping("meta.json"))
+        if not self.cluster.request("HEAD", f"/{self.settings.meta_index}", ignore=(404,)):  # True when it exists
+            self.cluster.request("PUT", f"/{self.settings.meta_index}", read_mapping("meta.json"), ignore=(400,))
 
     def _remove_unfinished(self, existing: list[str]) -> None:
         served = self.current_name()
@@ -114,7 +113,10 @@ class ElasticsearchEngine:
             meta = self._meta(name)
             if name != served and (meta is None or meta.get("status") != "complete"):
                 log.warning("deleting %s: left by a load that did not finish", name)
-                self.client.options(ignore_status=404).indices.delete(index=name)
+                self._delete_index(name)
+
+    def _delete_index(self, name: str) -> None:
+        self.cluster.request("DELETE", f"/{name}", ignore=(404,))
 
     def build(self, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
               dictionary: KbDictionary, centroids: dict[str, np.ndarray], manifest: dict) -> str:
@@ -125,20 +127,22 @@ class ElasticsearchEngine:
         numbers = [int(self._number.match(n).group(1)) for n in existing]
         known = [int(self._number.match(v.name).group(1)) for v in self.versions() if self._number.match(v.name)]
         name = f"{self.settings.index_prefix}_v{max(numbers + known, default=0) + 1:06d}"
-        body = version_index_body(self.settings, self.engine, vectors.shape[1])
+        body = version_index_body(self.dialect, self.settings, self.engine, vectors.shape[1])
         body["settings"].update(loading_settings(self.settings))
-        self.client.indices.create(index=name, **body)
+        self.cluster.request("PUT", f"/{name}", body)
         try:
             self._bulk_load(name, records, vectors, segmented)
-            self.client.indices.put_settings(index=name, settings=serving_settings(self.settings))
-            self.client.indices.refresh(index=name)
+            self.cluster.request("PUT", f"/{name}/_settings", {"index": serving_settings(self.settings)})
+            self.cluster.request("POST", f"/{name}/_refresh")
             self._expunge_deletes(name)
-            self.client.cluster.health(index=name, wait_for_status="yellow", timeout="60s")
-            count = self.client.count(index=name)["count"]
+            # in the path, not `params`: opensearch-py reads a `timeout` parameter as its own request timeout
+            self.cluster.request("GET", f"/_cluster/health/{name}?wait_for_status=yellow&timeout=60s")
+            count = self.cluster.request("GET", f"/{name}/_count")["count"]
             if count != len(records):
                 raise EngineError(f"{name} holds {count} documents after loading {len(records)} records; "
-                                   "the served version is unchanged")
-            self.client.index(index=self.settings.meta_index, id=name, refresh="wait_for", document={
+                                  "the served version is unchanged")
+            self.cluster.request("PUT", f"/{self.settings.meta_index}/_doc/{name}", params={"refresh": "wait_for"},
+                                 body={
                 "index": name, "status": "complete",
                 "manifest": {**manifest, "name": name},
                 "dictionary": dictionary.to_json(),
@@ -146,7 +150,7 @@ class ElasticsearchEngine:
                               "vectors": [np.round(v.astype(np.float64), 7).tolist() for v in centroids.values()]},
             })
         except BaseException:
-            self.client.options(ignore_status=404).indices.delete(index=name)
+            self._delete_index(name)
             raise
         return name
 
@@ -154,11 +158,12 @@ class ElasticsearchEngine:
         """Merge away deleted documents, should any be left: Lucene counts them in the BM25 statistics
         (document frequencies, average lengths) until a merge drops them, so a version holding some would
         score text differently from the embedded engine, and differently again after its next merge."""
-        deleted = self.client.indices.stats(index=name, metric="docs")["indices"][name]["primaries"]["docs"]["deleted"]
+        stats = self.cluster.request("GET", f"/{name}/_stats/docs")
+        deleted = stats["indices"][name]["primaries"]["docs"]["deleted"]
         if deleted:
             log.info("%s: merging away %d deleted documents so text statistics are exact", name, deleted)
-            self.client.indices.forcemerge(index=name, only_expunge_deletes=True, wait_for_completion=True)
-            self.client.indices.refresh(index=name)
+            self.cluster.request("POST", f"/{name}/_forcemerge", params={"only_expunge_deletes": True})
+            self.cluster.request("POST", f"/{name}/_refresh")
 
     def _bulk_load(self, name: str, records: list[KnowledgeRecord], vectors: np.ndarray,
                    segmented: Callable[[str], str]) -> None:
@@ -171,9 +176,9 @@ class ElasticsearchEngine:
 
         progress = Progress(f"indexing into {name}", len(records))
         failures: list[tuple[str, str]] = []
-        for ok, item in helpers.parallel_bulk(self.client, actions(), thread_count=self.settings.bulk_threads,
-                                              chunk_size=self.settings.bulk_chunk_size, raise_on_error=False,
-                                              raise_on_exception=False):
+        for ok, item in self.dialect.parallel_bulk(self.client, actions(), thread_count=self.settings.bulk_threads,
+                                                   chunk_size=self.settings.bulk_chunk_size, raise_on_error=False,
+                                                   raise_on_exception=False):
             result = next(iter(item.values()))
             if not ok and not _created_by_an_earlier_attempt(result):
                 error = result.get("error", result)
@@ -181,29 +186,24 @@ class ElasticsearchEngine:
                                  else str(error)))
             progress.advance(1)
         if failures:
-            raise BulkLoadError(name, failures, len(records))
+            raise BulkLoadError(self.dialect.name, name, failures, len(records))
 
 
     def switch(self, name: str) -> None:
         """Point the read alias at `name` and away from every other index, atomically."""
-        meta = self._meta(name)
-        if meta is None or meta.get("status") != "complete":
-            raise VersionNotFoundError(f"no complete Elasticsearch version named {name!r}", "version")
-        try:
-            holders = list(self.client.indices.get_alias(name=self.settings.read_alias))
-        except NotFoundError:
-            holders = []
+        self._complete_meta(name)
         actions = [{"remove": {"index": holder, "alias": self.settings.read_alias}}
-                   for holder in holders if holder != name]
+                   for holder in self._alias_holders() if holder != name]
         actions.append({"add": {"index": name, "alias": self.settings.read_alias}})
-        self.client.indices.update_aliases(actions=actions)
+        self.cluster.request("POST", "/_aliases", {"actions": actions})
 
     def discard(self, name: str) -> None:
         """Delete a version that must never be served (a reload's gates refused it)."""
         if name == self.current_name():
             raise ConflictError(f"{name} is the served version", "version")
-        self.client.options(ignore_status=404).delete(index=self.settings.meta_index, id=name, refresh="wait_for")
-        self.client.options(ignore_status=404).indices.delete(index=name)
+        self.cluster.request("DELETE", f"/{self.settings.meta_index}/_doc/{name}", params={"refresh": "wait_for"},
+                             ignore=(404,))
+        self._delete_index(name)
 
     def prune(self, keep: int) -> list[str]:
         """Delete the oldest versions beyond `keep`, never the served one."""
@@ -213,7 +213,7 @@ class ElasticsearchEngine:
         return [v.name for v in doomed]
 
     def size_bytes(self, name: str) -> int:
-        stats = self.client.indices.stats(index=name, metric="store")
+        stats = self.cluster.request("GET", f"/{name}/_stats/store")
         return int(stats["indices"][name]["primaries"]["store"]["size_in_bytes"])
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kb_service.config import BUNDLED, ElasticsearchConfig, EngineConfig
+from kb_service.engines.elastic.dialect import Dialect
 from kb_service.engines.elastic.dsl import VECTOR_FIELD, vector_list
 from kb_service.records import KNOWN_FIELDS, KnowledgeRecord
 from scoring.plan import TEXT_FIELD_SOURCES
@@ -21,9 +22,9 @@ def read_mapping(name: str) -> dict:
     return json.loads((BUNDLED / "mappings" / name).read_text(encoding="utf-8"))
 
 
-def version_index_body(settings: ElasticsearchConfig, engine: EngineConfig, dims: int) -> dict:
-    """mappings/knowledge.json with the encoder's dimensions, the engine's BM25 parameters and the
-    production settings of the config (the ones that can only be set when the index is created)."""
+def version_index_body(dialect: Dialect, settings: ElasticsearchConfig, engine: EngineConfig, dims: int) -> dict:
+    """mappings/knowledge.json with the engine's vector field for the encoder's dimensions, the BM25
+    parameters and the production settings of the config (the ones that can only be set at creation)."""
     body = copy.deepcopy(read_mapping("knowledge.json"))
     index = body["settings"]
     index["number_of_shards"] = settings.shards
@@ -37,11 +38,8 @@ def version_index_body(settings: ElasticsearchConfig, engine: EngineConfig, dims
     if settings.sort_during_load:
         index["sort.field"] = ["kid", "confidence"]
         index["sort.order"] = ["asc", "desc"]
-    vector = body["mappings"]["properties"][VECTOR_FIELD]
-    vector["dims"] = dims
-    vector["index_options"]["type"] = settings.vector_index_type
-    if "hnsw" not in settings.vector_index_type:
-        vector["index_options"] = {"type": settings.vector_index_type}
+    index.update(dialect.index_settings())
+    body["mappings"]["properties"][VECTOR_FIELD] = dialect.vector_mapping(dims, settings)
     return body
 
 

@@ -1,4 +1,5 @@
-"""One Elasticsearch version, served: executes search plans like the embedded engine does.
+"""One version on a cluster (Elasticsearch or OpenSearch), served: executes search plans like the embedded
+engine does.
 
 `exact` sends the filtered bool query wrapped in a `script_score` (the formula compiled to painless).
 `fast` asks for the text top-N and the approximate-knn top-N inside the same filters in one multi-search,
@@ -8,22 +9,22 @@ service's formula to the union: the same candidates and arithmetic as the embedd
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from urllib.parse import quote
 
 import numpy as np
-from elastic_transport import TransportError
-from elasticsearch import ApiError, Elasticsearch
 
 from kb_service.config import ElasticsearchConfig
-from kb_service.engines.base import EngineResult, EngineUnavailableError
+from kb_service.engines.base import EngineResult
+from kb_service.engines.elastic.dialect import Cluster
 from kb_service.engines.elastic.dsl import (
     SOURCE_EXCLUDES,
     clause_name,
     filter_context,
+    knn_filters,
     render_bool,
-    render_knn,
     render_script_score,
+    vector_list,
 )
 from kb_service.engines.elastic.layout import from_source
 from kb_service.records import KnowledgeRecord, epoch_seconds
@@ -34,7 +35,7 @@ from scoring.plan import Mode, SearchPlan
 
 
 def _cosines_of(hits: list[dict]) -> dict[str, float]:
-    """Cosines back from knn scores, which Elasticsearch reports as (1 + cos) / 2 for cosine similarity."""
+    """Cosines back from knn scores, which both engines report as (1 + cos) / 2 for cosine similarity."""
     return {hit["_id"]: 2.0 * hit["_score"] - 1.0 for hit in hits}
 
 
@@ -42,11 +43,11 @@ def _lookup(cosines: dict[str, float]) -> Callable[[list[str]], np.ndarray]:
     return lambda kids: np.array([cosines.get(kid, -1.0) for kid in kids])
 
 
-class ElasticsearchVersion:
+class ClusterVersion:
     """One served index: its manifest and dictionary from the meta index, searches sent to the cluster."""
 
-    def __init__(self, client: Elasticsearch, name: str, meta: dict, settings: ElasticsearchConfig):
-        self.client = client
+    def __init__(self, cluster: Cluster, name: str, meta: dict, settings: ElasticsearchConfig):
+        self.cluster = cluster
         self.name = name
         self.settings = settings
         self.manifest = meta["manifest"]
@@ -61,33 +62,26 @@ class ElasticsearchVersion:
         return int(self.manifest["records"])
 
     def get(self, kid: str) -> KnowledgeRecord | None:
-        with _unavailable_on_failure(self.name):
-            found = self.client.options(ignore_status=404).get(index=self.name, id=kid)
-        return from_source(found["_source"]) if found.get("found") else None
+        found = self.cluster.request("GET", f"/{self.name}/_doc/{quote(kid, safe='')}", ignore=(404,))
+        return from_source(found["_source"]) if found and found.get("found") else None
 
-    def _msearch(self, searches: list[dict]) -> list[dict]:
-        body: list[dict] = []
-        for search in searches:
-            body += [{"index": self.name}, search]
-        responses = self.client.msearch(searches=body, include_named_queries_score=True)["responses"]
-        for response in responses:
-            if "error" in response:
-                message = f"Elasticsearch search on {self.name} failed: {response['error']}"
-                if response.get("status", 500) >= 500 or response.get("status") == 429:
-                    raise EngineUnavailableError(message)
-                raise RuntimeError(message)
-        return responses
+    def _search(self, body: dict) -> dict:
+        return self.cluster.request("POST", f"/{self.name}/_search", body,
+                                    params={"include_named_queries_score": True})
+
+    def _knn(self, plan: SearchPlan, query_vector: np.ndarray, k: int, num_candidates: int,
+             ids: list[str] | None = None) -> dict:
+        return self.cluster.dialect.knn_search(vector_list(query_vector), k, num_candidates, knn_filters(plan, ids))
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
-        with _unavailable_on_failure(self.name):
-            if plan.mode == Mode.EXACT:
-                return self._exact(plan, query_vector)
-            return self._fast(plan, query_vector)
+        if plan.mode == Mode.EXACT:
+            return self._exact(plan, query_vector)
+        return self._fast(plan, query_vector)
 
     def _exact(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
-        response = self.client.search(index=self.name, query=render_script_score(plan, query_vector),
-                                      size=plan.window, source=SOURCE_EXCLUDES, track_total_hits=True,
-                                      include_named_queries_score=True)
+        query = render_script_score(plan, query_vector, self.cluster.dialect.painless_variables)
+        response = self._search({"query": query, "size": plan.window, "_source": SOURCE_EXCLUDES,
+                                 "track_total_hits": True})
         hits = response["hits"]["hits"]
         candidates = _Candidates.from_hits(hits)
         cosines = self._cosines(plan, query_vector, list(candidates.sources)) if plan.formula.needs("cosine") else {}
@@ -98,7 +92,7 @@ class ElasticsearchVersion:
         num_candidates = min(10_000, int(count * self.settings.knn_num_candidates_factor))
         has_text = bool(plan.should or plan.required_any)
         searches = [{"query": {"bool": {"filter": filter_context(plan)}}, "size": 0, "track_total_hits": True},
-                    {"knn": render_knn(plan, query_vector, count, num_candidates), "size": count,
+                    {**self._knn(plan, query_vector, count, num_candidates), "size": count,
                      "_source": SOURCE_EXCLUDES}]
         if has_text:
             searches.append({"query": render_bool(plan, text_required=True), "size": count,
@@ -114,7 +108,7 @@ class ElasticsearchVersion:
             follow_up.append({"query": render_bool(plan, text_required=False, ids=[h["_id"] for h in vector_only]),
                               "size": len(vector_only), "_source": False})
         if text_only and plan.formula.needs("cosine"):
-            follow_up.append({"knn": render_knn(plan, query_vector, len(text_only), len(text_only), ids=text_only),
+            follow_up.append({**self._knn(plan, query_vector, len(text_only), len(text_only), ids=text_only),
                               "size": len(text_only), "_source": False})
         if follow_up:
             responses = self._msearch(follow_up)
@@ -124,25 +118,15 @@ class ElasticsearchVersion:
                 cosines.update(_cosines_of(responses[0]["hits"]["hits"]))
         return EngineResult(candidates.scored(plan, _lookup(cosines)), total_response["hits"]["total"]["value"])
 
+    def _msearch(self, searches: list[dict]) -> list[dict]:
+        return self.cluster.msearch(self.name, searches, params={"include_named_queries_score": True})
+
     def _cosines(self, plan: SearchPlan, query_vector: np.ndarray, kids: list[str]) -> dict[str, float]:
         if not kids:
             return {}
-        response = self.client.search(knn=render_knn(plan, query_vector, len(kids), len(kids), ids=kids),
-                                      index=self.name, size=len(kids), source=False)
+        response = self._search({**self._knn(plan, query_vector, len(kids), len(kids), ids=kids),
+                                 "size": len(kids), "_source": False})
         return _cosines_of(response["hits"]["hits"])
-
-
-@contextmanager
-def _unavailable_on_failure(index: str) -> Iterator[None]:
-    """Connection failures, timeouts and server-side errors become EngineUnavailableError (HTTP 503)."""
-    try:
-        yield
-    except TransportError as err:
-        raise EngineUnavailableError(f"Elasticsearch did not answer for {index}: {err}") from err
-    except ApiError as err:
-        if err.status_code >= 500 or err.status_code == 429:
-            raise EngineUnavailableError(f"Elasticsearch failed for {index}: {err}") from err
-        raise
 
 
 class _Candidates:

@@ -1,0 +1,209 @@
+"""What differs between Elasticsearch and OpenSearch, in one place; everything else is shared.
+
+Both speak the same REST API for what the engine does (indices, aliases, bulk, search, named queries,
+`script_score`), so the engine talks REST through `Cluster.request` and asks the dialect only for: the Python
+client, how that client reports failures, the vector field's mapping, the approximate-knn search and how
+painless reads a document's vector.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from kb_service.config import ElasticsearchConfig, EngineKind
+from kb_service.engines.base import EngineError, EngineUnavailableError
+from scoring.expressions import OPENSEARCH_PAINLESS_VARIABLES, PAINLESS_VARIABLES
+
+JSON = {"accept": "application/json", "content-type": "application/json"}
+NDJSON = {"accept": "application/json", "content-type": "application/x-ndjson"}
+
+
+class ClusterRequestError(EngineError):
+    """The cluster refused a request as malformed (a 4xx other than the ones the caller expects)."""
+
+
+class Dialect:
+    """The engine-specific parts; subclasses exist for Elasticsearch and OpenSearch."""
+
+    kind: EngineKind
+    name: str
+    painless_variables: dict[str, str]
+    named_scores_in_msearch = True  # `include_named_queries_score` honoured by _msearch, not only _search
+
+    def client(self, settings: ElasticsearchConfig, hosts: tuple[str, ...]) -> Any:
+        raise NotImplementedError
+
+    def perform(self, client: Any, method: str, path: str, params: dict | None, body: Any, headers: dict,
+                timeout: float | None) -> Any:
+        """Send one request; returns the decoded body, raises the client's own errors."""
+        raise NotImplementedError
+
+    def status_of(self, error: Exception) -> int | None:
+        """The HTTP status of a client error; None when no response came back (connection, timeout)."""
+        raise NotImplementedError
+
+    def is_client_error(self, error: Exception) -> bool:
+        raise NotImplementedError
+
+    def parallel_bulk(self, client: Any, actions: Iterable[dict], **options) -> Iterator[tuple[bool, dict]]:
+        raise NotImplementedError
+
+    def vector_mapping(self, dims: int, settings: ElasticsearchConfig) -> dict:
+        raise NotImplementedError
+
+    def index_settings(self) -> dict:
+        """Settings a version index needs on this engine beyond the shared ones."""
+        return {}
+
+    def knn_search(self, vector: list[float], k: int, num_candidates: int, filters: list[dict]) -> dict:
+        """A search body (without `size`) finding the `k` nearest vectors among documents passing `filters`;
+        hits score (1 + cos) / 2 on both engines."""
+        raise NotImplementedError
+
+
+class ElasticsearchDialect(Dialect):
+    kind = EngineKind.ELASTICSEARCH
+    name = "Elasticsearch"
+    painless_variables = PAINLESS_VARIABLES
+
+    def client(self, settings, hosts):
+        from elasticsearch import Elasticsearch
+
+        return Elasticsearch(list(hosts), request_timeout=settings.request_timeout_s, max_retries=settings.max_retries,
+                             retry_on_timeout=settings.max_retries > 0)
+
+    def perform(self, client, method, path, params, body, headers, timeout):
+        if timeout is not None:
+            client = client.options(request_timeout=timeout, max_retries=0)
+        return client.perform_request(method, path, params=params, headers=headers, body=body).body
+
+    def status_of(self, error):
+        return getattr(error, "status_code", None) if self.is_client_error(error) else None
+
+    def is_client_error(self, error):
+        from elastic_transport import TransportError
+        from elasticsearch import ApiError
+
+        return isinstance(error, ApiError | TransportError)
+
+    def parallel_bulk(self, client, actions, **options):
+        from elasticsearch import helpers
+
+        return helpers.parallel_bulk(client, actions, **options)
+
+    def vector_mapping(self, dims, settings):
+        mapping = {"type": "dense_vector", "dims": dims, "index": True, "similarity": "cosine",
+                   "index_options": {"type": settings.vector_index_type}}
+        if "hnsw" in settings.vector_index_type:
+            mapping["index_options"].update(m=16, ef_construction=100)
+        return mapping
+
+    def knn_search(self, vector, k, num_candidates, filters):
+        return {"knn": {"field": "vector", "query_vector": vector, "k": k, "num_candidates": max(k, num_candidates),
+                        "filter": filters}}
+
+
+class OpenSearchDialect(Dialect):
+    kind = EngineKind.OPENSEARCH
+    name = "OpenSearch"
+    painless_variables = OPENSEARCH_PAINLESS_VARIABLES
+    named_scores_in_msearch = False  # 2.19 refuses the parameter on _msearch and ignores it in the body
+
+    def client(self, settings, hosts):
+        from opensearchpy import OpenSearch
+
+        return OpenSearch(list(hosts), timeout=settings.request_timeout_s, max_retries=settings.max_retries,
+                          retry_on_timeout=settings.max_retries > 0)
+
+    def perform(self, client, method, path, params, body, headers, timeout):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        return client.transport.perform_request(method, path, params=params, body=body, headers=headers,
+                                                timeout=timeout)
+
+    def status_of(self, error):
+        status = getattr(error, "status_code", None)
+        return status if isinstance(status, int) else None
+
+    def is_client_error(self, error):
+        from opensearchpy.exceptions import TransportError
+
+        return isinstance(error, TransportError)
+
+    def parallel_bulk(self, client, actions, **options):
+        from opensearchpy import helpers
+
+        return helpers.parallel_bulk(client, actions, **options)
+
+    def vector_mapping(self, dims, settings):
+        return {"type": "knn_vector", "dimension": dims,
+                "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil",
+                           "parameters": {"m": 16, "ef_construction": 100}}}
+
+    def index_settings(self):
+        return {"knn": True}
+
+    def knn_search(self, vector, k, num_candidates, filters):
+        return {"query": {"knn": {"vector": {"vector": vector, "k": k, "filter": {"bool": {"filter": filters}},
+                                             "method_parameters": {"ef_search": max(k, num_candidates)}}}}}
+
+
+DIALECTS: dict[EngineKind, Dialect] = {d.kind: d for d in (ElasticsearchDialect(), OpenSearchDialect())}
+
+
+class Cluster:
+    """REST requests to one cluster through the dialect's client, with one failure model for both engines:
+    no answer, a 5xx or a 429 is `EngineUnavailableError` (the API's 503); another 4xx is ClusterRequestError
+    unless the caller named it in `ignore`, which returns None instead."""
+
+    def __init__(self, dialect: Dialect, settings: ElasticsearchConfig, hosts: tuple[str, ...]):
+        self.dialect = dialect
+        self.client = dialect.client(settings, hosts)
+
+    def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
+                ignore: tuple[int, ...] = (), timeout: float | None = None) -> Any:
+        params = {k: _param(v) for k, v in (params or {}).items()}
+        try:
+            return self.dialect.perform(self.client, method, path, params or None, body,
+                                        JSON if body is not None else {"accept": "application/json"}, timeout)
+        except Exception as err:
+            if not self.dialect.is_client_error(err):
+                raise
+            status = self.dialect.status_of(err)
+            if status in ignore:
+                return None
+            raise _failure(self.dialect.name, method, path, status, err) from err
+
+    def msearch(self, index: str, searches: list[dict], params: dict | None = None) -> list[dict]:
+        """Several searches in one request (one request each where the engine's _msearch would drop a
+        parameter); a failed one raises as a failed request would."""
+        if not self.dialect.named_scores_in_msearch and params and "include_named_queries_score" in params:
+            return [self.request("POST", f"/{index}/_search", search, params) for search in searches]
+        lines = "".join(json.dumps(line, ensure_ascii=False) + "\n" for search in searches
+                        for line in ({"index": index}, search))
+        try:
+            response = self.dialect.perform(self.client, "POST", "/_msearch",
+                                            {k: _param(v) for k, v in (params or {}).items()}, lines, NDJSON, None)
+        except Exception as err:
+            if not self.dialect.is_client_error(err):
+                raise
+            raise _failure(self.dialect.name, "POST", "/_msearch", self.dialect.status_of(err), err) from err
+        for answer in response["responses"]:
+            if "error" in answer:
+                raise _failure(self.dialect.name, "POST", f"/{index}/_msearch", answer.get("status", 500),
+                               answer["error"])
+        return response["responses"]
+
+
+def _param(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _failure(engine: str, method: str, path: str, status: int | None, detail: Any) -> Exception:
+    if status is None:
+        return EngineUnavailableError(f"{engine} did not answer {method} {path}: {detail}")
+    if status >= 500 or status == 429:
+        return EngineUnavailableError(f"{engine} failed {method} {path} ({status}): {detail}")
+    return ClusterRequestError(f"{engine} refused {method} {path} ({status}): {detail}")
