@@ -367,6 +367,17 @@ def default_config_path() -> Path:
         return Path(bundled).resolve()
 
 
+def location_of(config: ServiceConfig, *path: str) -> str:
+    """'file:line' where a key path is written in the config's file, for problems found after parsing (a
+    formula the search engine refuses); the file itself when the key is not written there."""
+    try:
+        text = Path(config.source).read_text(encoding="utf-8")
+        lines = _read_yaml(text, config.source)[1]
+    except (OSError, ConfigError):
+        return config.source
+    return next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), f"{config.source}:1")
+
+
 def load_config(path: str | Path | None = None) -> ServiceConfig:
     """The --config path, else $KB_CONFIG, else `default_config_path()`."""
     path = Path(path or os.environ.get("KB_CONFIG") or default_config_path())

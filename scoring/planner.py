@@ -70,6 +70,10 @@ class ScoringConfig:
             for problem in problems:
                 log.warning("formula %s%s", problem, where)
 
+    def formulas(self) -> dict[str, Formula]:
+        """Every formula a plan can carry, by where the config states it (`formula`, or an intent's weights)."""
+        return {"formula": self.formula, **{f"intent_weights.{i}": f for i, f in self._formula_by_intent.items()}}
+
     def formula_for(self, intent: str) -> Formula:
         """The formula with this intent's term weights (text counts for less when nothing was linked)."""
         return self._formula_by_intent.get(intent, self.formula)

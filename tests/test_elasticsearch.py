@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
+from kb_service.config import ConfigError
 from kb_service.engines import open_engine
 from kb_service.engines.elastic.dsl import render_script_score
 from kb_service.engines.elastic.engine import BulkLoadError, ClusterEngine
@@ -309,3 +310,17 @@ def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasti
     assert refused.value.run.version not in (None, served.version)
     assert store.current_name() == served.version
     assert list(store.client.indices.get(index=f"{es_prefix}_v*")) == [served.version]
+
+
+def test_a_formula_the_node_cannot_run_is_a_config_error_naming_the_line(loaded_pair, elasticsearch_url):
+    """The integ-test-zip node has no painless: in exact mode (every search runs the script there) the config
+    is refused with the formula's file and line; in fast mode the service still serves."""
+    es_config, _, _ = loaded_pair
+    exact = elasticsearch_config(es_config.data_path, elasticsearch_url, es_config.elasticsearch.index_prefix)
+    if ClusterEngine(exact).open(ClusterEngine(exact).current_name()).formula_problem(exact.scoring.formula) is None:
+        pytest.skip("this node runs painless")
+    with pytest.raises(ConfigError) as refused:
+        SearchService(exact)
+    assert refused.value.problems[0].startswith("config.yaml:") and "scoring.formula" in refused.value.problems[0]
+    assert "painless" in refused.value.problems[0]
+    assert SearchService(es_config).search(SearchRequest(query="上海", size=1)).hits

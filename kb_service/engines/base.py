@@ -18,6 +18,7 @@ from kb_service.errors import KbError, UnavailableError
 from kb_service.records import KnowledgeRecord
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
+from scoring.formula import Formula
 from scoring.hits import ScoredHit
 from scoring.plan import SearchPlan
 
@@ -72,6 +73,10 @@ class OpenVersion(Protocol):
     def get(self, kid: str) -> KnowledgeRecord | None: ...
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult: ...
+
+    def formula_problem(self, formula: Formula) -> str | None:
+        """Why this engine cannot run `formula` on this version (None when it can): checked when a version
+        or a config goes live, so a formula the engine refuses is a config error, never a failed search."""
 
 
 class Engine(Protocol):

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from kb_service.config import ServiceConfig
+from kb_service.config import ConfigError, ServiceConfig, location_of
 from kb_service.engines import open_engine
 from kb_service.engines.base import OpenVersion
 from kb_service.errors import ConflictError, InputError, UnavailableError
@@ -100,6 +100,8 @@ class SearchService:
         self.encoder.encode(["warm-up"])
         try:
             self.refresh()
+        except ConfigError:
+            raise
         except Exception:
             log.exception("no index version could be opened yet; retrying every second while serving")
 
@@ -113,10 +115,24 @@ class SearchService:
         return self.encoder.encode([text])[0]
 
     def _serving_state(self, version: OpenVersion, config: ServiceConfig) -> ServingState:
+        self._check_formulas(version, config)
         understander = QueryUnderstander(config.query_understanding, version.dictionary, version.segmenter,
                                          embed=self._encode_cached, embed_many=self.encoder.encode,
                                          category_centroids=version.category_centroids)
         return ServingState(version, understander, config)
+
+    @staticmethod
+    def _check_formulas(version: OpenVersion, config: ServiceConfig) -> None:
+        """Every formula of the config, run by the engine on the version. In `exact` mode (the engine runs
+        the formula for every search) a refusal is a config error; in `fast` mode, where the service applies
+        the formula itself, only requests asking for `exact` would fail, and it is logged."""
+        problems = [f"{location_of(config, 'scoring', *where.split('.'))}: scoring.{where}: {problem}"
+                    for where, formula in config.scoring.formulas().items()
+                    if (problem := version.formula_problem(formula))]
+        if problems and config.scoring.mode == Mode.EXACT:
+            raise ConfigError(problems)
+        for problem in problems:
+            log.warning("requests with mode=exact will fail on version %s: %s", version.name, problem)
 
     def refresh(self) -> bool:
         """Serve the version named by CURRENT if it is not the one served; True when it switched."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from kb_service.config import ElasticsearchConfig
 from kb_service.engines.base import EngineResult
-from kb_service.engines.elastic.dialect import Cluster
+from kb_service.engines.elastic.dialect import Cluster, ClusterRequestError
 from kb_service.engines.elastic.dsl import (
     SOURCE_EXCLUDES,
     clause_name,
@@ -24,6 +24,7 @@ from kb_service.engines.elastic.dsl import (
     knn_filters,
     render_bool,
     render_script_score,
+    script_params,
     vector_list,
 )
 from kb_service.engines.elastic.layout import from_source
@@ -31,6 +32,7 @@ from kb_service.records import KnowledgeRecord, epoch_seconds
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
+from scoring.formula import Formula
 from scoring.plan import Mode, SearchPlan
 
 
@@ -64,6 +66,22 @@ class ClusterVersion:
     def get(self, kid: str) -> KnowledgeRecord | None:
         found = self.cluster.request("GET", f"/{self.name}/_doc/{quote(kid, safe='')}", ignore=(404,))
         return from_source(found["_source"]) if found and found.get("found") else None
+
+    def formula_problem(self, formula: Formula) -> str | None:
+        """Runs the formula's `script_score` on one document of the version: the node compiles the painless
+        and executes it for real, so a script it refuses is found before any search needs it."""
+        dims = int(self.manifest.get("dims") or 1)
+        probe = np.zeros(dims, dtype=np.float32)
+        probe[0] = 1.0
+        script = {"source": formula.painless_source(self.cluster.dialect.painless_variables),
+                  "params": script_params(formula, probe)}
+        try:
+            self.cluster.request("POST", f"/{self.name}/_search", {
+                "size": 1, "terminate_after": 1, "_source": False,
+                "query": {"script_score": {"query": {"match_all": {}}, "script": script}}})
+        except ClusterRequestError as err:
+            return f"{self.cluster.dialect.name} cannot run the formula's painless: {err}"
+        return None
 
     def _search(self, body: dict) -> dict:
         return self.cluster.request("POST", f"/{self.name}/_search", body,
