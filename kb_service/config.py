@@ -178,8 +178,13 @@ class ServerConfig:
     threads: int = 0
     watch_config: bool = True
     admin_key_sha256: tuple[str, ...] = ()
+    max_body_bytes: int = 1_048_576
+    admin_failures_allowed: int = 5
+    admin_lockout_s: float = 60.0
 
     def __post_init__(self):
+        if self.max_body_bytes < 1024 or self.admin_failures_allowed < 1 or self.admin_lockout_s <= 0:
+            raise ValueError("max_body_bytes must be >= 1024, admin_failures_allowed >= 1, admin_lockout_s > 0")
         if self.threads == 0:
             object.__setattr__(self, "threads", os.cpu_count() or 1)
         if self.threads < 0:

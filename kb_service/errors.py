@@ -64,6 +64,16 @@ class AuthError(KbError):
         self.http_status = status
 
 
+class TooManyRequestsError(KbError):
+    """A caller that must wait `retry_after_s` seconds before asking again."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int, field: str | None = None):
+        super().__init__(message, field, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
 class ConflictError(KbError):
     """An operation that cannot run now (another reload or build holds the lock, a config that cannot go
     live); nothing was changed."""

@@ -92,5 +92,27 @@ def test_the_key_is_checked_before_the_request_is_read(served, method, path):
     """A malformed body or parameter from a caller without a key answers 401, never a 400 about its input."""
     base, _ = served
     response = getattr(base, method)(path, data="{not json", query_string={"limit": "x", "force": "maybe"},
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json"},
+                                     environ_base={"REMOTE_ADDR": f"10.1.0.{len(path)}"})
     assert response.status_code == 401 and response.get_json()["error"]["field"] == "X-API-Key"
+
+
+def test_repeated_wrong_keys_lock_the_address_out_and_only_that_address(served):
+    base, _ = served
+    intruder, operator = {"REMOTE_ADDR": "10.2.0.1"}, {"REMOTE_ADDR": "10.2.0.2"}
+    for _ in range(5):
+        assert base.get("/admin/config", headers={"X-API-Key": "guess"}, environ_base=intruder).status_code == 401
+    locked = base.get("/admin/config", headers={"X-API-Key": KEY}, environ_base=intruder)
+    assert locked.status_code == 429 and 0 < int(locked.headers["Retry-After"]) <= 60
+    assert locked.get_json()["error"]["field"] == "X-API-Key"
+    assert base.get("/admin/config", headers={"X-API-Key": KEY}, environ_base=operator).status_code == 200
+
+
+def test_a_body_above_the_limit_is_refused_before_it_is_read(served):
+    base, _ = served
+    big = b'{"q": "' + b"x" * 2_000_000 + b'"}'
+    response = base.post("/search", data=big, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.get_json()["error"]["field"] == "body"
+    unauthenticated = base.post("/admin/reload", data=big, headers={"Content-Type": "application/json"},
+                                environ_base={"REMOTE_ADDR": "10.3.0.1"})
+    assert unauthenticated.status_code == 401

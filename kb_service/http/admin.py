@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from flask import Blueprint, current_app, g, jsonify, request
 
 from kb_service.config import ConfigError
-from kb_service.errors import AuthError, InputError
+from kb_service.errors import AuthError, InputError, TooManyRequestsError
 from kb_service.http.auth import matching_key_id
 from kb_service.reload.run import history_of, rollback, run_reload
 from kb_service.serving.request import parse_bool, parse_int
@@ -28,23 +31,65 @@ def _service() -> SearchService:
     return current_app.extensions["kb_service"]
 
 
+class FailedAttempts:
+    """Wrong admin keys per client address: after `allowed` failures an address is locked out for
+    `lockout_s`, right key or not, which makes guessing keys slow. Bounded: the least recently failing
+    addresses are forgotten first."""
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self):
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # address → (count, locked until)
+        self._lock = threading.Lock()
+
+    def locked_for(self, address: str) -> int:
+        """Seconds the address must still wait (0 when it may try)."""
+        with self._lock:
+            _, until = self._failures.get(address, (0, 0.0))
+        return max(0, math.ceil(until - time.monotonic()))
+
+    def failed(self, address: str, allowed: int, lockout_s: float) -> None:
+        with self._lock:
+            count, until = self._failures.pop(address, (0, 0.0))
+            count += 1
+            if count >= allowed:
+                count, until = 0, time.monotonic() + lockout_s
+            self._failures[address] = (count, until)
+            while len(self._failures) > self.MAX_ADDRESSES:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
+
+
 def admin_required(action: str) -> Callable:
-    """Refuses the call (401, or 403 when no key is configured) unless it presents a configured API key as
-    `X-API-Key` or a bearer token; the matching key's id is `g.admin_key`."""
+    """Refuses the call (401, or 403 when no key is configured, or 429 while the address is locked out after
+    repeated wrong keys) unless it presents a configured API key as `X-API-Key` or a bearer token; the
+    matching key's id is `g.admin_key`."""
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def checked(*args, **kwargs):
-            digests = _service().config.server.admin_key_sha256
-            if not digests:
+            server = _service().config.server
+            if not server.admin_key_sha256:
                 raise AuthError("the admin API is disabled: configure server.admin_key_sha256 (see `kb admin-key`)",
                                 status=403)
+            attempts: FailedAttempts = current_app.extensions["kb_admin_failures"]
+            address = request.remote_addr or "unknown"
+            wait = attempts.locked_for(address)
+            if wait:
+                audit.warning("refused admin action %s from %s: locked out for %d s", action, address, wait)
+                raise TooManyRequestsError(f"too many wrong API keys from this address: retry in {wait} s", wait,
+                                           "X-API-Key")
             presented = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
                 "Bearer ")
-            key_id = matching_key_id(presented, digests)
+            key_id = matching_key_id(presented, server.admin_key_sha256)
             if key_id is None:
-                audit.warning("refused admin action %s from %s: bad or missing API key", action, request.remote_addr)
+                attempts.failed(address, server.admin_failures_allowed, server.admin_lockout_s)
+                audit.warning("refused admin action %s from %s: bad or missing API key", action, address)
                 raise AuthError("missing or wrong API key (send it as X-API-Key)")
+            attempts.succeeded(address)
             audit.info("admin action %s by key %s from %s", action, key_id, request.remote_addr)
             g.admin_key = key_id
             return view(*args, **kwargs)

@@ -11,10 +11,10 @@ import threading
 from pathlib import Path
 
 from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from kb_service.config import ConfigError, ServiceConfig, load_config
-from kb_service.errors import KbError, error_body
+from kb_service.errors import KbError, TooManyRequestsError, error_body
 from kb_service.http import admin, search
 from kb_service.serving.service import ConfigReloadError, SearchService
 
@@ -69,8 +69,12 @@ def _watch(service: SearchService, watcher: ConfigWatcher | None, stop: threadin
 
 
 def _error_response(err: Exception):
+    if isinstance(err, TooManyRequestsError):
+        return jsonify(err.to_json()), err.http_status, {"Retry-After": str(err.retry_after_s)}
     if isinstance(err, KbError):
         return jsonify(err.to_json()), err.http_status
+    if isinstance(err, RequestEntityTooLarge):
+        return jsonify(error_body(413, "the request body is larger than server.max_body_bytes", "body")), 413
     if isinstance(err, HTTPException):
         status = err.code or 500
         return jsonify(error_body(status, err.description or err.name)), status
@@ -86,7 +90,9 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app = Flask("kb_service")
     app.json.ensure_ascii = False
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["kb_service"] = service
+    app.extensions["kb_admin_failures"] = admin.FailedAttempts()
     app.extensions["kb_config_watcher"] = watcher
     if watch:
         stop = threading.Event()
