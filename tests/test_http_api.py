@@ -99,6 +99,45 @@ def test_admin_api_is_disabled_without_configured_keys(client):
     assert response.status_code == 403 and "admin_key_sha256" in response.get_json()["error"]["message"]
 
 
+def _sample(text: str, name: str, **labels) -> float:
+    """One sample's value from Prometheus' text format (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_requests_and_time_every_search_stage(client):
+    before = client.get("/metrics").get_data(as_text=True)
+    for query in ("杭州的人口", "东京"):
+        assert client.get("/search", query_string={"q": query, "mode": "fast"}).status_code == 200
+    assert client.get("/search", query_string={"q": ""}).status_code == 400
+    after = client.get("/metrics").get_data(as_text=True)
+    searches = {"endpoint": "/search", "method": "GET", "status": "200", "mode": "fast"}
+    assert _sample(after, "kb_http_requests_total", **searches) - _sample(before, "kb_http_requests_total",
+                                                                          **searches) == 2
+    refused = {"endpoint": "/search", "status": "400"}
+    assert _sample(after, "kb_http_requests_total", **refused) - _sample(before, "kb_http_requests_total",
+                                                                         **refused) == 1
+    for stage in ("understand", "encode", "engine", "rescore", "expansion"):
+        counted = _sample(after, "kb_search_stage_seconds_count", stage=stage, mode="fast")
+        assert counted - _sample(before, "kb_search_stage_seconds_count", stage=stage, mode="fast") == 2, stage
+    served = client.get("/readyz").get_json()["index_version"]
+    assert _sample(after, "kb_served_version", index_version=served) == 1
+    assert _sample(after, "kb_query_vector_cache", result="miss") >= 1
+
+
+def test_every_answer_carries_a_request_id(client):
+    generated = client.get("/healthz").headers["X-Request-Id"]
+    assert len(generated) == 32 and generated != client.get("/healthz").headers["X-Request-Id"]
+    assert client.get("/search", query_string={"q": ""}, headers={"X-Request-Id": "front-42"}).headers[
+        "X-Request-Id"] == "front-42"
+    assert client.get("/healthz", headers={"X-Request-Id": "bad id; drop"}).headers["X-Request-Id"] != "bad id; drop"
+
+
 def test_every_route_is_in_the_openapi_contract(client):
     import re
 

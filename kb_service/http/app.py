@@ -6,20 +6,27 @@ field, an HTTP-level refusal (404, 405, 413) with its code, anything else a logg
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
+import time
+import uuid
 from pathlib import Path
 
-from flask import Flask, jsonify
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from kb_service import metrics
 from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.errors import KbError, TooManyRequestsError, error_body
 from kb_service.http import admin, search
 from kb_service.serving.service import ConfigReloadError, SearchService
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("kb_service.access")
 POLL_SECONDS = 1.0
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's id is kept when it is this tame, else replaced
 
 
 class ConfigWatcher:
@@ -82,6 +89,27 @@ def _error_response(err: Exception):
     return jsonify(error_body(500, "internal error")), 500
 
 
+def _start_request() -> None:
+    g.started = time.perf_counter()
+    presented = request.headers.get("X-Request-Id", "")
+    g.request_id = presented if _REQUEST_ID.fullmatch(presented) else uuid.uuid4().hex
+
+
+def _finish_request(response: Response) -> Response:
+    """Every answer carries its request id and leaves one JSON access-log line and its metrics."""
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-Id"] = request_id
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    mode = g.get("search_mode", "")
+    metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code), mode).inc()
+    metrics.REQUEST_SECONDS.labels(endpoint, mode).observe(seconds)
+    access.info(json.dumps({"request_id": request_id, "method": request.method, "path": request.path,
+                            "endpoint": endpoint, "status": response.status_code, "ms": round(seconds * 1000, 2),
+                            "mode": mode or None, "remote": request.remote_addr}, ensure_ascii=False))
+    return response
+
+
 def create_app(config: ServiceConfig, service: SearchService | None = None, watch: bool = True) -> Flask:
     """The API over `service` (one is opened from `config` when not given); `watch` follows new versions and
     config changes every second, as a server does."""
@@ -102,4 +130,6 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.register_blueprint(search.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_error_handler(Exception, _error_response)
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
     return app

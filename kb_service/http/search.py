@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from kb_service import metrics
 from kb_service.errors import InputError, NotFoundError, error_body
 from kb_service.serving.request import parse_request
 from kb_service.serving.service import SearchService
@@ -49,6 +50,9 @@ def search():
     service = _service()
     search_request = parse_request(request_params(), service.config)
     response = service.search(search_request)
+    g.search_mode = response.mode.value
+    for stage, milliseconds in response.stages_ms.items():
+        metrics.STAGE_SECONDS.labels(stage, g.search_mode).observe(milliseconds / 1000)
     return jsonify(response.to_dict(search_request.offset, search_request.explain))
 
 
@@ -66,3 +70,18 @@ def knowledge(kid: str):
     if record is None:
         raise NotFoundError(f"no record with kid {kid!r}", "kid")
     return jsonify(record.to_dict())
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics():
+    """Prometheus' text format: requests, latencies, search stages, the served version, caches, reloads."""
+    service = _service()
+    state = service._state
+    if state is not None:
+        metrics.SERVED.clear()
+        metrics.SERVED.labels(state.version.name, state.config.version).set(1)
+    hits, misses = service.query_vector_cache()
+    metrics.QUERY_VECTOR_CACHE.labels("hit").set(hits)
+    metrics.QUERY_VECTOR_CACHE.labels("miss").set(misses)
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)

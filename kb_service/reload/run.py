@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kb_service import metrics
 from kb_service.config import ServiceConfig
 from kb_service.engines import open_engine
 from kb_service.engines.base import Engine
@@ -141,6 +142,8 @@ def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = Fal
             raise
         finally:
             run.duration_s = round(time.monotonic() - started, 3)
+            metrics.RELOADS.labels(run.status.value).inc()
+            metrics.RELOAD_SECONDS.labels(run.status.value).observe(run.duration_s)
             history.finish(run)
             history.close()
             log.info("reload %d %s in %.1fs: %s", run.id, run.status, run.duration_s, run.counts)

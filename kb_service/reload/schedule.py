@@ -15,6 +15,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from kb_service import metrics
 from kb_service.config import ServiceConfig
 from kb_service.reload.history import RunStatus
 from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, history_of, run_reload
@@ -34,6 +35,7 @@ def scheduled_reload(config: ServiceConfig) -> None:
             history.finish(run)
         finally:
             history.close()
+        metrics.RELOADS.labels(RunStatus.SKIPPED.value).inc()
         log.info("scheduled reload skipped: %s", err)
     except ReloadRefusedError as err:
         log.error("scheduled reload refused: %s", err)

@@ -54,12 +54,14 @@ class SearchResponse:
     version: str
     config_version: str
     mode: Mode
+    stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_dict(self, offset: int, explain: bool) -> dict:
         return {
             "query": self.parsed.original,
             "total": self.total,
             "took_ms": round(self.took_ms, 2),
+            **({"stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()}} if explain else {}),
             "index_version": self.version,
             "config_version": self.config_version,
             "mode": self.mode,
@@ -194,18 +196,24 @@ class SearchService:
 
     def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
+        watch = _Stopwatch(started)
         state = self.state
         parsed = _parsed(state.understander, request.query)
+        watch.lap("understand")
         plan = build_plan(parsed, request, state.config.scoring)
         vector = self._encode_cached(plan.vector_text)
+        watch.lap("encode")
         engine = state.version.execute(plan, vector)
+        watch.lap("engine")
         context = RescoreContext(null_confidence=plan.formula.null_confidence,
                                  entities=frozenset(e.name for e in parsed.entities),
                                  attributes=frozenset(a.name for a in parsed.attributes))
         hits = rescore(engine.hits, state.config.scoring.rescoring, context)
+        watch.lap("rescore")
         hits, expanded = expand_answer(hits, context, state.config.scoring.answer_expansion, plan,
                                        state.understander.entities_named_in,
                                        lambda narrowed: state.version.execute(narrowed, vector).hits)
+        watch.lap("expansion")
         return SearchResponse(
             parsed=parsed,
             hits=hits[request.offset:request.offset + request.size],
@@ -214,7 +222,26 @@ class SearchService:
             version=state.version.name,
             config_version=state.config.version,
             mode=plan.mode,
+            stages_ms=watch.stages,
         )
+
+    def query_vector_cache(self) -> tuple[int, int]:
+        """Hits and misses of the query-vector cache so far."""
+        info = self._encode_cached.cache_info()
+        return info.hits, info.misses
+
+
+class _Stopwatch:
+    """Milliseconds spent in each named stage, measured lap by lap."""
+
+    def __init__(self, started: float):
+        self.stages: dict[str, float] = {}
+        self._last = started
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = (now - self._last) * 1000
+        self._last = now
 
 
 def _parsed(understander: QueryUnderstander, text: str) -> ParsedQuery:

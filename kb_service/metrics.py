@@ -1,0 +1,38 @@
+"""Prometheus metrics of the service, defined once: the HTTP layer observes requests and search stages,
+reloads record their outcomes, `/metrics` exposes them (every worker's, in multi-process mode).
+
+Metric objects live in the client's default registry, created when this module is first imported, so any
+number of apps in one process (tests) share them instead of registering them twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess as multiprocess_collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("kb_http_requests", "HTTP requests answered", ["endpoint", "method", "status", "mode"])
+REQUEST_SECONDS = Histogram("kb_http_request_seconds", "Time to answer an HTTP request", ["endpoint", "mode"],
+                            buckets=LATENCY_BUCKETS)
+STAGE_SECONDS = Histogram("kb_search_stage_seconds", "Time a search spends in each stage", ["stage", "mode"],
+                          buckets=LATENCY_BUCKETS)
+SERVED = Gauge("kb_served_version", "1 for the index version and config a process serves",
+               ["index_version", "config_version"], multiprocess_mode="liveall")
+QUERY_VECTOR_CACHE = Gauge("kb_query_vector_cache", "Query vector cache lookups of a process", ["result"],
+                           multiprocess_mode="liveall")
+RELOADS = Counter("kb_reloads", "Reload runs by outcome", ["status"])
+RELOAD_SECONDS = Histogram("kb_reload_seconds", "Duration of reload runs", ["status"],
+                           buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800))
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format: this process's, or every worker's when
+    $PROMETHEUS_MULTIPROC_DIR makes the client share them through files."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess_collector.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
