@@ -328,6 +328,38 @@ def cluster_config(kind: str, data_dir: Path, url: str, prefix: str, *replacemen
     )
 
 
+@dataclass(frozen=True)
+class Parity:
+    """How one service's top 10 matches another's over a query set, and each one's server-side p50."""
+
+    overlap: float
+    lowest: float
+    p50_ms: float
+    reference_p50_ms: float
+
+    def describe(self, name: str, reference: str) -> str:
+        return (f"top-10 overlap {self.overlap:.3f} (min {self.lowest:.2f}); server-side p50 {name} "
+                f"{self.p50_ms:.1f} ms, {reference} {self.reference_p50_ms:.1f} ms")
+
+
+def top10_parity(service, reference, queries: list[str]) -> Parity:
+    """The share of `reference`'s top 10 that `service` also returns, averaged over `queries`."""
+    import numpy as np
+
+    from scoring.planner import SearchRequest
+
+    overlaps, took, reference_took = [], [], []
+    for query in queries:
+        response = service.search(SearchRequest(query=query, size=10))
+        expected = reference.search(SearchRequest(query=query, size=10))
+        took.append(response.took_ms)
+        reference_took.append(expected.took_ms)
+        wanted = {h.record.kid for h in expected.hits}
+        overlaps.append(len(wanted & {h.record.kid for h in response.hits}) / max(1, len(wanted)))
+    return Parity(float(np.mean(overlaps)), min(overlaps), float(np.percentile(took, 50)),
+                  float(np.percentile(reference_took, 50)))
+
+
 @dataclass
 class SearchLoad:
     """What searches run in the background saw: how many succeeded, every failure, the versions answering."""

@@ -33,6 +33,7 @@ from tests.conftest import (
     sample_queries,
     searching_in_background,
     shared_file,
+    top10_parity,
     write_jsonl,
 )
 
@@ -268,21 +269,12 @@ def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, ela
     es_report = load_files(es_config, [kb_file])
     assert es_report.records == embedded_report.records
     assert ClusterEngine(es_config).client.count(index=es_report.version)["count"] == es_report.records
-    on_es, embedded = SearchService(es_config), SearchService(embedded_config)
-    overlaps, es_ms, embedded_ms = [], [], []
-    for query in queries:
-        es_response = on_es.search(SearchRequest(query=query.text, size=10))
-        local_response = embedded.search(SearchRequest(query=query.text, size=10))
-        es_ms.append(es_response.took_ms)
-        embedded_ms.append(local_response.took_ms)
-        local_top = {h.record.kid for h in local_response.hits}
-        overlaps.append(len(local_top & {h.record.kid for h in es_response.hits}) / max(1, len(local_top)))
+    parity = top10_parity(SearchService(es_config), SearchService(embedded_config), [q.text for q in queries])
     print(f"\n{kb}: {es_report.records} records; Elasticsearch load {es_report.seconds:.1f}s "
           f"({es_report.records_per_second:,.0f} records/s, vectors from cache), index "
-          f"{es_report.index_bytes / 2**20:.0f} MiB; {len(queries)} dev queries, top-10 overlap "
-          f"{np.mean(overlaps):.3f} (min {min(overlaps):.2f}); server-side p50 Elasticsearch "
-          f"{np.percentile(es_ms, 50):.1f} ms, embedded {np.percentile(embedded_ms, 50):.1f} ms")
-    assert np.mean(overlaps) >= 0.9
+          f"{es_report.index_bytes / 2**20:.0f} MiB; {len(queries)} dev queries, "
+          f"{parity.describe('Elasticsearch', 'embedded')}")
+    assert parity.overlap >= 0.9
 
 
 def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasticsearch_url, es_prefix,

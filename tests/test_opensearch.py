@@ -23,6 +23,7 @@ from tests.conftest import (
     make_config,
     sample_queries,
     shared_file,
+    top10_parity,
 )
 
 EXACT = ("  mode: exact ", "  mode: exact ")
@@ -139,21 +140,11 @@ def test_dev_query_parity_in_both_modes_on_a_full_kb(kb, tmp_path, opensearch_ur
         figures = [f"\n{kb}: {os_report.records} records; OpenSearch load {os_report.seconds:.1f}s "
                    f"({os_report.records_per_second:,.0f} records/s, vectors from cache)"]
         for mode, wanted in ((EXACT, 0.98), (FAST, 0.95)):
-            on_os = SearchService(_opensearch_config(data_dir, opensearch_url, prefix, mode))
-            embedded = SearchService(make_config(data_dir, mode))
-            overlaps, os_ms, embedded_ms = [], [], []
-            for query in queries:
-                os_response = on_os.search(SearchRequest(query=query.text, size=10))
-                local_response = embedded.search(SearchRequest(query=query.text, size=10))
-                os_ms.append(os_response.took_ms)
-                embedded_ms.append(local_response.took_ms)
-                local_top = {h.record.kid for h in local_response.hits}
-                overlaps.append(len(local_top & {h.record.kid for h in os_response.hits}) / max(1, len(local_top)))
-            name = mode[1].split(":")[1].strip()
-            figures.append(f"{name}: {len(queries)} dev queries, top-10 overlap {np.mean(overlaps):.3f} "
-                           f"(min {min(overlaps):.2f}); p50 OpenSearch {np.percentile(os_ms, 50):.1f} ms, "
-                           f"embedded {np.percentile(embedded_ms, 50):.1f} ms")
-            assert np.mean(overlaps) >= wanted, figures
+            parity = top10_parity(SearchService(_opensearch_config(data_dir, opensearch_url, prefix, mode)),
+                                  SearchService(make_config(data_dir, mode)), [q.text for q in queries])
+            figures.append(f"{mode[1].split(':')[1].strip()}: {len(queries)} dev queries, "
+                           f"{parity.describe('OpenSearch', 'embedded')}")
+            assert parity.overlap >= wanted, figures
         print("\n".join(figures))
     finally:
         ClusterEngine(os_config).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
