@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, read_jsonl
 
 
 def run_kb(*args: str, data_dir, cwd=REPO) -> subprocess.CompletedProcess:
@@ -70,3 +70,18 @@ def test_eval_compares_configs_side_by_side(loaded_data_dir, tmp_path):
     assert [run["config"] for run in runs] == [str(REPO / "config.yaml"), str(text_only)]
     assert runs[0]["tasks"][0]["mrr10"] == 1.0
     assert set(runs[1]["per_query_ndcg10"]) == {"q1", "q2"}
+
+
+def test_review_backup_and_restore_through_the_cli(tmp_path, capital_kb_file):
+    imported = run_kb("review", "import", str(capital_kb_file), "--approve", data_dir=tmp_path / "a")
+    assert imported.returncode == 0, imported.stderr
+    count = len(read_jsonl(capital_kb_file))
+    backup = tmp_path / "review-backup.sqlite"
+    saved = run_kb("review", "backup", str(backup), data_dir=tmp_path / "a")
+    assert saved.returncode == 0 and saved.stdout.startswith(f"backed up {count} records")
+    restored = run_kb("review", "restore", str(backup), data_dir=tmp_path / "b")
+    assert restored.returncode == 0 and restored.stdout.startswith(f"restored {count} records")
+    listed = run_kb("review", "list", data_dir=tmp_path / "b")
+    assert f"approved: {count}" in listed.stdout
+    refused = run_kb("review", "restore", str(capital_kb_file), data_dir=tmp_path / "b")
+    assert refused.returncode == 2 and "not a review database backup" in refused.stderr

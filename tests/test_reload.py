@@ -310,3 +310,33 @@ def test_idioms_end_to_end_scheduled_full_reload_then_one_percent_change(tmp_pat
           f"{full.duration_s / partial.duration_s:.1f}x faster, encoded {partial.counts.encoded}, "
           f"reused {partial.counts.reused} ({partial.counts.reused / partial.counts.records:.1%})")
     assert SearchService(config).get(changed[0].kid).value.endswith("（专家修订）")
+
+
+def test_a_restored_backup_serves_identical_search_results(reviewed, tmp_path):
+    config, database = reviewed
+    database.set_status([row["kid"] for row in database.listing("approved", limit=40)], "rejected", "carol")
+    backup = tmp_path / "backups" / "review.sqlite"
+    assert database.backup(backup) == sum(database.counts().values())
+    elsewhere = _config(tmp_path / "elsewhere")
+    restored = _database(elsewhere)
+    assert restored.restore(backup) == sum(database.counts().values())
+    assert restored.counts() == database.counts()
+    assert restored.listing(limit=10_000) == database.listing(limit=10_000)
+    run_reload(config), run_reload(elsewhere)
+    original, copy = SearchService(config), SearchService(elsewhere)
+    for query in ("杭州的人口", "东京", "上海在哪个时区"):
+        assert ([h.record.kid for h in copy.search(SearchRequest(query=query, size=10)).hits]
+                == [h.record.kid for h in original.search(SearchRequest(query=query, size=10)).hits])
+    restored.close()
+
+
+def test_a_file_that_is_not_a_backup_changes_nothing(reviewed, tmp_path):
+    _, database = reviewed
+    before = database.counts()
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ReviewError, match="not a review database backup"):
+        database.restore(junk)
+    with pytest.raises(ReviewError, match="no such file"):
+        database.restore(tmp_path / "missing.sqlite")
+    assert database.counts() == before

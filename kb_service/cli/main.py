@@ -164,6 +164,10 @@ def cmd_review(config: ServiceConfig, args) -> int:
             report = database.import_records(result.records, status=status, reviewer=args.reviewer)
             print(f"imported {len(result.records)} records as {status}: {report.inserted} new, {report.changed} "
                   f"changed, {report.unchanged} unchanged")
+        elif args.action == "backup":
+            print(f"backed up {database.backup(args.file)} records to {args.file}")
+        elif args.action == "restore":
+            print(f"restored {database.restore(args.file)} records from {args.file}; `kb reload` serves them")
         elif args.action == "list":
             counts = database.counts()
             print(", ".join(f"{status}: {count}" for status, count in counts.items()))
@@ -290,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     review_list = actions.add_parser("list", help="counts by status and some records")
     review_list.add_argument("--status", choices=[status.value for status in ReviewStatus])
     review_list.add_argument("--limit", type=int, default=20)
+    actions.add_parser("backup", help="copy the SQLite review database to FILE, consistently while it is used"
+                       ).add_argument("file")
+    actions.add_parser("restore", help="replace the review database with a backup FILE (checked first)"
+                       ).add_argument("file")
     for action in ("approve", "reject"):
         verdict = actions.add_parser(action, help=f"{action} records")
         verdict.add_argument("kids", nargs="*")

@@ -6,6 +6,8 @@ file database) and `postgresql://…` alike. Only approved, unexpired, not-delet
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -167,7 +169,59 @@ class ReviewDatabase:
             expired = connection.execute(select(func.count()).where(approved, ~live)).scalar_one()
         return records, expired
 
+    def _sqlite_file(self) -> Path:
+        parsed = make_url(self.url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+            raise ReviewError("backup and restore copy the SQLite review database file; for PostgreSQL use "
+                              "pg_dump and pg_restore (see the README)", "database")
+        return Path(parsed.database)
+
+    def backup(self, target: Path) -> int:
+        """A consistent copy of the review database in `target`, made with SQLite's online backup (reviews
+        and reloads may go on meanwhile) into a temporary file renamed into place; returns its records."""
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        _copy_sqlite(self._sqlite_file(), partial)
+        os.replace(partial, target)
+        return _records_in(target)
+
+    def restore(self, backup: Path) -> int:
+        """Replace this database's contents with `backup`, after checking it is an intact review database
+        (anything else changes nothing); returns the records restored."""
+        backup = Path(backup)
+        if not backup.is_file():
+            raise ReviewError(f"{backup}: no such file", "file")
+        try:
+            records = _records_in(backup)
+        except sqlite3.DatabaseError as err:
+            raise ReviewError(f"{backup}: not a review database backup ({err})", "file") from None
+        self.engine.dispose()
+        _copy_sqlite(backup, self._sqlite_file())
+        return records
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """Page by page under SQLite's own locking, so a live database copies consistently."""
+    reader, writer = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        reader.backup(writer)
+    finally:
+        reader.close()
+        writer.close()
+
+
+def _records_in(path: Path) -> int:
+    """How many records a review database file holds; raises sqlite3.DatabaseError for anything else."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if connection.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("integrity check failed")
+        return connection.execute("SELECT count(*) FROM knowledge_review").fetchone()[0]
+    finally:
+        connection.close()
 
 
