@@ -199,6 +199,11 @@ class SearchLimits:
     default_size: int = 10
     max_size: int = 100
     max_offset: int = 1000
+    deadline_ms: float = 5000.0
+
+    def __post_init__(self):
+        if self.deadline_ms <= 0:
+            raise ValueError("deadline_ms must be > 0")
 
 
 @dataclass(frozen=True)

@@ -167,3 +167,14 @@ def test_raw_utf8_request_line_as_curl_sends_it(loaded_data_dir, tmp_path_factor
     assert head.startswith(b"HTTP/1.1 200")
     hit = json.loads(body)["hits"][0]
     assert (hit["knowledge"], hit["attribute"]) == ("杭州", "人口")
+
+
+def test_a_search_past_its_deadline_answers_503_and_frees_the_worker(loaded_data_dir):
+    from kb_service.serving.service import SearchService
+    from tests.conftest import make_config
+
+    config = make_config(loaded_data_dir, ("  deadline_ms: 5000 ", "  deadline_ms: 0.01 "))
+    client = create_app(config, SearchService(config), watch=False).test_client()
+    late = client.get("/search", query_string={"q": "杭州的人口"})
+    assert late.status_code == 503 and "search.deadline_ms" in late.get_json()["error"]["message"]
+    assert client.get("/healthz").status_code == 200

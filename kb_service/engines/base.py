@@ -7,7 +7,9 @@ engines implement these protocols and never import each other.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +23,18 @@ from query_understanding.understander import KbDictionary
 from scoring.formula import Formula
 from scoring.hits import ScoredHit
 from scoring.plan import SearchPlan
+
+# When the search being served must be done (time.monotonic()), set by the serving layer per request: an
+# engine that waits on the network times its requests out within what is left.
+SEARCH_DEADLINE: ContextVar[float | None] = ContextVar("search_deadline", default=None)
+
+
+def seconds_left(default: float) -> float:
+    """The time a request may take: `default`, or less when the current search's deadline is nearer."""
+    deadline = SEARCH_DEADLINE.get()
+    if deadline is None:
+        return default
+    return max(0.001, min(default, deadline - time.monotonic()))
 
 
 class EngineUnavailableError(UnavailableError):

@@ -17,7 +17,7 @@ import numpy as np
 
 from kb_service.config import ConfigError, ServiceConfig, location_of
 from kb_service.engines import open_engine
-from kb_service.engines.base import OpenVersion
+from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion
 from kb_service.errors import ConflictError, InputError, UnavailableError
 from kb_service.ingest.encoders import load_encoder
 from kb_service.records import KnowledgeRecord
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 class NotReadyError(UnavailableError):
     """No version is served yet."""
+
+
+class DeadlineExceededError(UnavailableError):
+    """A search that ran past `search.deadline_ms`; the worker is free again."""
 
 
 @dataclass(frozen=True)
@@ -195,8 +199,18 @@ class SearchService:
         return self.state.version.get(kid)
 
     def search(self, request: SearchRequest) -> SearchResponse:
+        """One search, refused with 503 once it runs past `search.deadline_ms` (checked between stages;
+        cluster requests time out within what is left)."""
+        deadline_ms = self.config.search.deadline_ms
+        token = SEARCH_DEADLINE.set(time.monotonic() + deadline_ms / 1000)
+        try:
+            return self._search(request, deadline_ms)
+        finally:
+            SEARCH_DEADLINE.reset(token)
+
+    def _search(self, request: SearchRequest, deadline_ms: float) -> SearchResponse:
         started = time.perf_counter()
-        watch = _Stopwatch(started)
+        watch = _Stopwatch(started, deadline_ms)
         state = self.state
         parsed = _parsed(state.understander, request.query)
         watch.lap("understand")
@@ -232,16 +246,21 @@ class SearchService:
 
 
 class _Stopwatch:
-    """Milliseconds spent in each named stage, measured lap by lap."""
+    """Milliseconds spent in each named stage, measured lap by lap; a lap past the deadline ends the search."""
 
-    def __init__(self, started: float):
+    def __init__(self, started: float, deadline_ms: float):
         self.stages: dict[str, float] = {}
-        self._last = started
+        self._started = self._last = started
+        self._deadline_ms = deadline_ms
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.stages[stage] = (now - self._last) * 1000
         self._last = now
+        spent = (now - self._started) * 1000
+        if spent > self._deadline_ms:
+            raise DeadlineExceededError(f"the search took {spent:.0f} ms, past search.deadline_ms "
+                                        f"({self._deadline_ms:.0f} ms), and was stopped after its {stage} stage")
 
 
 def _parsed(understander: QueryUnderstander, text: str) -> ParsedQuery:

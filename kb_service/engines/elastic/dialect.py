@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kb_service.config import ElasticsearchConfig, EngineKind
-from kb_service.engines.base import EngineError, EngineUnavailableError
+from kb_service.engines.base import SEARCH_DEADLINE, EngineError, EngineUnavailableError, seconds_left
 from scoring.expressions import OPENSEARCH_PAINLESS_VARIABLES, PAINLESS_VARIABLES
 
 JSON = {"accept": "application/json", "content-type": "application/json"}
@@ -161,10 +161,13 @@ class Cluster:
     def __init__(self, dialect: Dialect, settings: ElasticsearchConfig, hosts: tuple[str, ...]):
         self.dialect = dialect
         self.client = dialect.client(settings, hosts)
+        self.timeout_s = settings.request_timeout_s
 
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
                 ignore: tuple[int, ...] = (), timeout: float | None = None) -> Any:
         params = {k: _param(v) for k, v in (params or {}).items()}
+        if timeout is None and SEARCH_DEADLINE.get() is not None:
+            timeout = seconds_left(self.timeout_s)
         try:
             return self.dialect.perform(self.client, method, path, params or None, body,
                                         JSON if body is not None else {"accept": "application/json"}, timeout)
@@ -185,7 +188,8 @@ class Cluster:
                         for line in ({"index": index}, search))
         try:
             response = self.dialect.perform(self.client, "POST", "/_msearch",
-                                            {k: _param(v) for k, v in (params or {}).items()}, lines, NDJSON, None)
+                                            {k: _param(v) for k, v in (params or {}).items()}, lines, NDJSON,
+                                            seconds_left(self.timeout_s) if SEARCH_DEADLINE.get() else None)
         except Exception as err:
             if not self.dialect.is_client_error(err):
                 raise
