@@ -36,8 +36,9 @@ class Dialect:
         raise NotImplementedError
 
     def perform(self, client: Any, method: str, path: str, params: dict | None, body: Any, headers: dict,
-                timeout: float | None) -> Any:
-        """Send one request; returns the decoded body, raises the client's own errors."""
+                timeout: float | None, retry: bool = True) -> Any:
+        """Send one request (`retry` off: a probe that must answer at once); returns the decoded body, raises
+        the client's own errors."""
         raise NotImplementedError
 
     def status_of(self, error: Exception) -> int | None:
@@ -74,9 +75,9 @@ class ElasticsearchDialect(Dialect):
         return Elasticsearch(list(hosts), request_timeout=settings.request_timeout_s, max_retries=settings.max_retries,
                              retry_on_timeout=settings.max_retries > 0)
 
-    def perform(self, client, method, path, params, body, headers, timeout):
+    def perform(self, client, method, path, params, body, headers, timeout, retry=True):
         if timeout is not None:
-            client = client.options(request_timeout=timeout, max_retries=0)
+            client = client.options(request_timeout=timeout, **({} if retry else {"max_retries": 0}))
         return client.perform_request(method, path, params=params, headers=headers, body=body).body
 
     def status_of(self, error):
@@ -117,7 +118,7 @@ class OpenSearchDialect(Dialect):
         return OpenSearch(list(hosts), timeout=settings.request_timeout_s, max_retries=settings.max_retries,
                           retry_on_timeout=settings.max_retries > 0)
 
-    def perform(self, client, method, path, params, body, headers, timeout):
+    def perform(self, client, method, path, params, body, headers, timeout, retry=True):
         if isinstance(body, str):
             body = body.encode("utf-8")
         return client.transport.perform_request(method, path, params=params, body=body, headers=headers,
@@ -166,11 +167,13 @@ class Cluster:
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
                 ignore: tuple[int, ...] = (), timeout: float | None = None) -> Any:
         params = {k: _param(v) for k, v in (params or {}).items()}
-        if timeout is None and SEARCH_DEADLINE.get() is not None:
+        probe = timeout is not None  # an explicit timeout is a probe: no retries
+        if not probe and SEARCH_DEADLINE.get() is not None:
             timeout = seconds_left(self.timeout_s)
         try:
             return self.dialect.perform(self.client, method, path, params or None, body,
-                                        JSON if body is not None else {"accept": "application/json"}, timeout)
+                                        JSON if body is not None else {"accept": "application/json"}, timeout,
+                                        retry=not probe)
         except Exception as err:
             if not self.dialect.is_client_error(err):
                 raise
