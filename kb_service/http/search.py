@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from kb_service import metrics
 from kb_service.errors import InputError, NotFoundError, error_body
 from kb_service.serving.request import parse_request
-from kb_service.serving.service import SearchService
+from kb_service.serving.service import NotReadyError, SearchService
 
 blueprint = Blueprint("search", __name__)
 
@@ -76,7 +76,10 @@ def knowledge(kid: str):
 def prometheus_metrics():
     """Prometheus' text format: requests, latencies, search stages, the served version, caches, reloads."""
     service = _service()
-    state = service._state
+    try:
+        state = service.state
+    except NotReadyError:
+        state = None
     if state is not None:
         metrics.SERVED.clear()
         metrics.SERVED.labels(state.version.name, state.config.version).set(1)

@@ -51,7 +51,9 @@ class Dialect:
     def parallel_bulk(self, client: Any, actions: Iterable[dict], **options) -> Iterator[tuple[bool, dict]]:
         raise NotImplementedError
 
-    def vector_mapping(self, dims: int, settings: ElasticsearchConfig) -> dict:
+    def vector_mapping(self, shipped: dict, dims: int, settings: ElasticsearchConfig) -> dict:
+        """The vector field for `dims`-d vectors, from the one mappings/knowledge.json ships (Elasticsearch's
+        `dense_vector`, whose HNSW parameters both engines use)."""
         raise NotImplementedError
 
     def index_settings(self) -> dict:
@@ -94,11 +96,11 @@ class ElasticsearchDialect(Dialect):
 
         return helpers.parallel_bulk(client, actions, **options)
 
-    def vector_mapping(self, dims, settings):
-        mapping = {"type": "dense_vector", "dims": dims, "index": True, "similarity": "cosine",
-                   "index_options": {"type": settings.vector_index_type}}
-        if "hnsw" in settings.vector_index_type:
-            mapping["index_options"].update(m=16, ef_construction=100)
+    def vector_mapping(self, shipped, dims, settings):
+        mapping = {**shipped, "dims": dims, "index_options": {**shipped["index_options"],
+                                                              "type": settings.vector_index_type}}
+        if "hnsw" not in settings.vector_index_type:
+            mapping["index_options"] = {"type": settings.vector_index_type}
         return mapping
 
     def knn_search(self, vector, k, num_candidates, filters):
@@ -138,10 +140,11 @@ class OpenSearchDialect(Dialect):
 
         return helpers.parallel_bulk(client, actions, **options)
 
-    def vector_mapping(self, dims, settings):
+    def vector_mapping(self, shipped, dims, settings):
+        hnsw = shipped["index_options"]
         return {"type": "knn_vector", "dimension": dims,
                 "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil",
-                           "parameters": {"m": 16, "ef_construction": 100}}}
+                           "parameters": {"m": hnsw["m"], "ef_construction": hnsw["ef_construction"]}}}
 
     def index_settings(self):
         return {"knn": True}
@@ -165,14 +168,14 @@ class Cluster:
         self.timeout_s = settings.request_timeout_s
 
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
-                ignore: tuple[int, ...] = (), timeout: float | None = None) -> Any:
+                ignore: tuple[int, ...] = (), timeout: float | None = None, headers: dict | None = None) -> Any:
         params = {k: _param(v) for k, v in (params or {}).items()}
         probe = timeout is not None  # an explicit timeout is a probe: no retries
         if not probe and SEARCH_DEADLINE.get() is not None:
             timeout = seconds_left(self.timeout_s)
+        headers = headers or (JSON if body is not None else {"accept": "application/json"})
         try:
-            return self.dialect.perform(self.client, method, path, params or None, body,
-                                        JSON if body is not None else {"accept": "application/json"}, timeout,
+            return self.dialect.perform(self.client, method, path, params or None, body, headers, timeout,
                                         retry=not probe)
         except Exception as err:
             if not self.dialect.is_client_error(err):
@@ -189,14 +192,7 @@ class Cluster:
             return [self.request("POST", f"/{index}/_search", search, params) for search in searches]
         lines = "".join(json.dumps(line, ensure_ascii=False) + "\n" for search in searches
                         for line in ({"index": index}, search))
-        try:
-            response = self.dialect.perform(self.client, "POST", "/_msearch",
-                                            {k: _param(v) for k, v in (params or {}).items()}, lines, NDJSON,
-                                            seconds_left(self.timeout_s) if SEARCH_DEADLINE.get() else None)
-        except Exception as err:
-            if not self.dialect.is_client_error(err):
-                raise
-            raise _failure(self.dialect.name, "POST", "/_msearch", self.dialect.status_of(err), err) from err
+        response = self.request("POST", "/_msearch", lines, params, headers=NDJSON)
         for answer in response["responses"]:
             if "error" in answer:
                 raise _failure(self.dialect.name, "POST", f"/{index}/_msearch", answer.get("status", 500),

@@ -39,7 +39,8 @@ def version_index_body(dialect: Dialect, settings: ElasticsearchConfig, engine: 
         index["sort.field"] = ["kid", "confidence"]
         index["sort.order"] = ["asc", "desc"]
     index.update(dialect.index_settings())
-    body["mappings"]["properties"][VECTOR_FIELD] = dialect.vector_mapping(dims, settings)
+    properties = body["mappings"]["properties"]
+    properties[VECTOR_FIELD] = dialect.vector_mapping(properties[VECTOR_FIELD], dims, settings)
     return body
 
 
