@@ -122,8 +122,8 @@ class CategoryClassifier:
         for category, words in self.keywords.items():
             if any(normalise_text(w) in normalised for w in words):
                 votes[category] += 1.0
-        if votes:
-            total = sum(votes.values())
+        total = sum(votes.values())
+        if total > 0:
             votes = Counter({c: (1.0 - self.prototype_weight) * v / total for c, v in votes.items()})
         if self.centroids and vector is not None:
             names = list(self.centroids)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+LINK_THRESHOLD = 0.5  # a link at least this probable counts as named: it makes a lookup and an answer
+
 
 @dataclass(frozen=True)
 class LinkedSpan:
-    """A query span linked to a KB entity or attribute name, with how sure the link is."""
+    """A query span linked to a KB entity or attribute name, with the probability that the user means it and
+    the evidence that decided it (feature name to value), which /understand and explain show."""
 
     text: str
     name: str
@@ -15,6 +18,11 @@ class LinkedSpan:
     start: int
     end: int
     confidence: float
+    evidence: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def confident(self) -> bool:
+        return self.confidence >= LINK_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,12 @@ class ParsedQuery:
     intent_probability: float = 1.0
     categories: dict[str, float] = field(default_factory=dict)
     embedding_text: str = ""
+
+    def confident_entities(self) -> tuple[LinkedSpan, ...]:
+        return tuple(span for span in self.entities if span.confident)
+
+    def confident_attributes(self) -> tuple[LinkedSpan, ...]:
+        return tuple(span for span in self.attributes if span.confident)
 
     def to_dict(self) -> dict:
         return asdict(self)

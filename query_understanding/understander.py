@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 from collections import Counter
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from query_understanding.attributes import AttributeRanker
 from query_understanding.classifiers import (
     DEFAULT_INTENT_EXAMPLES,
     DEFAULT_INTENT_RULES,
@@ -17,8 +19,9 @@ from query_understanding.classifiers import (
     IntentClassifier,
     IntentRule,
 )
+from query_understanding.evidence import MAX_EXAMPLES, LinkModel, SpanContext, span_features, synthesise_examples
 from query_understanding.linking import MIN_ALIAS_CHARS, AliasLinker, FuzzyLinker, longest_matches
-from query_understanding.normalise import alias_key, normalise_text
+from query_understanding.normalise import alias_key, is_punctuation, normalise_text
 from query_understanding.parsed_query import LinkedSpan, ParsedQuery
 from query_understanding.segmenter import Segmenter
 
@@ -29,6 +32,8 @@ DEFAULT_STOP_WORDS = (
 
 
 _ALIAS_SEPARATORS = re.compile(r"[,，;；、|]")
+_SPACES = re.compile(r"\s+")
+_QUESTION_PIECE = re.compile(r"[^\0\s\W_]+")
 
 
 class QueryError(ValueError):
@@ -43,6 +48,10 @@ class UnderstandingConfig:
     stop_words: tuple[str, ...] = DEFAULT_STOP_WORDS
     attribute_synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     attribute_questions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    attribute_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    attribute_overlap_weight: float = 0.5  # share of word overlap (vs embedding cosine) in ranking attributes
+    attribute_temperature: float = 0.05
+    fit_entity_links: bool = True  # fit the entity-link model on the served KB; false: the built-in weights
     min_entity_chars: int = 2
     fuzzy_linking: bool = True
     alias_attributes: tuple[str, ...] = ()
@@ -57,10 +66,11 @@ class UnderstandingConfig:
     category_temperature: float = 0.05
 
     def __post_init__(self):
-        for name in ("intent_rule_weight", "category_prototype_weight", "pinyin_confidence"):
+        for name in ("intent_rule_weight", "category_prototype_weight", "pinyin_confidence",
+                     "attribute_overlap_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
-        if self.intent_temperature <= 0 or self.category_temperature <= 0:
+        if min(self.intent_temperature, self.category_temperature, self.attribute_temperature) <= 0:
             raise ValueError("temperatures must be > 0")
         if min(self.max_query_length, self.max_text_terms, self.max_embedding_chars) < 1:
             raise ValueError("max_query_length, max_text_terms and max_embedding_chars must be >= 1")
@@ -80,6 +90,14 @@ class KbDictionary:
     entity_categories: dict[str, dict[str, int]]
     attribute_names: dict[str, str]
     aliases: dict[str, str] = field(default_factory=dict)
+    # How often each entity name occurs as an ordinary word in a sample of the KB's values (names never seen
+    # are left out), and a sample of (entity, attribute, value) records: entity linking's evidence and
+    # training examples, drawn when the version is built.
+    mentions: dict[str, int] = field(default_factory=dict)
+    mention_sample: int = 0
+    samples: list[tuple[str, str, str]] = field(default_factory=list)
+    # Each category's attributes: a question about an entity is ranked against what its category holds.
+    category_attributes: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_pairs(cls, entity_category_pairs, attributes,
@@ -102,14 +120,42 @@ class KbDictionary:
         return cls(names, {name: dict(counts) for name, counts in categories.items()},
                    {normalise_text(a): a for a in attributes}, aliases)
 
+    def with_samples(self, records: list[tuple[str, str, str, str]], mention_values: int = 10_000,
+                     examples: int = 3_000, seed: int = 0) -> KbDictionary:
+        """This dictionary with each category's attributes, name statistics counted over `mention_values` of
+        the (entity, attribute, value, category) records' values and `examples` other records kept as
+        linking's training sample (disjoint, drawn reproducibly)."""
+        by_category: dict[str, set[str]] = {}
+        for _, attribute, _, category in records:
+            by_category.setdefault(category, set()).add(attribute)
+        records = [record[:3] for record in records]
+        rng = random.Random(seed)
+        drawn = rng.sample(records, min(len(records), mention_values + examples))
+        counted, kept = drawn[:mention_values], drawn[mention_values:] or drawn[:examples]
+        mentions: Counter = Counter()
+        for entity, _, value in counted:
+            own = normalise_text(entity)
+            found = {span.name for span in longest_matches(normalise_text(value), self.entity_names, 2)}
+            mentions.update(found - {own})
+        return replace(self, mentions=dict(mentions), mention_sample=len(counted), samples=list(kept),
+                       category_attributes={c: sorted(a) for c, a in by_category.items()})
+
+    def ordinary_rate(self, name: str) -> float:
+        """How often `name` (a normalised entity name) occurs inside other records' values, smoothed."""
+        return (self.mentions.get(name, 0) + 0.5) / (self.mention_sample + 1.0)
+
     @classmethod
     def from_json(cls, raw: dict) -> KbDictionary:
-        """Versions stored before aliases existed read with none."""
-        return cls(raw["entity_names"], raw["entity_categories"], raw["attribute_names"], raw.get("aliases", {}))
+        """Versions stored before aliases or name statistics existed read with none."""
+        return cls(raw["entity_names"], raw["entity_categories"], raw["attribute_names"], raw.get("aliases", {}),
+                   raw.get("mentions", {}), raw.get("mention_sample", 0),
+                   [tuple(sample) for sample in raw.get("samples", [])], raw.get("category_attributes", {}))
 
     def to_json(self) -> dict:
         return {"entity_names": self.entity_names, "entity_categories": self.entity_categories,
-                "attribute_names": self.attribute_names, "aliases": self.aliases}
+                "attribute_names": self.attribute_names, "aliases": self.aliases, "mentions": self.mentions,
+                "mention_sample": self.mention_sample, "samples": self.samples,
+                "category_attributes": self.category_attributes}
 
     def user_words(self) -> list[str]:
         return [*self.entity_names, *self.attribute_names]
@@ -126,16 +172,24 @@ class QueryUnderstander:
         self.embed = embed
         self._stop_words = frozenset(normalise_text(w) for w in config.stop_words)
         self._attribute_names = dict(dictionary.attribute_names)
+        known = set(dictionary.attribute_names.values())  # lists naming attributes this KB lacks do not apply
         for attribute, synonyms in config.attribute_synonyms.items():
             for synonym in synonyms:
-                self._attribute_names.setdefault(normalise_text(synonym), attribute)
-        self._question_words = {normalise_text(word): attribute
-                                for attribute, words in config.attribute_questions.items() for word in words}
+                if attribute in known:
+                    self._attribute_names.setdefault(normalise_text(synonym), attribute)
+        self._question_words = {normalise_text(word): attribute for attribute, words in
+                                config.attribute_questions.items() if attribute in known for word in words}
         self._aliases = AliasLinker(dictionary.aliases, pinyin_confidence=config.pinyin_confidence)
         self._fuzzy = (FuzzyLinker.build(dictionary.entity_names, config.pinyin_confidence,
                                          config.min_latin_similarity) if config.fuzzy_linking else None)
         self._intents = IntentClassifier(config.intent_rules, config.intent_examples, config.intent_rule_weight,
                                          config.intent_temperature, embed_many)
+        self._attribute_ranker = AttributeRanker.build(
+            set(dictionary.attribute_names.values()), config.attribute_synonyms, config.attribute_examples,
+            overlap_weight=config.attribute_overlap_weight, temperature=config.attribute_temperature,
+            embed_many=embed_many, stop_words=self._stop_words)
+        self.link_model = LinkModel()
+        self.link_model = self._fit_link_model()
         self._categories = CategoryClassifier(dictionary.entity_categories, config.category_keywords,
                                               category_centroids or {}, config.category_prototype_weight,
                                               config.category_temperature)
@@ -150,21 +204,19 @@ class QueryUnderstander:
         if not normalised:
             raise QueryError("query has no searchable characters")
         tokens = tuple(self.segmenter.tokens(normalised))
-        entities = longest_matches(normalised, self.dictionary.entity_names, self.config.min_entity_chars)
-        attributes = self._link_attributes(normalised, entities)
-        not_names = attributes + self._stop_words_in(normalised, tokens)
-        entities = self._with_aliases(entities, _masked(normalised, not_names))
-        if not entities and self._fuzzy:
-            entities = self._fuzzy.link(_masked(normalised, attributes))
-        if entities and not attributes:
-            attributes = [replace(span, name=self._question_words[span.name]) for span in
-                          longest_matches(_masked(normalised, entities), self._question_words, min_chars=1)]
-        as_typed = unicodedata.normalize("NFKC", text).lower()
-        entities = self._with_tokens([self._stored_spelling(span, as_typed) for span in entities])
-        attributes = self._with_tokens(attributes)
+        found = self._candidates(normalised, tokens)
+        cased = _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+        entities = self._weighed(found, cased if len(cased) == len(normalised) else normalised)
+        attributes = found.attributes
         embedding_text = normalised[:self.config.max_embedding_chars]
         vector = self.embed(embedding_text) if self.embed else None
-        intent, probability = self._intents.classify(normalised, entities, attributes, vector)
+        if not attributes and any(e.confident for e in entities):
+            attributes = self._ranked_attributes(normalised, found, [e for e in entities if e.confident])
+        entities = self._with_tokens([self._stored_spelling(span, text) for span in entities])
+        attributes = self._with_tokens(attributes)
+        named = tuple(e for e in entities if e.confident)
+        intent, probability = self._intents.classify(normalised, named, tuple(a for a in attributes if a.confident),
+                                                     vector)
         return ParsedQuery(
             original=text,
             normalised=normalised,
@@ -177,6 +229,76 @@ class QueryUnderstander:
             categories=self._categories.classify(normalised, entities, vector),
             embedding_text=embedding_text,
         )
+
+    def _candidates(self, normalised: str, tokens: tuple[str, ...]) -> _Candidates:
+        """Every name the text holds, by string: entity spans (exact, alias, by sound), lexicon attributes,
+        stop words. Whether an entity span is meant is decided afterwards, from its evidence."""
+        positions = _token_positions(normalised, tokens)
+        entities = longest_matches(normalised, self.dictionary.entity_names, self.config.min_entity_chars)
+        if len(entities) > 1:  # "definition of grapevine": a name that is also an attribute's word asks for it
+            entities = [e for e in entities if e.name not in self._attribute_names] or entities
+        attributes = self._link_attributes(normalised, entities)
+        stops = [LinkedSpan(t, t, (), start, end, 1.0) for t, (start, end) in zip(tokens, positions, strict=True)
+                 if start >= 0 and t in self._stop_words]
+        entities = self._with_aliases(entities, _masked(normalised, attributes + stops))
+        if not entities and self._fuzzy:
+            entities = self._fuzzy.link(_masked(normalised, attributes))
+        if entities and not attributes:
+            attributes = [replace(span, name=self._question_words[span.name]) for span in
+                          longest_matches(_masked(normalised, entities), self._question_words, min_chars=1)]
+        words = tuple(p for t, p in zip(tokens, positions, strict=True) if p[0] >= 0 and not is_punctuation(t))
+        return _Candidates(tuple(entities), tuple(attributes), tuple(stops), words)
+
+    def _weighed(self, found: _Candidates, cased: str) -> list[LinkedSpan]:
+        """Each entity span with the probability that it is meant, and the evidence behind it."""
+        context = SpanContext(found.positions, tuple((s.start, s.end) for s in found.stops),
+                              tuple((a.start, a.end) for a in found.attributes),
+                              sum(1 for ch in cased if not ch.isspace()), cased)
+        weighed = []
+        for span in found.entities:
+            features = span_features(span, context, self.dictionary.ordinary_rate(span.name))
+            weighed.append(replace(span, confidence=self.link_model.probability(features), evidence=features))
+        return weighed
+
+    def _ranked_attributes(self, normalised: str, found: _Candidates, entities: list[LinkedSpan]
+                           ) -> list[LinkedSpan]:
+        """The question part (outside the entity and stop words) ranked against every attribute of the KB;
+        empty for a bare name, which the overview attributes answer."""
+        rest = _masked(normalised, [*entities, *found.stops])
+        pieces = [(m.start(), m.end()) for m in _QUESTION_PIECE.finditer(rest)]
+        if not pieces:
+            return []
+        question = " ".join(rest[start:end] for start, end in pieces)
+        vector = self.embed(question) if self.embed else None
+        start, end = pieces[0][0], pieces[-1][1]
+        categories = {c for e in entities for spelling in self.dictionary.entity_names.get(e.name, ())
+                      for c in self.dictionary.entity_categories.get(spelling, {})}
+        among = {a for c in categories for a in self.dictionary.category_attributes.get(c, ())} or None
+        return [LinkedSpan(question, ranked.name, (), start, end, ranked.probability,
+                           {"overlap": ranked.overlap, "cosine": ranked.cosine})
+                for ranked in self._attribute_ranker.rank(question, vector, among)]
+
+    def _fit_link_model(self) -> LinkModel:
+        """The entity-link model fitted on examples made from this KB's sampled records (the defaults for a
+        KB too small or too uniform to teach it)."""
+        if not self.config.fit_entity_links or not self.dictionary.samples:
+            return LinkModel()
+        words = {attribute: tuple(synonyms) for attribute, synonyms in self.config.attribute_synonyms.items()}
+        examples = synthesise_examples(self.dictionary.samples, words, self._find_names)
+        features: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+        for example in examples:
+            if len(features[example.is_lookup]) >= MAX_EXAMPLES:
+                continue
+            normalised = normalise_text(example.text)
+            found = self._candidates(normalised, tuple(self.segmenter.tokens(normalised)))
+            target = normalise_text(example.entity)
+            span = next((e for e in self._weighed(found, normalised) if e.name == target), None)
+            if span is not None:
+                features[example.is_lookup].append(span.evidence)
+        return LinkModel.fit(features[True], features[False])
+
+    def _find_names(self, text: str) -> list[LinkedSpan]:
+        return longest_matches(normalise_text(text), self.dictionary.entity_names, self.config.min_entity_chars)
 
     def _content_tokens(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
         """The tokens text clauses match: stop words out; a long query keeps its first `max_text_terms`
@@ -191,8 +313,9 @@ class QueryUnderstander:
         spans = longest_matches(normalise_text(text), self.dictionary.entity_names, self.config.min_entity_chars)
         return list(dict.fromkeys(tuple(self.dictionary.entity_names[span.name]) for span in spans))
 
-    def _stored_spelling(self, span: LinkedSpan, as_typed: str) -> LinkedSpan:
+    def _stored_spelling(self, span: LinkedSpan, text: str) -> LinkedSpan:
         """The stored spelling the user typed (traditional or simplified), else the first one stored."""
+        as_typed = unicodedata.normalize("NFKC", text).lower()
         spellings = self.dictionary.entity_names[span.name]
         typed = next((s for s in spellings if s.lower() in as_typed), spellings[0])
         return replace(span, name=typed)
@@ -213,24 +336,34 @@ class QueryUnderstander:
             return sorted([alias, *(e for e in entities if e not in inside)], key=lambda e: e.start)
         return entities
 
-    def _stop_words_in(self, normalised: str, tokens: tuple[str, ...]) -> list[LinkedSpan]:
-        spans, position = [], 0
-        for token in tokens:
-            start = normalised.find(token, position)
-            if start < 0:
-                continue
-            position = start + len(token)
-            if token in self._stop_words:
-                spans.append(LinkedSpan(token, token, (), start, position, 1.0))
-        return spans
-
     def _link_attributes(self, normalised: str, entities: list[LinkedSpan]) -> list[LinkedSpan]:
         """Attributes are searched outside entity spans, so 人口 inside an entity name is not an attribute."""
         return [replace(span, name=self._attribute_names[span.name])
                 for span in longest_matches(_masked(normalised, entities), self._attribute_names, min_chars=1)]
 
 
-def _masked(text: str, spans: list[LinkedSpan]) -> str:
+@dataclass(frozen=True)
+class _Candidates:
+    entities: tuple[LinkedSpan, ...]
+    attributes: tuple[LinkedSpan, ...]
+    stops: tuple[LinkedSpan, ...]
+    positions: tuple[tuple[int, int], ...]
+
+
+def _token_positions(text: str, tokens: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(start, end) of each token in `text`, in order; (-1, -1) for one the segmenter changed."""
+    positions, cursor = [], 0
+    for token in tokens:
+        start = text.find(token, cursor)
+        if start < 0:
+            positions.append((-1, -1))
+            continue
+        cursor = start + len(token)
+        positions.append((start, cursor))
+    return positions
+
+
+def _masked(text: str, spans) -> str:
     """Text with the given spans blanked out, keeping every other character at its position."""
     characters = list(text)
     for span in spans:

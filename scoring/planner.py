@@ -97,14 +97,15 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
     boosts = config.boosts
     content = " ".join(parsed.content_tokens) or " ".join(parsed.tokens)
     should: list[Clause] = []
-    for entity in parsed.entities:
+    for entity in parsed.entities:  # a name's clauses count as much as it is likely to be meant
         should.append(Clause("knowledge_phrase", "match_phrase", "knowledge_phrase", " ".join(entity.tokens),
-                             boosts.knowledge_phrase))
-        should.append(Clause("knowledge_term", "term", "knowledge", entity.name, boosts.knowledge_term))
-    if not parsed.entities and content:
+                             boosts.knowledge_phrase * entity.confidence))
+        should.append(Clause("knowledge_term", "term", "knowledge", entity.name,
+                             boosts.knowledge_term * entity.confidence))
+    if not parsed.confident_entities() and content:
         should.append(Clause("knowledge_phrase", "match_phrase", "knowledge_phrase", content,
                              boosts.knowledge_phrase))
-    should.extend(Clause("attribute_term", "term", "attribute", a.name, boosts.attribute_term)
+    should.extend(Clause("attribute_term", "term", "attribute", a.name, boosts.attribute_term * a.confidence)
                   for a in parsed.attributes)
     if content:
         should.append(Clause("attribute_match", "match", "attribute_phrase", content, boosts.attribute_match))

@@ -6,11 +6,13 @@ as a component on the hit, so explain output still sums to the final score.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
 from query_understanding.normalise import duplicate_key
+from query_understanding.parsed_query import LINK_THRESHOLD
 from scoring.hits import ScoredHit
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -24,18 +26,36 @@ def register_strategy(cls):
 
 @dataclass(frozen=True)
 class RescoreContext:
-    """What strategies may consult besides the hits: `entities` and `attributes` are the stored names the
-    query linked to (query understanding's LinkedSpan names)."""
+    """What strategies may consult besides the hits: `entities` and `attributes` map the stored names the
+    query linked to (query understanding's LinkedSpan names) to the probability that they are meant."""
 
     null_confidence: float
     now: datetime = field(default_factory=datetime.now)
-    entities: frozenset[str] = frozenset()
-    attributes: frozenset[str] = frozenset()
+    entities: Mapping[str, float] = field(default_factory=dict)
+    attributes: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, null_confidence: float, entities: Iterable, attributes: Iterable = ()) -> RescoreContext:
+        """From linked spans, the likeliest link of each name counting."""
+        return cls(null_confidence, entities=_likeliest(entities), attributes=_likeliest(attributes))
+
+
+def _likeliest(spans: Iterable) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for span in spans:
+        best[span.name] = max(best.get(span.name, 0.0), span.confidence)
+    return best
+
+
+def answer_probability(record, context: RescoreContext) -> float:
+    """How likely the record is what the question asked for as understood: its entity linked and its
+    attribute asked, each as probable as its link."""
+    return context.entities.get(record.knowledge, 0.0) * context.attributes.get(record.attribute, 0.0)
 
 
 def answers_question(record, context: RescoreContext) -> bool:
-    """The record is the linked entity's linked attribute: what the question asked for, as understood."""
-    return record.knowledge in context.entities and record.attribute in context.attributes
+    """The record is, more likely than not, the linked entity's linked attribute."""
+    return answer_probability(record, context) >= LINK_THRESHOLD
 
 
 def source_of(record) -> str:
@@ -96,7 +116,9 @@ class LinkedAnswerBoost(RescoringStrategy):
     which tells the entity apart from a namesake (哥伦比亚的首都: the country's records, not the US city's).
     A query that names an entity and asks for nothing in particular (杭州, 画蛇添足) is answered by the
     attribute `overview_attributes` gives for the record's category, the fact that says what the entity is
-    (a city's country, an idiom's meaning); categories not listed have no such answer.
+    (a city's country, an idiom's meaning); categories not listed have no such answer. The boost scales
+    with how probable the links are: a weak link (one word of a sentence) barely moves a record, and a
+    question whose attribute is uncertain shares it among the likeliest attributes.
 
     Text scores cannot rank these alone: an attribute term scores by idf, so a common attribute such as 拼音
     adds less than the entity's name inside another record's value (道听途说怎么读 put 例句 above 拼音)."""
@@ -110,18 +132,22 @@ class LinkedAnswerBoost(RescoringStrategy):
         if not 0.0 <= self.sibling_share <= 1.0:
             raise ValueError("sibling_share must be in [0, 1]")
 
-    def _answers(self, record, context: RescoreContext) -> bool:
+    def _answers(self, record, context: RescoreContext) -> float:
         if context.attributes:
-            return answers_question(record, context)
-        return (record.knowledge in context.entities
-                and self.overview_attributes.get(record.category) == record.attribute)
+            return answer_probability(record, context)
+        if self.overview_attributes.get(record.category) != record.attribute:
+            return 0.0
+        return context.entities.get(record.knowledge, 0.0)
 
     def apply(self, hits, context):
         answers = [self._answers(hit.record, context) for hit in hits]
-        sources = {hit.record.ref for hit, answer in zip(hits, answers, strict=True) if answer and hit.record.ref}
+        sources: dict[str, float] = {}
         for hit, answer in zip(hits, answers, strict=True):
-            value = 1.0 if answer else self.sibling_share * (hit.record.ref in sources)
-            hit.add("rescore", self.strategy, value, self.weight)
+            if answer and hit.record.ref:
+                sources[hit.record.ref] = max(sources.get(hit.record.ref, 0.0), answer)
+        for hit, answer in zip(hits, answers, strict=True):
+            value = max(answer, self.sibling_share * sources.get(hit.record.ref, 0.0))
+            hit.add("rescore", self.strategy, round(value, 4), self.weight)
         return hits
 
 

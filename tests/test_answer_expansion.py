@@ -54,7 +54,7 @@ def test_a_namesake_the_engine_ranks_higher_still_follows_the_capital(services):
               for prefix, knowledge, category, ref, values in CAPITAL_KB for attribute, value in values.items()}
     engine_order = ["geo:city:6058560:国家", "geo:city:6058560:人口", "geo:city:2643743:国家", "geo:city:2643743:人口"]
     parsed = expanded.understand("英国的首都是哪里")
-    context = RescoreContext(null_confidence=0.5, entities=frozenset({"英国"}), attributes=frozenset({"首都"}))
+    context = RescoreContext(null_confidence=0.5, entities={"英国": 1.0}, attributes={"首都": 1.0})
     hits, added = expand_answer(
         [ScoredHit(hit_of["geo:country:GB:首都"], 2.0), ScoredHit(hit_of["geo:country:GB:人口"], 1.5)], context,
         AnswerExpansion(), build_plan(parsed, SearchRequest(query=parsed.original), expanded.config.scoring),

@@ -61,7 +61,7 @@ def test_linked_answer_and_its_source_siblings_rise_above_a_namesake():
                                category="国家", ref=ref)
 
     answer, sibling, namesake = country("首都"), country("人口"), country("人口", ref="geonames#4575352")
-    context = RescoreContext(null_confidence=0.5, entities=frozenset({"哥伦比亚"}), attributes=frozenset({"首都"}))
+    context = RescoreContext(null_confidence=0.5, entities={"哥伦比亚": 1.0}, attributes={"首都": 1.0})
     hits = rescore(hits_of((namesake, 0.55, 0.3), (sibling, 0.5, 0.3), (answer, 0.45, 0.3)),
                    (LinkedAnswerBoost(weight=0.2, sibling_share=0.5),), context)
     assert [(h.record.kid, round(h.score, 6)) for h in hits] == [
@@ -75,13 +75,13 @@ def test_a_bare_name_is_answered_by_the_overview_attribute_of_its_category():
         return KnowledgeRecord(kid=f"{knowledge}:{attribute}", knowledge=knowledge, attribute=attribute, value="v",
                                category="城市", ref=f"geonames#{knowledge}")
 
-    named = RescoreContext(null_confidence=0.5, entities=frozenset({"杭州"}))
+    named = RescoreContext(null_confidence=0.5, entities={"杭州": 1.0})
     boost = LinkedAnswerBoost(weight=0.2, sibling_share=0.5, overview_attributes={"城市": "国家", "成语": "解释"})
     hits = rescore(hits_of((city("人口"), 0.5, 0.3), (city("国家"), 0.45, 0.3), (city("国家", "温州"), 0.62, 0.3)),
                    (boost,), named)
     assert [(h.record.kid, round(h.score, 6)) for h in hits] == [
         ("杭州:国家", 0.95), ("温州:国家", 0.92), ("杭州:人口", 0.9)]
-    asked = RescoreContext(null_confidence=0.5, entities=frozenset({"杭州"}), attributes=frozenset({"人口"}))
+    asked = RescoreContext(null_confidence=0.5, entities={"杭州": 1.0}, attributes={"人口": 1.0})
     assert rescore(hits_of((city("人口"), 0.5, 0.3), (city("国家"), 0.45, 0.3)), (boost,), asked)[0].score == 1.0
     assert sums_hold(hits)
 

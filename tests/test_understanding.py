@@ -75,9 +75,11 @@ def test_traditional_and_simplified_spellings_link_to_the_spelling_typed():
 def test_fuzzy_links_by_pinyin_and_edit_distance_with_lower_confidence():
     understander = _understander([("杭州", "城市"), ("Springfield", "城市")], ["人口"])
     typo = understander.parse("杭洲的人口")
-    assert [(e.name, e.confidence) for e in typo.entities] == [("杭州", 0.8)]
+    assert [(e.name, e.evidence["prior"]) for e in typo.entities] == [("杭州", 0.8)]
     latin = understander.parse("springfeld 人口")
-    assert latin.entities[0].name == "Springfield" and 0.88 <= latin.entities[0].confidence < 1.0
+    assert latin.entities[0].name == "Springfield" and 0.88 <= latin.entities[0].evidence["prior"] < 1.0
+    exact = understander.parse("杭州的人口").entities[0]
+    assert 0.5 <= typo.entities[0].confidence < exact.confidence  # a misspelling is meant, but less surely
     assert _understander([("杭州", "城市")], fuzzy_linking=False).parse("杭洲").entities == ()
 
 
@@ -100,7 +102,8 @@ def _alias_understander():
 ])
 def test_aliases_link_to_their_entity(query, entity, span, confidence):
     parsed = _alias_understander().parse(query)
-    assert [(e.name, e.text, e.confidence) for e in parsed.entities] == [(entity, span, confidence)]
+    assert [(e.name, e.text, e.evidence["prior"]) for e in parsed.entities] == [(entity, span, confidence)]
+    assert parsed.entities[0].confident
 
 
 def test_ambiguous_aliases_and_question_words_do_not_link():

@@ -71,11 +71,12 @@ def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: E
 
 
 def build_dictionary(records: list[KnowledgeRecord], alias_attributes: Iterable[str]) -> KbDictionary:
-    """Query understanding's names for a version: entities, attributes, and the aliases listed under
-    `alias_attributes`."""
+    """Query understanding's names for a version: entities, attributes, the aliases listed under
+    `alias_attributes`, and the sampled name statistics and records entity linking learns from."""
     listing = set(alias_attributes)
-    return KbDictionary.from_pairs(((r.knowledge, r.category) for r in records), {r.attribute for r in records},
-                                   ((r.knowledge, r.value) for r in records if r.attribute in listing))
+    dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records), {r.attribute for r in records},
+                                         ((r.knowledge, r.value) for r in records if r.attribute in listing))
+    return dictionary.with_samples([(r.knowledge, r.attribute, r.value, r.category) for r in records])
 
 
 def category_centroids(records: list[KnowledgeRecord], vectors: np.ndarray) -> dict[str, np.ndarray]:

@@ -219,9 +219,7 @@ class SearchService:
         watch.lap("encode")
         engine = state.version.execute(plan, vector)
         watch.lap("engine")
-        context = RescoreContext(null_confidence=plan.formula.null_confidence,
-                                 entities=frozenset(e.name for e in parsed.entities),
-                                 attributes=frozenset(a.name for a in parsed.attributes))
+        context = RescoreContext.of(plan.formula.null_confidence, parsed.entities, parsed.attributes)
         hits = rescore(engine.hits, state.config.scoring.rescoring, context)
         watch.lap("rescore")
         hits, expanded = expand_answer(hits, context, state.config.scoring.answer_expansion, plan,
