@@ -1,6 +1,11 @@
 """Entity- and attribute-linking accuracy and per-query latency of query understanding on the dev queries.
 
 Usage: python bench/understanding.py ../shared/data/geo ../shared/data/idioms
+       python bench/understanding.py --leave-phrasing-out ../shared/data/geo=DATA_DIR …
+The second form needs each KB loaded in DATA_DIR (`KB_DATA_DIR=DATA_DIR kb load …/kb.jsonl.gz`): it groups the
+attribute questions by their question part (the query without the entity's name), holds out each group in
+turn with every list entry that occurs in its question part removed (attribute synonyms, question words,
+attribute examples), and reports attribute-linking accuracy and the exact record's MRR@10 per signal.
 For every *-attr and *-alias query, the grade-2 record names the expected entity and attribute; a link is
 correct when the understander's top entity (and attribute) equal them. geo-alias queries name the city by an
 alias that the KB no longer lists (the data set removed it), and only some of them ask a question.
@@ -8,18 +13,26 @@ alias that the KB no longer lists (the data set removed it), and only some of th
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from kb_service.config import load_config
 from kb_service.evaluation import read_qrels, read_queries
 from kb_service.ingest.loading import build_dictionary
 from kb_service.ingest.readers import read_records
+from kb_service.serving.service import SearchService
 from query_understanding import QueryUnderstander
+from query_understanding.normalise import normalise_text
 from query_understanding.segmenter import Segmenter
+from scoring.planner import SearchRequest
+
+PARAPHRASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "paraphrases.jsonl"
+SIGNALS = {"lexicon only": (), "+ overlap": ("overlap",), "+ embeddings": ("overlap", "embedding")}
 
 
 def main(folders: list[str]) -> None:
@@ -60,5 +73,76 @@ def main(folders: list[str]) -> None:
         print("  sample misses:\n" + "\n".join(misses) if misses else "  no misses")
 
 
+def leave_phrasing_out(folder: Path, data_dir: Path) -> None:
+    base = dataclasses.replace(load_config(), data_dir=str(data_dir))
+    service = SearchService(base)
+    qrels = read_qrels(folder / "qrels.dev.tsv")
+    groups: dict[str, list[tuple[str, object]]] = defaultdict(list)
+    for query in read_queries(folder / "queries.dev.jsonl"):
+        if query.task.endswith("-attr"):
+            target = service.get(next(kid for kid, grade in qrels[query.qid].items() if grade == 2))
+            groups[query.text.replace(target.knowledge, "{e}")].append((query.text, target))
+    print(f"{folder.name}: {sum(map(len, groups.values()))} attribute questions in {len(groups)} phrasings")
+    totals: Counter = Counter()
+    for number, (phrasing, members) in enumerate(sorted(groups.items())):
+        question = normalise_text(phrasing.replace("{e}", " "))
+        understanding = _without_words_in(base.query_understanding, question)
+        row = []
+        for signal, signals in SIGNALS.items():
+            config = dataclasses.replace(base, version=f"lpo-{number}-{signal}",
+                                         query_understanding=dataclasses.replace(understanding,
+                                                                                 attribute_signals=signals))
+            service.reload_config(config)
+            linked = ranked = 0.0
+            for text, target in members:
+                parsed = service.understand(text)
+                linked += bool(parsed.attributes) and parsed.attributes[0].name == target.attribute
+                hits = service.search(SearchRequest(query=text, size=10)).hits
+                ranked += next((1 / rank for rank, hit in enumerate(hits, 1) if hit.record.kid == target.kid), 0.0)
+            totals[signal, "linked"] += linked
+            totals[signal, "rr"] += ranked
+            row.append(f"{linked / len(members):.2f}/{ranked / len(members):.2f}")
+        print(f"  {phrasing:<22} n={len(members):<3} " + "  ".join(row))
+    n = sum(map(len, groups.values()))
+    print(f"  | {folder.name} held-out phrasings (n={n}) | attribute accuracy | exact record MRR@10 |")
+    print("  |---|---|---|")
+    for signal in SIGNALS:
+        print(f"  | {signal} | {totals[signal, 'linked'] / n:.3f} | {totals[signal, 'rr'] / n:.3f} |")
+    service.reload_config(dataclasses.replace(base, version="paraphrases"))
+    ranks = paraphrase_ranks(service, folder.name)
+    first = sum(rank == 1 for _, rank in ranks)
+    print(f"  tests/data/paraphrases.jsonl ({folder.name}, n={len(ranks)}): exact record first "
+          f"{first / len(ranks):.3f}, MRR@10 {sum(1 / r for _, r in ranks if r) / len(ranks):.3f}; not first: "
+          + ", ".join(f"{q} ({r})" for q, r in ranks if r != 1))
+
+
+def paraphrase_ranks(service: SearchService, kb: str) -> list[tuple[str, int | None]]:
+    """Each paraphrase of tests/data/paraphrases.jsonl for `kb` with the rank (top 10) of a record of the
+    named entity and attribute (namesakes count alike)."""
+    rows = [json.loads(line) for line in PARAPHRASES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ranks = []
+    for row in (r for r in rows if r["kb"] == kb):
+        hits = service.search(SearchRequest(query=row["query"], size=10)).hits
+        ranks.append((row["query"], next((rank for rank, hit in enumerate(hits, 1) if (
+            hit.record.knowledge, hit.record.attribute) == (row["entity"], row["attribute"])), None)))
+    return ranks
+
+
+def _without_words_in(understanding, question: str):
+    """The understanding config with every list entry that occurs in `question` removed: those words are
+    the held-out phrasing's, and a list holding them would answer it by lookup."""
+    def kept(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return {key: tuple(w for w in words if normalise_text(w) not in question) for key, words in table.items()}
+
+    return dataclasses.replace(understanding, attribute_synonyms=kept(understanding.attribute_synonyms),
+                               attribute_questions=kept(understanding.attribute_questions),
+                               attribute_examples=kept(understanding.attribute_examples))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--leave-phrasing-out"]:
+        for argument in sys.argv[2:]:
+            folder, _, data_dir = argument.partition("=")
+            leave_phrasing_out(Path(folder), Path(data_dir))
+    else:
+        main(sys.argv[1:])

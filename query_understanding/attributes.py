@@ -19,6 +19,7 @@ import numpy as np
 
 from query_understanding.normalise import normalise_text
 
+ATTRIBUTE_SIGNALS = ("overlap", "embedding")
 MAX_ATTRIBUTES = 3  # a question shares its boost among at most this many attributes …
 MASS = 0.9  # … the fewest whose probabilities add up to this
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -47,6 +48,7 @@ class AttributeRanker:
     temperature: float = 0.05
     embed_many: Callable[[list[str]], np.ndarray] | None = None
     stop_words: frozenset[str] = frozenset()
+    use_overlap: bool = True
     _units: list[list[frozenset[str]]] = field(default_factory=list, init=False)
     _prototypes: np.ndarray | None = field(default=None, init=False)
 
@@ -84,7 +86,14 @@ class AttributeRanker:
         usable = self._prototypes is not None and vector is not None and self._prototypes.shape[1] == vector.shape[0]
         if usable:
             cosine = self._prototypes[rows] @ vector
-        score = overlap if not usable else self.overlap_weight * overlap + (1 - self.overlap_weight) * cosine
+        if not usable and not self.use_overlap:
+            return []
+        if not usable:
+            score = overlap
+        elif not self.use_overlap:
+            score = cosine
+        else:
+            score = self.overlap_weight * overlap + (1 - self.overlap_weight) * cosine
         shifted = np.exp((score - score.max()) / self.temperature)
         probability = shifted / shifted.sum()
         if probability.max() < 2.0 / len(rows) and len(rows) > 1:

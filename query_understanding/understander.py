@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from query_understanding.attributes import AttributeRanker
+from query_understanding.attributes import ATTRIBUTE_SIGNALS, AttributeRanker
 from query_understanding.classifiers import (
     DEFAULT_INTENT_EXAMPLES,
     DEFAULT_INTENT_RULES,
@@ -49,6 +49,7 @@ class UnderstandingConfig:
     attribute_synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
     attribute_questions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     attribute_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    attribute_signals: tuple[str, ...] = ATTRIBUTE_SIGNALS  # what ranks attributes beyond the lexicon
     attribute_overlap_weight: float = 0.5  # share of word overlap (vs embedding cosine) in ranking attributes
     attribute_temperature: float = 0.05
     fit_entity_links: bool = True  # fit the entity-link model on the served KB; false: the built-in weights
@@ -70,6 +71,10 @@ class UnderstandingConfig:
                      "attribute_overlap_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        unknown = set(self.attribute_signals) - set(ATTRIBUTE_SIGNALS)
+        if unknown:
+            raise ValueError(f"attribute_signals: expected some of {', '.join(ATTRIBUTE_SIGNALS)}, "
+                             f"got {', '.join(sorted(unknown))}")
         if min(self.intent_temperature, self.category_temperature, self.attribute_temperature) <= 0:
             raise ValueError("temperatures must be > 0")
         if min(self.max_query_length, self.max_text_terms, self.max_embedding_chars) < 1:
@@ -187,7 +192,8 @@ class QueryUnderstander:
         self._attribute_ranker = AttributeRanker.build(
             set(dictionary.attribute_names.values()), config.attribute_synonyms, config.attribute_examples,
             overlap_weight=config.attribute_overlap_weight, temperature=config.attribute_temperature,
-            embed_many=embed_many, stop_words=self._stop_words)
+            embed_many=embed_many if "embedding" in config.attribute_signals else None,
+            stop_words=self._stop_words, use_overlap="overlap" in config.attribute_signals)
         self.link_model = LinkModel()
         self.link_model = self._fit_link_model()
         self._categories = CategoryClassifier(dictionary.entity_categories, config.category_keywords,
