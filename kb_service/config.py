@@ -104,6 +104,7 @@ class ElasticsearchConfig:
     vector_index_type: str = "hnsw"
     request_timeout_s: float = 5.0
     max_retries: int = 1
+    reload_lease_s: float = 60.0  # the cluster-wide reload lock expires this long after its holder stops renewing
     bulk_chunk_size: int = 500
     bulk_threads: int = 2
     knn_num_candidates_factor: float = 2.0
@@ -118,6 +119,8 @@ class ElasticsearchConfig:
             raise ValueError("shards must be >= 1, replicas and max_retries >= 0")
         if self.request_timeout_s <= 0 or self.bulk_chunk_size < 1 or self.bulk_threads < 1:
             raise ValueError("request_timeout_s must be > 0, bulk_chunk_size and bulk_threads >= 1")
+        if self.reload_lease_s < 3:
+            raise ValueError("reload_lease_s must be >= 3")
         if self.knn_num_candidates_factor < 1:
             raise ValueError("knn_num_candidates_factor must be >= 1")
         if self.vector_index_type not in ("hnsw", "int8_hnsw", "int4_hnsw", "flat", "int8_flat"):

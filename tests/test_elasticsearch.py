@@ -5,8 +5,11 @@ embedded engine. The node has no lang-painless module, so `exact` mode is checke
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +28,9 @@ from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 from scoring.planner import SearchRequest, build_plan
 from tests.conftest import (
+    REPO,
     TcpRelay,
+    config_text,
     data_dir_sharing_cache,
     elasticsearch_config,
     make_config,
@@ -316,3 +321,62 @@ def test_a_formula_the_node_cannot_run_is_a_config_error_naming_the_line(loaded_
     assert refused.value.problems[0].startswith("config.yaml:") and "scoring.formula" in refused.value.problems[0]
     assert "painless" in refused.value.problems[0]
     assert SearchService(es_config).search(SearchRequest(query="上海", size=1)).hits
+
+
+def _lease_config_file(tmp_path: Path, name: str, url: str, prefix: str, kb_file: Path) -> Path:
+    """A config file for one 'service host': its own data directory, the shared cluster, reload from files."""
+    data_dir = tmp_path / name
+    make_config(data_dir)  # links the session's embedding cache into the new data directory
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(config_text(
+        ("data_dir: data", f"data_dir: {data_dir}"), ("  kind: embedded ", "  kind: elasticsearch "),
+        ("  hosts: [http://127.0.0.1:9200]", f"  hosts: [{url}]"),
+        ("  index_prefix: knowledge ", f"  index_prefix: {prefix} "),
+        ("  read_alias: knowledge_current_reader", f"  read_alias: {prefix}_current_reader"),
+        ("  meta_index: knowledge_meta ", f"  meta_index: {prefix}_meta "),
+        ("  reload_lease_s: 60 ", "  reload_lease_s: 3 "),
+        ("  files: []  ", f"  files: [{kb_file}]  ")), encoding="utf-8")
+    return path
+
+
+def _scheduled_reload_in_a_process(config_path: Path) -> subprocess.Popen:
+    code = ("import sys; from kb_service.config import load_config; "
+            "from kb_service.reload.schedule import scheduled_reload; scheduled_reload(load_config(sys.argv[1]))")
+    return subprocess.Popen([sys.executable, "-c", code, str(config_path)], cwd=REPO)
+
+
+def test_the_reload_lock_is_cluster_wide_and_expires_with_a_dead_holder(tmp_path, elasticsearch_url, es_prefix,
+                                                                      small_kb_file):
+    """Two service hosts (separate data directories, one cluster): while one holds the reload lease the
+    other's scheduled reload records `skipped` and leaves the alias alone; a holder killed with -9 frees
+    the lease once it expires (3 s here), and the next reload takes it over and runs."""
+    from kb_service.config import load_config
+    from kb_service.reload.run import ReloadBusyError, history_of, reload_lock
+
+    first = load_config(_lease_config_file(tmp_path, "host-a", elasticsearch_url, es_prefix, small_kb_file))
+    second_path = _lease_config_file(tmp_path, "host-b", elasticsearch_url, es_prefix, small_kb_file)
+    second = load_config(second_path)
+    with reload_lock(open_engine(first)):
+        with pytest.raises(ReloadBusyError, match="holds the reload lease"), reload_lock(open_engine(second)):
+            pass
+        assert _scheduled_reload_in_a_process(second_path).wait(timeout=300) == 0
+        assert [run.status for run in history_of(second).runs()] == ["skipped"]
+        assert open_engine(second).current_name() is None
+    assert _scheduled_reload_in_a_process(second_path).wait(timeout=300) == 0
+    assert [run.status for run in history_of(second).runs()] == ["succeeded", "skipped"]
+    served = open_engine(second).current_name()
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from kb_service.config import load_config; from kb_service.engines import open_engine; "
+        "from kb_service.reload.run import reload_lock\n"
+        "with reload_lock(open_engine(load_config(sys.argv[1]))):\n    print('held', flush=True); time.sleep(600)"),
+        str(second_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ReloadBusyError), reload_lock(open_engine(first)):
+        pass
+    holder.kill()  # SIGKILL: no release, the lease just stops being renewed
+    holder.wait()
+    time.sleep(3.5)
+    assert _scheduled_reload_in_a_process(_lease_config_file(
+        tmp_path, "host-a2", elasticsearch_url, es_prefix, small_kb_file)).wait(timeout=300) == 0
+    assert open_engine(first).current_name() not in (None, served)

@@ -225,7 +225,7 @@ def test_searches_across_reloads_and_a_rollback_all_succeed_from_one_version_eac
 def test_scheduler_runs_reloads_and_records_overlaps_as_skipped(reviewed):
     config, _ = reviewed
     config = _config(config.data_path, ("  interval_minutes: null", "  interval_minutes: 0.01"))
-    with reload_lock(config.data_path / "reload.lock"):
+    with reload_lock(open_engine(config)):
         with pytest.raises(ReloadBusyError):
             run_reload(config)
         scheduler = build_scheduler(config)

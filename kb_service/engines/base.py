@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,11 @@ class Engine(Protocol):
     def prune(self, keep: int) -> list[str]: ...
 
     def size_bytes(self, name: str) -> int: ...
+
+    def exclusive(self, name: str, refusal: Callable[[str], Exception]) -> AbstractContextManager[None]:
+        """A lock named `name` that every process serving from this engine respects (the data directory's
+        host for the embedded engine, every host of a cluster); raises `refusal(holder)` at once when taken."""
+        ...
 
 
 def removable_versions(versions: list[VersionInfo], keep: int) -> list[VersionInfo]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from kb_service import metrics
 from kb_service.config import ServiceConfig
@@ -23,7 +22,6 @@ from kb_service.ingest.encoders import load_encoder
 from kb_service.ingest.loading import build_version
 from kb_service.ingest.quality import merge_near_duplicates
 from kb_service.ingest.readers import read_records
-from kb_service.locking import exclusive_lock
 from kb_service.records import KnowledgeRecord, now_timestamp
 from kb_service.reload.history import GateResult, ReloadCounts, ReloadHistory, ReloadRun, RunStatus
 from kb_service.reload.review import ReviewDatabase
@@ -52,9 +50,10 @@ def history_of(config: ServiceConfig) -> ReloadHistory:
     return ReloadHistory(config.data_path / "reloads.sqlite")
 
 
-def reload_lock(path: Path):
-    """One reload or rollback at a time per data directory, across every process on the host."""
-    return exclusive_lock(path, lambda held: ReloadBusyError(f"another reload is running (it holds {held})"))
+def reload_lock(engine: Engine):
+    """One reload or rollback at a time for everything serving from `engine`: the processes of the host for
+    the embedded engine, every service host for a cluster."""
+    return engine.exclusive("reload", lambda holder: ReloadBusyError(f"another reload is running ({holder})"))
 
 
 def read_source(config: ServiceConfig, counts: ReloadCounts) -> tuple[list[KnowledgeRecord], str]:
@@ -124,7 +123,7 @@ def _canary_gates(config: ServiceConfig, name: str) -> list[GateResult]:
 def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = False) -> ReloadRun:
     """One gated reload; returns the run, raises ReloadRefusedError (gates), ReloadBusyError, or the
     failure that stopped it. The history records every outcome."""
-    with reload_lock(config.data_path / "reload.lock"):
+    with reload_lock(open_engine(config)):
         history = history_of(config)
         crashed = history.mark_crashed()
         if crashed:
@@ -202,8 +201,8 @@ class Rollback:
 
 def rollback(config: ServiceConfig, version: str | None = None) -> Rollback:
     """Serve `version`, else the newest version older than the served one."""
-    with reload_lock(config.data_path / "reload.lock"):
-        engine = open_engine(config)
+    engine = open_engine(config)
+    with reload_lock(engine):
         names = [v.name for v in engine.versions()]
         current = engine.current_name()
         if version:

@@ -27,6 +27,7 @@ from kb_service.engines.elastic.layout import (
     to_document,
     version_index_body,
 )
+from kb_service.engines.elastic.lease import cluster_lease
 from kb_service.engines.elastic.version import ClusterVersion
 from kb_service.errors import ConflictError
 from kb_service.progress import Progress
@@ -103,6 +104,11 @@ class ClusterEngine:
         return sorted(name for name in found if self._number.match(name))
 
     # --- writing -------------------------------------------------------------------------------------------
+    def exclusive(self, name: str, refusal: Callable[[str], Exception]):
+        """A lease in the meta index: every service host using this cluster, and freed if its holder dies."""
+        self._ensure_meta_index()
+        return cluster_lease(self.cluster, self.settings.meta_index, name, self.settings.reload_lease_s, refusal)
+
     def _ensure_meta_index(self) -> None:
         if not self.cluster.request("HEAD", f"/{self.settings.meta_index}", ignore=(404,)):  # True when it exists
             self.cluster.request("PUT", f"/{self.settings.meta_index}", read_mapping("meta.json"), ignore=(400,))

@@ -53,6 +53,10 @@ class EmbeddedEngine:
     def reachable(self) -> bool:
         return True
 
+    def exclusive(self, name: str, refusal: Callable[[str], Exception]):
+        """A `flock` in the engine's folder: every process on the host that serves this data directory."""
+        return exclusive_lock(self.root / f"{name}.lock", lambda held: refusal(f"a process holds {held}"))
+
     def open(self, name: str) -> EmbeddedVersion:
         return EmbeddedVersion(self.path_of(name), self.engine)
 
