@@ -81,6 +81,12 @@ class ConflictError(KbError):
     http_status = 409
 
 
+class StorageError(KbError):
+    """The data directory cannot take the write (disk full, read-only, over quota); nothing was changed."""
+
+    http_status = 507
+
+
 class UnavailableError(KbError):
     """The service cannot answer now: no version served yet, or the search engine not answering."""
 

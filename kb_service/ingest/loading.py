@@ -6,10 +6,14 @@ switch leaves the data directory serving exactly what it served before.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import numpy as np
 
 from kb_service.config import ServiceConfig
 from kb_service.engines import open_engine
-from kb_service.errors import InputError
+from kb_service.errors import InputError, StorageError
 from kb_service.ingest.embedding_cache import EmbeddingCache
 from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
 from kb_service.ingest.readers import read_records
@@ -105,33 +109,58 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
     if not records:
         raise InputError(f"no records to load from {source or 'the input'}: nothing was changed", "records")
     encoder = load_encoder(config.encoder)
-    cache = EmbeddingCache(config.data_path / "cache" / "embeddings.sqlite", encoder_identity(config.encoder),
-                           encoder.dims)
-    try:
-        vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
-    finally:
-        cache.close()
-    dictionary = build_dictionary(records, config.query_understanding.alias_attributes)
     engine = open_engine(config)
-    started = time.monotonic()
-    words = dictionary.user_words()
-    segmenter = CachedSegmenter(config.data_path / "cache", words)
-    name = engine.build(records, vectors, segmenter.segmented, dictionary,
-                       category_centroids(records, vectors), {
-                           "records": len(records),
-                           "encoder": encoder_identity(config.encoder),
-                           "dims": encoder.dims,
-                           "created": now_timestamp(),
-                           "config_version": config.version,
-                           "source": source,
-                       })
-    segmenter.save()
+    with _storage_errors(config, engine):
+        cache = EmbeddingCache(config.data_path / "cache" / "embeddings.sqlite", encoder_identity(config.encoder),
+                               encoder.dims)
+        try:
+            vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
+        finally:
+            cache.close()
+        dictionary = build_dictionary(records, config.query_understanding.alias_attributes)
+        started = time.monotonic()
+        words = dictionary.user_words()
+        segmenter = CachedSegmenter(config.data_path / "cache", words)
+        name = engine.build(records, vectors, segmenter.segmented, dictionary,
+                           category_centroids(records, vectors), {
+                               "records": len(records),
+                               "encoder": encoder_identity(config.encoder),
+                               "dims": encoder.dims,
+                               "created": now_timestamp(),
+                               "config_version": config.version,
+                               "source": source,
+                           })
+        segmenter.save()
     log.info("version %s built in %.1fs (%s engine; %d texts segmented, %d from the segmentation cache)",
              name, time.monotonic() - started, config.engine.kind, segmenter.cut, segmenter.reused)
     if switch:
         engine.switch(name)
         engine.prune(config.engine.keep_versions)
     return BuiltVersion(name, encoded, engine.size_bytes(name))
+
+
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
+
+
+@contextmanager
+def _storage_errors(config: ServiceConfig, engine) -> Iterator[None]:
+    """A full, read-only or forbidden data directory as a StorageError naming it and the version still
+    served (the engine removed the unfinished build, so nothing is left behind)."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        short_write = isinstance(err, OSError) and err.errno is None and "written" in reason  # numpy's tofile
+        if isinstance(err, OSError) and err.errno not in STORAGE_ERRNOS and not short_write:
+            raise
+        if short_write:
+            reason = f"{reason} ({shutil.disk_usage(config.data_path).free:,} bytes left on its file system)"
+        if isinstance(err, sqlite3.OperationalError) and not any(
+                word in reason for word in ("disk is full", "readonly", "read-only", "unable to open")):
+            raise
+        served = engine.current_name()
+        raise StorageError(f"cannot write the new version under {config.data_path}: {reason}; nothing was "
+                           f"changed{f', still serving {served}' if served else ''}", "data_dir") from None
 
 
 def load_files(config: ServiceConfig, paths: list[str], quarantine: bool = False,

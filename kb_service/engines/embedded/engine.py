@@ -20,7 +20,7 @@ import numpy as np
 
 from kb_service.config import EngineConfig
 from kb_service.engines.base import VersionInfo, VersionNotFoundError, removable_versions
-from kb_service.engines.embedded.version import INDEX_FORMAT, EmbeddedVersion, write_version
+from kb_service.engines.embedded.version import INDEX_FORMAT, EmbeddedVersion, file_digests, write_version
 from kb_service.errors import ConflictError
 from kb_service.locking import exclusive_lock
 from kb_service.records import KnowledgeRecord
@@ -95,10 +95,11 @@ class EmbeddedEngine:
                     shutil.rmtree(build_dir, ignore_errors=True)
 
     def commit(self, build_dir: Path, manifest: dict) -> str:
-        """Seal a complete build as the next numbered version (not yet served)."""
+        """Seal a complete build as the next numbered version (not yet served), its files' sizes and checksums
+        in the manifest so that damage is caught when the version is opened."""
         numbers = [int(p.name[1:7]) for p in self.versions_dir.glob("v[0-9]*") if p.name[1:7].isdigit()]
         name = f"v{max(numbers, default=0) + 1:06d}-{time.strftime('%Y%m%dT%H%M%S')}"
-        manifest = {**manifest, "name": name}
+        manifest = {**manifest, "name": name, "files": file_digests(build_dir)}
         (build_dir / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
         for path in build_dir.rglob("*"):
             if path.is_file():

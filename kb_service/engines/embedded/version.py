@@ -7,6 +7,7 @@ candidate (`exact` mode), or only on the union of the text and vector top-N (`fa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -83,6 +84,41 @@ class IndexFormatError(UnavailableError):
     """A version written by another release of the engine; it must be rebuilt with `kb load`."""
 
 
+class VersionCorruptError(UnavailableError):
+    """A version whose files no longer match the sizes and checksums sealed in its manifest (a truncated or
+    overwritten file): it is refused rather than served with wrong answers."""
+
+
+def file_digests(directory: Path) -> dict[str, dict]:
+    """Size and SHA-256 digest (over 1 GB/s where the CPU has SHA extensions) of every file of a version
+    folder but its manifest, by relative path."""
+    digests = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        with open(path, "rb") as handle:
+            digests[path.relative_to(directory).as_posix()] = {
+                "bytes": path.stat().st_size, "sha256": hashlib.file_digest(handle, "sha256").hexdigest()}
+    return digests
+
+
+def verify_files(directory: Path, sealed: dict[str, dict]) -> None:
+    """Raises VersionCorruptError naming the first file that is missing, resized or altered."""
+    name = directory.name
+    for relative, expected in sealed.items():
+        path = directory / relative
+        if not path.is_file():
+            raise VersionCorruptError(f"version {name} is damaged: {relative} is missing; not serving it "
+                                      "(`kb rollback` serves an earlier version)")
+        if path.stat().st_size != expected["bytes"]:
+            raise VersionCorruptError(f"version {name} is damaged: {relative} has {path.stat().st_size} bytes, "
+                                      f"{expected['bytes']} were written; not serving it (`kb rollback` serves an "
+                                      "earlier version)")
+    actual = file_digests(directory)
+    for relative, expected in sealed.items():
+        if actual[relative]["sha256"] != expected["sha256"]:
+            raise VersionCorruptError(f"version {name} is damaged: {relative} does not match its checksum; not "
+                                      "serving it (`kb rollback` serves an earlier version)")
+
+
 class EmbeddedVersion:
     """A version's files opened for searching: columns in memory, vectors and BM25 matrices memory-mapped."""
 
@@ -93,6 +129,7 @@ class EmbeddedVersion:
         if self.manifest.get("format") != INDEX_FORMAT:
             raise IndexFormatError(f"version {self.name} has index format {self.manifest.get('format')}, this "
                                    f"release reads format {INDEX_FORMAT}: rebuild it with `kb load`")
+        verify_files(self.directory, self.manifest.get("files", {}))  # versions sealed before checksums: none
         self.k1 = engine.bm25_k1
         self.overfetch = engine.ann_overfetch
         self.ann = VectorIndex.load(self.directory)

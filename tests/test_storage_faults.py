@@ -1,0 +1,73 @@
+"""Disk and data faults: a data directory that fills up during a load, and a served version whose files were
+damaged afterwards. The full disk is real (a small tmpfs mounted for the test, skipped where mounting is not
+allowed); the damage is done to the real files of a real version."""
+
+import subprocess
+import uuid
+
+import pytest
+
+from kb_service.engines import open_engine
+from kb_service.engines.embedded.version import VersionCorruptError
+from kb_service.errors import StorageError
+from kb_service.ingest.loading import load_files
+from kb_service.serving.service import SearchService
+from scoring.planner import SearchRequest
+from tests.conftest import loaded, make_config
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 2.5 MB file system: room for a tiny KB's version, not for a second, larger one."""
+    mount_point = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_a_full_or_read_only_disk_during_a_load_is_a_clear_error_and_leaves_the_served_version(
+        fault, small_disk, capital_kb_file, small_kb_file):
+    config = make_config(small_disk / "data")
+    load_files(config, [str(capital_kb_file)])
+    engine = open_engine(config)
+    served = engine.current_name()
+    before = SearchService(config).search(SearchRequest(query="哥伦比亚的首都")).hits
+    reason = "(No space left on device|bytes left on its file system)"
+    if fault == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        reason = "Read-only file system"
+    with pytest.raises(StorageError, match=f"{reason}.*still serving {served}") as refused:
+        load_files(config, [str(small_kb_file)])
+    assert refused.value.field == "data_dir" and refused.value.http_status == 507
+    assert engine.current_name() == served and [v.name for v in engine.versions()] == [served]
+    assert not list(engine.versions_dir.glob(".building-*")), "the unfinished build must be removed"
+    after = SearchService(config).search(SearchRequest(query="哥伦比亚的首都")).hits
+    assert [h.record.kid for h in after] == [h.record.kid for h in before]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_version_is_refused_at_open_and_not_served(tmp_path, capital_kb_file, damage):
+    data_dir = loaded(tmp_path / "data", capital_kb_file)
+    engine = open_engine(make_config(data_dir))
+    name = engine.current_name()
+    vectors = engine.path_of(name) / "vectors.npy"
+    size = vectors.stat().st_size
+    with open(vectors, "r+b") as handle:
+        if damage == "truncate":
+            handle.truncate(size // 2)
+        else:
+            handle.seek(size - 7)
+            byte = handle.read(1)
+            handle.seek(size - 7)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(VersionCorruptError, match=f"version {name} is damaged: vectors.npy"):
+        engine.open(name)
+    service = SearchService(make_config(data_dir))
+    assert service.unready_reason() == "no index version is loaded"
