@@ -82,9 +82,10 @@ def _error_response(err: Exception):
         return jsonify(err.to_json()), err.http_status
     if isinstance(err, RequestEntityTooLarge):
         return jsonify(error_body(413, "the request body is larger than server.max_body_bytes", "body")), 413
-    if isinstance(err, HTTPException):
+    if isinstance(err, HTTPException):  # keeps werkzeug's headers: a 405 says what is Allowed (RFC 9110)
         status = err.code or 500
-        return jsonify(error_body(status, err.description or err.name)), status
+        headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
+        return jsonify(error_body(status, err.description or err.name)), status, headers
     log.exception("unhandled error", exc_info=err)
     return jsonify(error_body(500, "internal error")), 500
 
