@@ -82,6 +82,8 @@ class AttributeRanker:
             return []
         asked = units(question, self.stop_words)
         overlap = np.array([max((len(asked & u) / len(u) for u in self._units[i] if u), default=0.0) for i in rows])
+        if len(asked) < 2 and not overlap.any():
+            return []  # one character or word sharing nothing with any attribute: a suffix (北方町), not a question
         cosine = np.zeros(len(rows))
         usable = self._prototypes is not None and vector is not None and self._prototypes.shape[1] == vector.shape[0]
         if usable:
