@@ -1,5 +1,5 @@
-"""A real 3-node Elasticsearch cluster (scripts/es-local with KB_ES_NODES=3 on loopback ports) losing a node:
-`kill -9` of one node while searches and a reload run. Slow: it starts its own cluster.
+"""A real 3-node cluster, Elasticsearch and OpenSearch (scripts/es-local, os-local with *_NODES=3 on loopback
+ports), losing a node: `kill -9` of one node while searches and a reload run. Slow: it starts its own clusters.
 
 Indices have one replica, the service knows all three nodes, and the client retries another node, so no
 search may fail; the reload either completes or is refused cleanly with the alias untouched; the killed
@@ -23,24 +23,34 @@ from kb_service.serving.service import SearchService
 from tests.conftest import REPO, make_config, searching_in_background
 
 pytestmark = pytest.mark.slow
-PORT = 9250
-NODES = [f"http://127.0.0.1:{PORT + i}" for i in range(3)]
-SCRIPT = str(REPO / "scripts" / "es-local")
-ENVIRONMENT = {**os.environ, "KB_ES_PORT": str(PORT), "KB_ES_NODES": "3", "KB_ES_HEAP": "384m"}
+# (script, engine kind, first HTTP port, mode): integ-test-zip Elasticsearch has no painless, so the service
+# applies the formula (fast); the assembled OpenSearch runs the script_score itself (exact)
+CLUSTERS = {"elasticsearch": ("es-local", "KB_ES", 9250, "fast"), "opensearch": ("os-local", "KB_OS", 9260, "exact")}
 
 
-def _script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *args], env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+class Cluster:
+    def __init__(self, kind: str):
+        script, variables, self.port, self.mode = CLUSTERS[kind]
+        self.kind = kind
+        self.script = str(REPO / "scripts" / script)
+        self.environment = {**os.environ, f"{variables}_PORT": str(self.port), f"{variables}_NODES": "3",
+                            f"{variables}_HEAP": "512m"}
+        self.nodes = [f"http://127.0.0.1:{self.port + i}" for i in range(3)]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([self.script, *args], env=self.environment, capture_output=True, text=True,
+                              timeout=600)
 
 
-@pytest.fixture(scope="module")
-def three_nodes():
-    started = _script("start")
+@pytest.fixture(scope="module", params=sorted(CLUSTERS))
+def three_nodes(request):
+    cluster = Cluster(request.param)
+    started = cluster.run("start")
     if started.returncode != 0:
-        pytest.skip(f"no 3-node cluster: {started.stderr.strip()[-300:]}")
-    assert started.stdout.split() == NODES
-    yield NODES
-    _script("stop")
+        pytest.skip(f"no 3-node {cluster.kind} cluster: {started.stderr.strip()[-300:]}")
+    assert started.stdout.split() == cluster.nodes
+    yield cluster
+    cluster.run("stop")
 
 
 def test_killing_a_node_during_searches_and_a_reload_fails_no_search(tmp_path, three_nodes, small_kb_file,
@@ -48,14 +58,14 @@ def test_killing_a_node_during_searches_and_a_reload_fails_no_search(tmp_path, t
     prefix = f"kbfault{uuid.uuid4().hex[:6]}"
     config = make_config(
         tmp_path / "data",
-        ("  kind: embedded ", "  kind: elasticsearch "),
-        ("  hosts: [http://127.0.0.1:9200]", f"  hosts: [{', '.join(three_nodes)}]"),
+        ("  kind: embedded ", f"  kind: {three_nodes.kind} "),
+        ("  hosts: [http://127.0.0.1:9200]", f"  hosts: [{', '.join(three_nodes.nodes)}]"),
         ("  index_prefix: knowledge ", f"  index_prefix: {prefix} "),
         ("  read_alias: knowledge_current_reader", f"  read_alias: {prefix}_current_reader"),
         ("  meta_index: knowledge_meta ", f"  meta_index: {prefix}_meta "),
         ("  replicas: 0", "  replicas: 1"),
         ("  max_retries: 1", "  max_retries: 3"),
-        ("  mode: exact ", "  mode: fast "))  # integ-test-zip has no painless: the service applies the formula
+        ("  mode: exact ", f"  mode: {three_nodes.mode} "))
     load_files(config, [str(capital_kb_file)])
     engine = open_engine(config)
     first = engine.current_name()
@@ -71,7 +81,7 @@ def test_killing_a_node_during_searches_and_a_reload_fails_no_search(tmp_path, t
     with searching_in_background(service, "哥伦比亚的首都", threads=3) as load:
         reloading = threading.Thread(target=reload)
         reloading.start()
-        assert _script("kill-node", "3").returncode == 0
+        assert three_nodes.run("kill-node", "3").returncode == 0
         reloading.join(timeout=600)
         searched = load.count
         while load.count < searched + 30:
@@ -84,9 +94,9 @@ def test_killing_a_node_during_searches_and_a_reload_fails_no_search(tmp_path, t
         assert served != first and served == outcome["report"].version
     else:
         assert served == first, "a failed reload must leave the alias where it was"
-    rejoined = _script("start-node", "3")
+    rejoined = three_nodes.run("start-node", "3")
     assert rejoined.returncode == 0, rejoined.stderr[-500:]
-    health = requests.get(f"{three_nodes[0]}/_cluster/health", params={
+    health = requests.get(f"{three_nodes.nodes[0]}/_cluster/health", params={
         "wait_for_status": "green", "wait_for_nodes": "3", "timeout": "60s"}, timeout=70).json()
     assert health["status"] == "green" and health["number_of_nodes"] == 3
-    requests.delete(f"{three_nodes[0]}/{prefix}*", params={"expand_wildcards": "all"}, timeout=60)
+    requests.delete(f"{three_nodes.nodes[0]}/{prefix}*", params={"expand_wildcards": "all"}, timeout=60)

@@ -75,3 +75,10 @@ def test_extends_errors_name_the_file_that_holds_the_key(tmp_path):
     child.write_text("extends: absent.yaml\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"child\.yaml:1: extends: cannot read"):
         load_config(child)
+
+
+def test_the_english_preset_changes_the_encoder_and_nothing_else():
+    english = load_config(REPO / "presets" / "english.yaml")
+    default = load_config(REPO / "config.yaml")
+    assert english.encoder.provider == "sentence-transformers" != default.encoder.provider
+    assert english.scoring == default.scoring and english.query_understanding == default.query_understanding
