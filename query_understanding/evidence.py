@@ -115,7 +115,7 @@ def synthesise_examples(samples: Iterable[tuple[str, str, str]], attribute_words
                         find_names: Callable[[str], list[LinkedSpan]], seed: int = 13) -> list[Example]:
     """Lookups and mentions made from sampled (entity, attribute, value) records of the KB.
 
-    A lookup is an entity name alone, with one of its attribute's words, or with a short piece (one to three
+    A lookup is an entity name alone, with one of its attribute's words, or with a short piece (one to four
     words) of some other record's value standing in for a question in words no list holds, on either side.
     A mention is a record value longer than the name it contains, that name being another entity's."""
     rng = random.Random(seed)
@@ -140,11 +140,13 @@ def synthesise_examples(samples: Iterable[tuple[str, str, str]], attribute_words
 
 
 def _short_piece(value: str, rng: random.Random) -> str:
+    """One to four words of a value (two to eight characters of unspaced text): as long as a question
+    part runs (这个成语从哪来的 is six words)."""
     words = value.split()
     if len(words) > 1:
         start = rng.randrange(len(words))
-        return " ".join(words[start:start + rng.randint(1, 3)])
+        return " ".join(words[start:start + rng.randint(1, 4)])
     if len(value) > 2:
         start = rng.randrange(len(value) - 1)
-        return value[start:start + rng.randint(2, 5)]
+        return value[start:start + rng.randint(2, 8)]
     return ""

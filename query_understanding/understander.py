@@ -216,8 +216,13 @@ class QueryUnderstander:
         attributes = found.attributes
         embedding_text = normalised[:self.config.max_embedding_chars]
         vector = self.embed(embedding_text) if self.embed else None
-        if not attributes and any(e.confident for e in entities):
-            attributes = self._ranked_attributes(normalised, found, [e for e in entities if e.confident])
+        named = [e for e in entities if e.confident]
+        if named:
+            possible = self._attributes_of(named)
+            if possible:  # a listed word for an attribute the named entity cannot have is not what is asked
+                attributes = tuple(a for a in attributes if a.name in possible)
+            if not attributes:
+                attributes = self._ranked_attributes(normalised, found, named, possible)
         entities = self._with_tokens([self._stored_spelling(span, text) for span in entities])
         attributes = self._with_tokens(attributes)
         named = tuple(e for e in entities if e.confident)
@@ -266,10 +271,17 @@ class QueryUnderstander:
             weighed.append(replace(span, confidence=self.link_model.probability(features), evidence=features))
         return weighed
 
-    def _ranked_attributes(self, normalised: str, found: _Candidates, entities: list[LinkedSpan]
-                           ) -> list[LinkedSpan]:
-        """The question part (outside the entity and stop words) ranked against every attribute of the KB;
-        empty for a bare name, which the overview attributes answer."""
+    def _attributes_of(self, entities: list[LinkedSpan]) -> set[str]:
+        """The attributes the categories of these entities hold (empty for versions built before this was
+        recorded: then any attribute may be asked)."""
+        categories = {c for e in entities for spelling in self.dictionary.entity_names.get(e.name, ())
+                      for c in self.dictionary.entity_categories.get(spelling, {})}
+        return {a for c in categories for a in self.dictionary.category_attributes.get(c, ())}
+
+    def _ranked_attributes(self, normalised: str, found: _Candidates, entities: list[LinkedSpan],
+                           possible: set[str]) -> list[LinkedSpan]:
+        """The question part (outside the entity and stop words) ranked against the attributes the entity
+        can have; empty for a bare name, which the overview attributes answer."""
         rest = _masked(normalised, [*entities, *found.stops])
         pieces = [(m.start(), m.end()) for m in _QUESTION_PIECE.finditer(rest)]
         if not pieces:
@@ -277,12 +289,9 @@ class QueryUnderstander:
         question = " ".join(rest[start:end] for start, end in pieces)
         vector = self.embed(question) if self.embed else None
         start, end = pieces[0][0], pieces[-1][1]
-        categories = {c for e in entities for spelling in self.dictionary.entity_names.get(e.name, ())
-                      for c in self.dictionary.entity_categories.get(spelling, {})}
-        among = {a for c in categories for a in self.dictionary.category_attributes.get(c, ())} or None
         return [LinkedSpan(question, ranked.name, (), start, end, ranked.probability,
                            {"overlap": ranked.overlap, "cosine": ranked.cosine})
-                for ranked in self._attribute_ranker.rank(question, vector, among)]
+                for ranked in self._attribute_ranker.rank(question, vector, possible or None)]
 
     def _fit_link_model(self) -> LinkModel:
         """The entity-link model fitted on examples made from this KB's sampled records (the defaults for a
