@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20)
     parser.add_argument("--reload-every", type=float, default=2)
     parser.add_argument("--rate", type=float, default=20, help="searches per second, all clients together")
+    parser.add_argument("--cache", help="an existing data directory's cache/ to reuse (embeddings, segmentation)")
     args = parser.parse_args()
     texts = [json.loads(line)["query"] for line in Path(args.queries).read_text(encoding="utf-8").splitlines()]
     work = Path(tempfile.mkdtemp(prefix="kb-soak-"))
@@ -63,6 +64,9 @@ def main() -> None:
     config = work / "config.yaml"
     config.write_text(text, encoding="utf-8")
     environment = {**os.environ, "KB_DATA_DIR": str(work / "data"), "KB_CONFIG": str(config)}
+    if args.cache:
+        (work / "data").mkdir()
+        (work / "data" / "cache").symlink_to(Path(args.cache).resolve(), target_is_directory=True)
     started = time.monotonic()
     os.spawnvpe(os.P_WAIT, sys.executable, [sys.executable, "-m", "kb_service.cli", "load", args.kb], environment)
     print(f"loaded {args.kb} in {time.monotonic() - started:.0f}s", flush=True)

@@ -210,6 +210,18 @@ class SearchLimits:
 
 
 @dataclass(frozen=True)
+class FeedbackConfig:
+    """POST /events: the front end's impressions and clicks, kept for `kb judgments from-events`."""
+
+    enabled: bool = True
+    max_events: int = 1_000_000  # the oldest are dropped beyond this
+
+    def __post_init__(self):
+        if self.max_events < 1:
+            raise ValueError("max_events must be >= 1")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     data_dir: str = "data"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -220,6 +232,7 @@ class ServiceConfig:
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     query_understanding: UnderstandingConfig = field(default_factory=UnderstandingConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     source: str = "<defaults>"
     version: str = "defaults"
 

@@ -218,6 +218,31 @@ def cmd_eval(config: ServiceConfig, args) -> int:
     return 0
 
 
+def cmd_judgments(config: ServiceConfig, args) -> int:
+    import hashlib
+
+    from kb_service.feedback.click_model import judgments_from_events
+    from kb_service.feedback.events import EventStore
+
+    store = EventStore(config.data_path / "events.sqlite", config.feedback.max_events)
+    try:
+        events = store.all()
+    finally:
+        store.close()
+    judgments = judgments_from_events(events, args.min_impressions)
+    queries = {j.query: f"clicks:{hashlib.sha1(j.query.encode()).hexdigest()[:10]}" for j in judgments}
+    with open(args.qrels, "w", encoding="utf-8") as handle:
+        for j in judgments:
+            handle.write(f"{queries[j.query]} 0 {j.kid} {j.grade}\n")
+    if args.queries:
+        with open(args.queries, "w", encoding="utf-8") as handle:
+            for query, qid in queries.items():
+                handle.write(json.dumps({"qid": qid, "task": "clicks", "query": query}, ensure_ascii=False) + "\n")
+    print(f"{len(judgments)} judgments for {len(queries)} queries from {len(events)} events "
+          f"(pairs shown fewer than {args.min_impressions} times left out) → {args.qrels}")
+    return 0
+
+
 def cmd_admin_key(config: ServiceConfig, args) -> int:
     from kb_service.http.auth import new_key
 
@@ -308,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="serve an earlier version again (default: the previous one)")
     rollback.add_argument("version", nargs="?", help="the version to serve (see `kb versions`)")
     rollback.set_defaults(handler=cmd_rollback)
+
+    judgments = commands.add_parser("judgments", help="graded judgments from the front end's search events")
+    judgment_actions = judgments.add_subparsers(dest="action", required=True)
+    from_events = judgment_actions.add_parser(
+        "from-events", help="TREC qrels from impressions and clicks, corrected for position bias (PBM)")
+    from_events.add_argument("--qrels", required=True, help="where the qrels go (qid 0 kid grade)")
+    from_events.add_argument("--queries", help="where the queries go (JSONL qid, task, query), for `kb eval`")
+    from_events.add_argument("--min-impressions", type=int, default=10,
+                             help="times a hit must have been shown for a query to be judged")
+    judgments.set_defaults(handler=cmd_judgments)
 
     versions = commands.add_parser("versions", help="list index versions (* marks the served one)")
     versions.add_argument("--json", action="store_true")

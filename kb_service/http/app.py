@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from kb_service import metrics
 from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.errors import KbError, TooManyRequestsError, error_body
+from kb_service.feedback.events import EventStore
 from kb_service.http import admin, search
 from kb_service.serving.service import ConfigReloadError, SearchService
 
@@ -121,6 +122,9 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["kb_service"] = service
+    if service.config.feedback.enabled:
+        app.extensions["kb_events"] = EventStore(service.config.data_path / "events.sqlite",
+                                                 service.config.feedback.max_events)
     app.extensions["kb_admin_failures"] = admin.FailedAttempts()
     app.extensions["kb_config_watcher"] = watcher
     if watch:

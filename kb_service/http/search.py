@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from kb_service import metrics
 from kb_service.errors import InputError, NotFoundError, error_body
+from kb_service.feedback.events import parse_events
 from kb_service.serving.request import parse_request
 from kb_service.serving.service import NotReadyError, SearchService
 
@@ -53,7 +56,19 @@ def search():
     g.search_mode = response.mode.value
     for stage, milliseconds in response.stages_ms.items():
         metrics.STAGE_SECONDS.labels(stage, g.search_mode).observe(milliseconds / 1000)
-    return jsonify(response.to_dict(search_request.offset, search_request.explain))
+    return jsonify({"query_id": uuid.uuid4().hex, **response.to_dict(search_request.offset, search_request.explain)})
+
+
+@blueprint.post("/events")
+def events():
+    """Impressions and clicks from the front end, under the query_id a search answered with."""
+    store = current_app.extensions.get("kb_events")
+    if store is None:
+        raise NotFoundError("feedback is switched off (feedback.enabled)", "events")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InputError("expected a JSON event or {\"events\": [...]}", "body")
+    return jsonify({"accepted": store.add(parse_events(body))}), 202
 
 
 @blueprint.get("/understand")

@@ -1,0 +1,1 @@
+"""Implicit feedback: search events from the front end (UBI-like) and judgments derived from them."""
