@@ -404,6 +404,13 @@ def location_of(config: ServiceConfig, *path: str) -> str:
     return next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), f"{config.source}:1")
 
 
+def read_raw(path: str | Path) -> dict:
+    """A config file's settings as plain YAML values, its `extends` chain merged in (what tools that write
+    overlays start from)."""
+    raw, _ = _read_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    return raw if isinstance(raw, dict) else {}
+
+
 def load_config(path: str | Path | None = None) -> ServiceConfig:
     """The --config path, else $KB_CONFIG, else `default_config_path()`."""
     path = Path(path or os.environ.get("KB_CONFIG") or default_config_path())

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from kb_service.config import ServiceConfig, load_config
 from kb_service.errors import KbError
@@ -243,6 +244,30 @@ def cmd_judgments(config: ServiceConfig, args) -> int:
     return 0
 
 
+def cmd_tune(config: ServiceConfig, args) -> int:
+    from kb_service.config import read_raw
+    from kb_service.errors import InputError
+    from kb_service.evaluation import read_qrels, read_queries
+    from kb_service.tuning import changed_weights, cross_validate, overlay
+
+    out = Path(args.out).resolve()
+    if out == Path(config.source).resolve():
+        raise InputError(f"{args.out} is the config being tuned; name another file for the overlay", "out")
+    queries, qrels = read_queries(args.queries), read_qrels(args.qrels)
+    rows, tuned = cross_validate(config, queries, qrels, args.folds, args.rounds,
+                                 lambda line: print(line, file=sys.stderr))
+    print("| fold | training queries | held-out queries | default nDCG@10 | tuned nDCG@10 | changed |")
+    print("|---|---|---|---|---|---|")
+    for fold, train, held, default, best, changes in rows:
+        print(f"| {fold} | {train} | {held} | {default:.4f} | {best:.4f} | {'; '.join(changes) or '-'} |")
+    mean = [sum(r[i] for r in rows) / len(rows) for i in (3, 4)]
+    print(f"| mean | | | {mean[0]:.4f} | {mean[1]:.4f} | |")
+    raw = read_raw(config.source)
+    out.write_text(overlay(Path(config.source), raw, tuned), encoding="utf-8")
+    print(f"tuned on all {len(queries)} queries: {'; '.join(changed_weights(raw, tuned)) or 'no change'} → {out}")
+    return 0
+
+
 def cmd_admin_key(config: ServiceConfig, args) -> int:
     from kb_service.http.auth import new_key
 
@@ -333,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="serve an earlier version again (default: the previous one)")
     rollback.add_argument("version", nargs="?", help="the version to serve (see `kb versions`)")
     rollback.set_defaults(handler=cmd_rollback)
+
+    tune = commands.add_parser("tune", help="tune scoring weights on judged queries (k-fold, coordinate ascent)")
+    tune.add_argument("--queries", required=True, help="JSONL: qid, task, query")
+    tune.add_argument("--qrels", required=True, help="TREC qrels: qid 0 kid grade")
+    tune.add_argument("--folds", type=int, default=3)
+    tune.add_argument("--rounds", type=int, default=2, help="passes over the weights per fold")
+    tune.add_argument("--out", required=True, help="the YAML overlay to write (extends the config tuned)")
+    tune.set_defaults(handler=cmd_tune)
 
     judgments = commands.add_parser("judgments", help="graded judgments from the front end's search events")
     judgment_actions = judgments.add_subparsers(dest="action", required=True)

@@ -121,7 +121,13 @@ class SearchService:
         return self.encoder.encode([text])[0]
 
     def _serving_state(self, version: OpenVersion, config: ServiceConfig) -> ServingState:
+        """The state for `version` under `config`; the understander (its link model is fitted at build) is
+        kept when only other sections changed, so a scoring change goes live in milliseconds."""
         self._check_formulas(version, config)
+        current = self._state
+        if current is not None and current.version is version and (
+                current.config.query_understanding == config.query_understanding):
+            return ServingState(version, current.understander, config)
         understander = QueryUnderstander(config.query_understanding, version.dictionary, version.segmenter,
                                          embed=self._encode_cached, embed_many=self.encoder.encode,
                                          category_centroids=version.category_centroids)
