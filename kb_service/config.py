@@ -222,6 +222,13 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """/console, the analysts' pages (rating hits there still needs an admin API key)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     data_dir: str = "data"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -233,6 +240,7 @@ class ServiceConfig:
     query_understanding: UnderstandingConfig = field(default_factory=UnderstandingConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: str = "<defaults>"
     version: str = "defaults"
 

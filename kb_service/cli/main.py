@@ -224,6 +224,20 @@ def cmd_judgments(config: ServiceConfig, args) -> int:
 
     from kb_service.feedback.click_model import judgments_from_events
     from kb_service.feedback.events import EventStore
+    from kb_service.feedback.judgments import JudgmentStore
+
+    if args.action in ("export", "import"):
+        judged = JudgmentStore(config.data_path / "judgments.sqlite")
+        try:
+            if args.action == "export":
+                count = judged.export(Path(args.qrels), Path(args.queries) if args.queries else None)
+                print(f"{count} judgments → {args.qrels}")
+            else:
+                count = judged.import_qrels(Path(args.qrels), Path(args.queries), args.rater)
+                print(f"{count} judgments imported from {args.qrels}")
+        finally:
+            judged.close()
+        return 0
 
     store = EventStore(config.data_path / "events.sqlite", config.feedback.max_events)
     try:
@@ -375,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     from_events.add_argument("--queries", help="where the queries go (JSONL qid, task, query), for `kb eval`")
     from_events.add_argument("--min-impressions", type=int, default=10,
                              help="times a hit must have been shown for a query to be judged")
+    export = judgment_actions.add_parser("export", help="the console's judgment list as TREC qrels")
+    export.add_argument("--qrels", required=True)
+    export.add_argument("--queries", help="where the queries go (JSONL qid, task, query)")
+    imported = judgment_actions.add_parser("import", help="add judgments from TREC qrels and their queries")
+    imported.add_argument("--qrels", required=True)
+    imported.add_argument("--queries", required=True, help="JSONL qid, task, query: the texts the qids stand for")
+    imported.add_argument("--rater", default="import", help="who the judgments are recorded as from")
     judgments.set_defaults(handler=cmd_judgments)
 
     versions = commands.add_parser("versions", help="list index versions (* marks the served one)")

@@ -89,6 +89,11 @@ class OpenVersion(Protocol):
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult: ...
 
+    def request_for(self, plan: SearchPlan, query_vector: np.ndarray) -> dict | None:
+        """The request this engine sends for `plan`, as JSON an analyst can replay in their own tools;
+        None where there is no request (the embedded engine runs in process)."""
+        ...
+
     def formula_problem(self, formula: Formula) -> str | None:
         """Why this engine cannot run `formula` on this version (None when it can): checked when a version
         or a config goes live, so a formula the engine refuses is a config error, never a failed search."""

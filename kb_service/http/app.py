@@ -21,7 +21,8 @@ from kb_service import metrics
 from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.errors import KbError, TooManyRequestsError, error_body
 from kb_service.feedback.events import EventStore
-from kb_service.http import admin, search
+from kb_service.feedback.judgments import JudgmentStore
+from kb_service.http import admin, console, search
 from kb_service.serving.service import ConfigReloadError, SearchService
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     if service.config.feedback.enabled:
         app.extensions["kb_events"] = EventStore(service.config.data_path / "events.sqlite",
                                                  service.config.feedback.max_events)
+    app.extensions["kb_judgments"] = JudgmentStore(service.config.data_path / "judgments.sqlite")
     app.extensions["kb_admin_failures"] = admin.FailedAttempts()
     app.extensions["kb_config_watcher"] = watcher
     if watch:
@@ -134,6 +136,7 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
         app.extensions["kb_service_stop"] = stop
     app.register_blueprint(search.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(console.blueprint)
     app.register_error_handler(Exception, _error_response)
     app.before_request(_start_request)
     app.after_request(_finish_request)

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,11 +26,12 @@ from query_understanding import ParsedQuery, QueryUnderstander
 from query_understanding.understander import QueryError
 from scoring.answer_expansion import expand_answer
 from scoring.hits import ScoredHit
-from scoring.plan import Mode
+from scoring.plan import Mode, SearchPlan
 from scoring.planner import SearchRequest, build_plan
 from scoring.rescoring import RescoreContext, rescore
 
 log = logging.getLogger(__name__)
+CANDIDATE_STATES = 4  # candidate configs (console A/B) kept ready, each with its own understander when needed
 
 
 class NotReadyError(UnavailableError):
@@ -38,6 +40,12 @@ class NotReadyError(UnavailableError):
 
 class DeadlineExceededError(UnavailableError):
     """A search that ran past `search.deadline_ms`; the worker is free again."""
+
+
+def frozen_changes(new: ServiceConfig, current: ServiceConfig) -> list[str]:
+    """The sections `new` changes that shape the index or the process, so cannot change while serving."""
+    return [f.name for f in dataclasses.fields(ServiceConfig) if f.name not in (*LIVE_SECTIONS, "source", "version")
+            and getattr(new, f.name) != getattr(current, f.name)]
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class SearchResponse:
     config_version: str
     mode: Mode
     stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    plan: SearchPlan | None = None
 
     def to_dict(self, offset: int, explain: bool) -> dict:
         return {
@@ -102,6 +111,7 @@ class SearchService:
         self._base_config = config
         self._state: ServingState | None = None
         self._swap_lock = threading.Lock()
+        self._candidates: OrderedDict[tuple[str, str], ServingState] = OrderedDict()
         self._encode_cached = lru_cache(maxsize=2048)(self._encode)
         self.encoder.encode(["warm-up"])
         try:
@@ -171,9 +181,7 @@ class SearchService:
             current = self.config
             if new.version == current.version:
                 return False
-            frozen = [f.name for f in dataclasses.fields(ServiceConfig)
-                      if f.name not in (*LIVE_SECTIONS, "source", "version")
-                      and getattr(new, f.name) != getattr(current, f.name)]
+            frozen = frozen_changes(new, current)
             if frozen:
                 raise ConfigReloadError(f"{', '.join(frozen)} cannot change while serving: restart the server "
                                         f"(or reload the KB) to apply them; still serving config {current.version}")
@@ -204,20 +212,40 @@ class SearchService:
     def get(self, kid: str) -> KnowledgeRecord | None:
         return self.state.version.get(kid)
 
-    def search(self, request: SearchRequest) -> SearchResponse:
+    def search(self, request: SearchRequest, config: ServiceConfig | None = None) -> SearchResponse:
         """One search, refused with 503 once it runs past `search.deadline_ms` (checked between stages;
-        cluster requests time out within what is left)."""
-        deadline_ms = self.config.search.deadline_ms
+        cluster requests time out within what is left). With `config`, the search runs under that candidate
+        config on the served version instead of the live one (the console's A/B), which stays untouched."""
+        state = self.state if config is None else self._candidate_state(config)
+        deadline_ms = state.config.search.deadline_ms
         token = SEARCH_DEADLINE.set(time.monotonic() + deadline_ms / 1000)
         try:
-            return self._search(request, deadline_ms)
+            return self._search(request, state, deadline_ms)
         finally:
             SEARCH_DEADLINE.reset(token)
 
-    def _search(self, request: SearchRequest, deadline_ms: float) -> SearchResponse:
+    def _candidate_state(self, config: ServiceConfig) -> ServingState:
+        """A serving state for a candidate config over the served version, kept for the last few configs."""
+        live = self.state
+        key = (live.version.name, config.version)
+        with self._swap_lock:
+            state = self._candidates.get(key)
+            if state is None:
+                state = self._serving_state(live.version, config)
+                self._candidates[key] = state
+                while len(self._candidates) > CANDIDATE_STATES:
+                    self._candidates.popitem(last=False)
+            return state
+
+    def engine_request(self, response: SearchResponse) -> dict | None:
+        """What the engine was sent for `response` (cluster engines: the search body), for analysts to replay."""
+        if response.plan is None:
+            return None
+        return self.state.version.request_for(response.plan, self._encode_cached(response.plan.vector_text))
+
+    def _search(self, request: SearchRequest, state: ServingState, deadline_ms: float) -> SearchResponse:
         started = time.perf_counter()
         watch = _Stopwatch(started, deadline_ms)
-        state = self.state
         parsed = _parsed(state.understander, request.query)
         watch.lap("understand")
         plan = build_plan(parsed, request, state.config.scoring)
@@ -241,6 +269,7 @@ class SearchService:
             config_version=state.config.version,
             mode=plan.mode,
             stages_ms=watch.stages,
+            plan=plan,
         )
 
     def query_vector_cache(self) -> tuple[int, int]:

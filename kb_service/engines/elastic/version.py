@@ -96,10 +96,22 @@ class ClusterVersion:
             return self._exact(plan, query_vector)
         return self._fast(plan, query_vector)
 
-    def _exact(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+    def request_for(self, plan: SearchPlan, query_vector: np.ndarray) -> dict | None:
+        """exact: the script_score search; fast: the first round, the text and the knn searches."""
+        if plan.mode == Mode.EXACT:
+            return {"index": self.name, "search": self._exact_body(plan, query_vector)}
+        count = plan.candidates
+        num_candidates = min(10_000, int(count * self.settings.knn_num_candidates_factor))
+        return {"index": self.name, "msearch": [
+            {"query": render_bool(plan, text_required=True), "size": count},
+            {**self._knn(plan, query_vector, count, num_candidates), "size": count}]}
+
+    def _exact_body(self, plan: SearchPlan, query_vector: np.ndarray) -> dict:
         query = render_script_score(plan, query_vector, self.cluster.dialect.painless_variables)
-        response = self._search({"query": query, "size": plan.window, "_source": SOURCE_EXCLUDES,
-                                 "track_total_hits": True})
+        return {"query": query, "size": plan.window, "_source": SOURCE_EXCLUDES, "track_total_hits": True}
+
+    def _exact(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        response = self._search(self._exact_body(plan, query_vector))
         hits = response["hits"]["hits"]
         candidates = _Candidates.from_hits(hits)
         cosines = self._cosines(plan, query_vector, list(candidates.sources)) if plan.formula.needs("cosine") else {}

@@ -160,6 +160,10 @@ class EmbeddedVersion:
         index = self.by_kid.get(kid)
         return None if index is None else self.records[index]
 
+    def request_for(self, plan: SearchPlan, query_vector: np.ndarray) -> dict | None:
+        """Nothing is sent anywhere: the plan runs in this process."""
+        return None
+
     def formula_problem(self, formula: Formula) -> str | None:
         """numpy evaluates every formula the config checks let through."""
         return None

@@ -1,0 +1,103 @@
+"""Judgment lists from people: a grade 0–3 per (query, kid), rated in the console, kept with who rated it,
+when, and which config and index version produced the hit; exported as TREC qrels for `kb eval` and
+`kb tune`, imported from them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kb_service.errors import InputError
+
+GRADES = range(0, 4)
+
+
+@dataclass(frozen=True)
+class Rating:
+    query: str
+    kid: str
+    grade: int
+    rater: str
+    rated_at: float
+    config_version: str = ""
+    index_version: str = ""
+
+
+def query_id(query: str) -> str:
+    """A stable qid for a query text, so exports of the same list line up run after run."""
+    return "judged:" + hashlib.sha1(query.encode("utf-8")).hexdigest()[:10]
+
+
+class JudgmentStore:
+    """Ratings in SQLite; the latest rating of a (query, kid) is its judgment."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS ratings (id INTEGER PRIMARY KEY, query TEXT NOT NULL, "
+                         "kid TEXT NOT NULL, grade INTEGER NOT NULL, rater TEXT NOT NULL, rated_at REAL NOT NULL, "
+                         "config_version TEXT NOT NULL, index_version TEXT NOT NULL)")
+
+    def rate(self, rating: Rating) -> None:
+        if rating.grade not in GRADES:
+            raise InputError("expected a grade from 0 (not relevant) to 3 (exactly what was asked)", "grade")
+        if not rating.query.strip() or not rating.kid.strip():
+            raise InputError("expected the query and the kid rated", "query" if not rating.query.strip() else "kid")
+        with self._lock, self._db:
+            self._db.execute("INSERT INTO ratings (query, kid, grade, rater, rated_at, config_version, index_version) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (rating.query, rating.kid, rating.grade, rating.rater,
+                                                              rating.rated_at, rating.config_version,
+                                                              rating.index_version))
+
+    def judgments(self) -> list[Rating]:
+        """The latest rating of every (query, kid)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT query, kid, grade, rater, rated_at, config_version, index_version FROM ratings r WHERE id = "
+                "(SELECT MAX(id) FROM ratings WHERE query = r.query AND kid = r.kid) ORDER BY query, kid").fetchall()
+        return [Rating(*row) for row in rows]
+
+    def export(self, qrels: Path, queries: Path | None = None) -> int:
+        judged = self.judgments()
+        with open(qrels, "w", encoding="utf-8") as handle:
+            for rating in judged:
+                handle.write(f"{query_id(rating.query)} 0 {rating.kid} {rating.grade}\n")
+        if queries:
+            with open(queries, "w", encoding="utf-8") as handle:
+                for text in dict.fromkeys(r.query for r in judged):
+                    handle.write(json.dumps({"qid": query_id(text), "task": "judged", "query": text},
+                                            ensure_ascii=False) + "\n")
+        return len(judged)
+
+    def import_qrels(self, qrels: Path, queries: Path, rater: str) -> int:
+        """Ratings from TREC qrels whose qids the queries file maps to texts; a line that does not parse is
+        an error naming the file and line."""
+        texts = {}
+        for number, line in enumerate(queries.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    texts[row["qid"]] = row["query"]
+                except (ValueError, KeyError, TypeError):
+                    raise InputError(f"{queries}:{number}: expected a JSON object with qid and query", "queries"
+                                     ) from None
+        count = 0
+        for number, line in enumerate(qrels.read_text(encoding="utf-8").splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4 or parts[0] not in texts or not parts[3].lstrip("-").isdigit():
+                raise InputError(f"{qrels}:{number}: expected 'qid 0 kid grade' with a qid of {queries}", "qrels")
+            self.rate(Rating(texts[parts[0]], parts[2], int(parts[3]), rater, time.time()))
+            count += 1
+        return count
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,115 @@
+"""The analyst console: /console shows what the service understood and why each hit ranks where it does
+(a stacked bar of its score components), the exact request the engine received, and lets an analyst rate
+hits and compare a candidate config with the live one on a query. Server-rendered pages with a little
+JavaScript; candidate configs never touch the live one, and rating needs an admin API key."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from flask import Blueprint, current_app, g, render_template, request
+
+from kb_service.config import ConfigError, ServiceConfig, parse_config
+from kb_service.errors import InputError, NotFoundError
+from kb_service.feedback.judgments import JudgmentStore, Rating
+from kb_service.http.admin import admin_required
+from kb_service.serving.service import LIVE_SECTIONS, SearchResponse, SearchService, frozen_changes
+from scoring.planner import SearchRequest
+
+blueprint = Blueprint("console", __name__, template_folder="templates")
+INDEX_SECTIONS = ("encoder", "engine", "elasticsearch")  # what a version was built with
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+           "#bab0ac")
+
+
+def _service() -> SearchService:
+    if not current_app.extensions["kb_service"].config.console.enabled:
+        raise NotFoundError("the console is switched off (console.enabled)", "console")
+    return current_app.extensions["kb_service"]
+
+
+def _bars(response: SearchResponse) -> list[dict]:
+    """Each hit with its components as bar segments, widths relative to the largest hit's total."""
+    widest = max((sum(abs(c.contribution) for c in hit.components) for hit in response.hits), default=0.0) or 1.0
+    names = sorted({c.name for hit in response.hits for c in hit.components})
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    rows = []
+    for rank, hit in enumerate(response.hits, start=1):
+        segments = [{"name": c.name, "stage": c.stage, "raw": c.raw, "weight": c.weight,
+                     "contribution": c.contribution, "colour": colours[c.name],
+                     "width": round(100 * abs(c.contribution) / widest, 2)} for c in hit.components]
+        rows.append({"rank": rank, "hit": hit, "segments": segments})
+    return rows
+
+
+def _candidate(text: str, live: ServiceConfig) -> ServiceConfig:
+    """A pasted config, parsed as if it sat beside the live one (so `extends: config.yaml` works). Its
+    search, understanding and scoring sections run over the served version; the encoder and engine shape
+    that version, so they cannot differ, and the rest (server, data directory) is the live process's."""
+    candidate = parse_config(text, str(Path(live.source).parent / "candidate.yaml"))
+    shaping = [name for name in frozen_changes(candidate, live) if name in INDEX_SECTIONS]
+    if shaping:
+        raise InputError(f"{', '.join(shaping)} cannot differ from the live config in a comparison "
+                         "(they shape the index)", "config")
+    return replace(live, **{name: getattr(candidate, name) for name in LIVE_SECTIONS}, version=candidate.version,
+                   source=candidate.source)
+
+
+@blueprint.get("/console")
+def console():
+    service = _service()
+    query = request.args.get("q", "").strip()
+    context = {"query": query, "response": None, "bars": [], "engine_request": None}
+    if query:
+        response = service.search(SearchRequest(query=query, size=10, explain=True))
+        context.update(response=response, bars=_bars(response), parsed=response.parsed,
+                       engine_request=json.dumps(service.engine_request(response), ensure_ascii=False, indent=1))
+    return render_template("console.html", **context)
+
+
+@blueprint.route("/console/compare", methods=["GET", "POST"])
+def compare():
+    service = _service()
+    live_config = service.config
+    query = (request.form.get("q") or request.args.get("q") or "").strip()
+    text = request.form.get("config", "")
+    context = {"query": query, "config_text": text or f"extends: {Path(live_config.source).name}\nscoring:\n",
+               "problems": [], "live": None, "candidate": None}
+    if request.method == "POST" and query:
+        try:
+            candidate_config = _candidate(text, live_config)
+        except ConfigError as err:
+            context["problems"] = err.problems
+        except InputError as err:
+            context["problems"] = [str(err)]
+        else:
+            live = service.search(SearchRequest(query=query, size=10))
+            candidate = service.search(SearchRequest(query=query, size=10), config=candidate_config)
+            live_ranks = {hit.record.kid: rank for rank, hit in enumerate(live.hits, start=1)}
+            moves = {}
+            for rank, hit in enumerate(candidate.hits, start=1):
+                before = live_ranks.get(hit.record.kid)
+                moves[hit.record.kid] = "new" if before is None else (before - rank)
+            context.update(live=live, candidate=candidate, moves=moves, candidate_version=candidate_config.version)
+    return render_template("compare.html", **context)
+
+
+@blueprint.post("/console/judgments")
+@admin_required("judge")
+def rate():
+    service = _service()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InputError("expected a JSON object with query, kid and grade", "body")
+    grade = body.get("grade")
+    if isinstance(grade, bool) or not isinstance(grade, int):
+        raise InputError("expected a grade from 0 to 3", "grade")
+    state = service.state
+    rating = Rating(str(body.get("query", "")), str(body.get("kid", "")), grade, g.admin_key, time.time(),
+                    state.config.version, state.version.name)
+    store: JudgmentStore = current_app.extensions["kb_judgments"]
+    store.rate(rating)
+    return {"rated": {"query": rating.query, "kid": rating.kid, "grade": rating.grade, "rater": rating.rater}}, 201
