@@ -37,6 +37,7 @@ class ScoringConfig:
     boosts: ClauseBoosts = field(default_factory=ClauseBoosts)
     category_boost: float = 1.0
     category_min_weight: float = 0.2
+    category_required_mass: float = 0.9  # predicted categories restrict the hits only when this sure, else boost
     mode: Mode = Mode.EXACT
     candidates: int = 200
     rescore_window: int = 100
@@ -115,11 +116,15 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
     filters: list = [*BASE_FILTERS, NotExpiredFilter(now or time.strftime(TIMESTAMP_FORMAT))]
     if request.categories:
         filters.append(TermFilter("category", tuple(request.categories)))
-    required_any = tuple(
-        Clause("category", "term", "category", category, weight * config.category_boost)
-        for category, weight in parsed.categories.items()
-        if weight >= config.category_min_weight and not request.categories
-    )
+    predicted = [(category, weight) for category, weight in parsed.categories.items()
+                 if weight >= config.category_min_weight and not request.categories]
+    category_clauses = tuple(Clause("category", "term", "category", category, weight * config.category_boost)
+                             for category, weight in predicted)
+    # A sure prediction (城市 0.77 + 国家 0.23) may restrict the hits; an unsure one (noun.plant 0.27 of a
+    # glossary's 45 categories) only boosts, so a wrong guess cannot hide the answer.
+    required_any = category_clauses if sum(w for _, w in predicted) >= config.category_required_mass else ()
+    if not required_any:
+        should.extend(category_clauses)
     return SearchPlan(
         filters=tuple(filters),
         required_any=required_any,
