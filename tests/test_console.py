@@ -110,3 +110,14 @@ def test_an_analyst_uses_the_console_in_a_real_browser(keyed):
         assert page.locator("#live li").count() >= 3 and page.locator(".move").count() >= 1
         page.screenshot(path=str(shots / "console-compare.png"), full_page=True)
         browser.close()
+
+
+def test_compare_on_the_judgment_list_shows_the_eval_table_and_the_losses(keyed):
+    client, key = _client(keyed)
+    for kid, grade in (("geo:country:CO:首都", 3), ("geo:city:3688689:国家", 2)):
+        assert client.post("/console/judgments", json={"query": "哥伦比亚的首都", "kid": kid, "grade": grade},
+                           headers={"X-API-Key": key}).status_code == 201
+    page = client.post("/console/compare", data={"q": "哥伦比亚的首都", "config": CANDIDATE, "judged": "1"}
+                       ).get_data(as_text=True)
+    assert 'id="judged-table"' in page and "| judged (n=" in page and "nDCG@10" in page
+    assert re.search(r"candidate better on \d+, worse on \d+", page)

@@ -14,7 +14,8 @@ from flask import Blueprint, current_app, g, render_template, request
 
 from kb_service.config import ConfigError, ServiceConfig, parse_config
 from kb_service.errors import InputError, NotFoundError
-from kb_service.feedback.judgments import JudgmentStore, Rating
+from kb_service.evaluation import ConfigRun, EvalQuery, evaluate, format_table, wins_and_losses
+from kb_service.feedback.judgments import JudgmentStore, Rating, query_id
 from kb_service.http.admin import admin_required
 from kb_service.serving.service import LIVE_SECTIONS, SearchResponse, SearchService, frozen_changes
 from scoring.planner import SearchRequest
@@ -94,7 +95,35 @@ def compare():
                 before = live_ranks.get(hit.record.kid)
                 moves[hit.record.kid] = "new" if before is None else (before - rank)
             context.update(live=live, candidate=candidate, moves=moves, candidate_version=candidate_config.version)
+    if request.method == "POST" and request.form.get("judged") and not context["problems"]:
+        context.update(_judged_comparison(service, text, live_config))
     return render_template("compare.html", **context)
+
+
+def _judged_comparison(service: SearchService, text: str, live_config: ServiceConfig) -> dict:
+    """Live vs candidate on every query of the judgment list: the `kb eval` table and the queries each wins
+    and loses (nDCG@10), each loss a link into the side-by-side view."""
+    try:
+        candidate_config = _candidate(text, live_config)
+    except (ConfigError, InputError) as err:
+        return {"problems": getattr(err, "problems", None) or [str(err)]}
+    store: JudgmentStore = current_app.extensions["kb_judgments"]
+    ratings = store.judgments()
+    if not ratings:
+        return {"problems": ["the judgment list is empty: rate some hits first (or `kb judgments import`)"]}
+    qrels: dict[str, dict[str, int]] = {}
+    for rating in ratings:
+        qrels.setdefault(query_id(rating.query), {})[rating.kid] = rating.grade
+    queries = [EvalQuery(query_id(q), "judged", q) for q in dict.fromkeys(r.query for r in ratings)]
+    runs = []
+    for label, config in (("live", None), ("candidate", candidate_config)):
+        tasks, per_query = evaluate(queries, qrels, lambda q, c=config: [
+            h.record.kid for h in service.search(SearchRequest(query=q, size=100), config=c).hits])
+        runs.append(ConfigRun(label, tasks, per_query))
+    wins, losses = wins_and_losses(runs[0], runs[1])
+    texts = {q.qid: q.text for q in queries}
+    return {"table": format_table(runs), "wins": [texts[q] for q in wins], "losses": [texts[q] for q in losses],
+            "judged_queries": len(queries)}
 
 
 @blueprint.post("/console/judgments")
