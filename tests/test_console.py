@@ -121,3 +121,12 @@ def test_compare_on_the_judgment_list_shows_the_eval_table_and_the_losses(keyed)
                        ).get_data(as_text=True)
     assert 'id="judged-table"' in page and "| judged (n=" in page and "nDCG@10" in page
     assert re.search(r"candidate better on \d+, worse on \d+", page)
+
+
+def test_insights_list_frequent_poorly_understood_queries(keyed):
+    client, _ = _client(keyed)
+    for query in ("今天天气怎么样", "今天天气怎么样", "哥伦比亚的首都"):
+        assert client.get("/search", query_string={"q": query}).status_code == 200
+    page = client.get("/console/insights").get_data(as_text=True)
+    no_entity = page.split('data-problem="no entity"')[1].split("</table>")[0]
+    assert "今天天气怎么样" in no_entity and "2 of 2 searches" in no_entity and "哥伦比亚的首都" not in no_entity

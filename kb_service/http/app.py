@@ -22,6 +22,7 @@ from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.errors import KbError, TooManyRequestsError, error_body
 from kb_service.feedback.events import EventStore
 from kb_service.feedback.judgments import JudgmentStore
+from kb_service.feedback.query_log import QueryLog
 from kb_service.http import admin, console, search
 from kb_service.serving.service import ConfigReloadError, SearchService
 
@@ -127,6 +128,7 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
         app.extensions["kb_events"] = EventStore(service.config.data_path / "events.sqlite",
                                                  service.config.feedback.max_events)
     app.extensions["kb_judgments"] = JudgmentStore(service.config.data_path / "judgments.sqlite")
+    app.extensions["kb_query_log"] = QueryLog()
     app.extensions["kb_admin_failures"] = admin.FailedAttempts()
     app.extensions["kb_config_watcher"] = watcher
     if watch:

@@ -16,6 +16,7 @@ from kb_service.config import ConfigError, ServiceConfig, parse_config
 from kb_service.errors import InputError, NotFoundError
 from kb_service.evaluation import ConfigRun, EvalQuery, evaluate, format_table, wins_and_losses
 from kb_service.feedback.judgments import JudgmentStore, Rating, query_id
+from kb_service.feedback.query_log import PROBLEMS, QueryLog
 from kb_service.http.admin import admin_required
 from kb_service.serving.service import LIVE_SECTIONS, SearchResponse, SearchService, frozen_changes
 from scoring.planner import SearchRequest
@@ -124,6 +125,14 @@ def _judged_comparison(service: SearchService, text: str, live_config: ServiceCo
     texts = {q.qid: q.text for q in queries}
     return {"table": format_table(runs), "wins": [texts[q] for q in wins], "losses": [texts[q] for q in losses],
             "judged_queries": len(queries)}
+
+
+@blueprint.get("/console/insights")
+def insights():
+    """Frequent queries the service understood poorly, per problem: what to add to the KB or the synonyms."""
+    _service()
+    log: QueryLog = current_app.extensions["kb_query_log"]
+    return render_template("insights.html", lists={problem: log.frequent(problem) for problem in PROBLEMS})
 
 
 @blueprint.post("/console/judgments")

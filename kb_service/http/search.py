@@ -53,6 +53,7 @@ def search():
     service = _service()
     search_request = parse_request(request_params(), service.config)
     response = service.search(search_request)
+    current_app.extensions["kb_query_log"].record(response)
     g.search_mode = response.mode.value
     for stage, milliseconds in response.stages_ms.items():
         metrics.STAGE_SECONDS.labels(stage, g.search_mode).observe(milliseconds / 1000)
