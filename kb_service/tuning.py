@@ -90,13 +90,18 @@ class Tuner:
     evaluations: int = 0
 
     def score(self, raw: dict, queries: list[EvalQuery]) -> float:
+        per_query = self.per_query(raw, queries)
+        return sum(per_query.values()) / max(len(per_query), 1)
+
+    def per_query(self, raw: dict, queries: list[EvalQuery]) -> dict[str, float]:
+        """nDCG@10 of each query under the candidate `raw` config."""
         text = overlay(self.base_path, read_raw(self.base_path), raw)
         config = parse_config(text, str(self.base_path.parent / "tuning-candidate.yaml"))
         self.service.reload_config(replace(config, version=f"tune-{self.evaluations}"))
         self.evaluations += 1
         _, per_query = evaluate(queries, self.qrels, lambda q: [
             h.record.kid for h in self.service.search(SearchRequest(query=q, size=10)).hits])
-        return sum(per_query.values()) / max(len(per_query), 1)
+        return per_query
 
     def ascend(self, raw: dict, queries: list[EvalQuery], rounds: int,
                report: Callable[[str], None] = log.info) -> tuple[dict, float]:
@@ -131,19 +136,41 @@ def changed_weights(raw: dict, tuned: dict) -> list[str]:
             if get(raw, p) != get(tuned, p)]
 
 
+@dataclass(frozen=True)
+class CrossValidation:
+    """Per fold: (fold, training queries, held-out queries, default nDCG@10, tuned nDCG@10, changes); per
+    task: (task, queries, default, tuned) over the held-out folds (each query is held out once); and the
+    weights tuned on every query."""
+
+    folds: list[tuple]
+    tasks: list[tuple]
+    tuned: dict
+
+
 def cross_validate(config: ServiceConfig, queries: list[EvalQuery], qrels: dict[str, dict[str, int]], k: int,
-                   rounds: int, report: Callable[[str], None]) -> tuple[list[tuple], dict]:
-    """Per fold (held-out default nDCG@10, held-out tuned nDCG@10, changes), and the weights tuned on all."""
+                   rounds: int, report: Callable[[str], None]) -> CrossValidation:
     base_path = Path(config.source)
     raw = read_raw(base_path)
     tuner = Tuner(base_path, SearchService(config), qrels)
-    rows = []
+    rows, held_default, held_tuned = [], {}, {}
     parts = folds(queries, k)
     for index, held_out in enumerate(parts):
         training = [q for i, part in enumerate(parts) if i != index for q in part]
         tuned, _ = tuner.ascend(raw, training, rounds, report)
-        rows.append((index + 1, len(training), len(held_out), tuner.score(raw, held_out),
-                     tuner.score(tuned, held_out), changed_weights(raw, tuned)))
+        default_scores, tuned_scores = tuner.per_query(raw, held_out), tuner.per_query(tuned, held_out)
+        held_default.update(default_scores)
+        held_tuned.update(tuned_scores)
+        rows.append((index + 1, len(training), len(held_out), _mean(default_scores.values()),
+                     _mean(tuned_scores.values()), changed_weights(raw, tuned)))
         report(f"fold {index + 1}: held-out nDCG@10 default {rows[-1][3]:.4f}, tuned {rows[-1][4]:.4f}")
+    tasks = []
+    for task in sorted({q.task for q in queries}):
+        ids = [q.qid for q in queries if q.task == task]
+        tasks.append((task, len(ids), _mean(held_default[i] for i in ids), _mean(held_tuned[i] for i in ids)))
     final, _ = tuner.ascend(raw, queries, rounds, report)
-    return rows, final
+    return CrossValidation(rows, tasks, final)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0

@@ -268,17 +268,21 @@ def cmd_tune(config: ServiceConfig, args) -> int:
     if out == Path(config.source).resolve():
         raise InputError(f"{args.out} is the config being tuned; name another file for the overlay", "out")
     queries, qrels = read_queries(args.queries), read_qrels(args.qrels)
-    rows, tuned = cross_validate(config, queries, qrels, args.folds, args.rounds,
-                                 lambda line: print(line, file=sys.stderr))
+    result = cross_validate(config, queries, qrels, args.folds, args.rounds,
+                            lambda line: print(line, file=sys.stderr))
     print("| fold | training queries | held-out queries | default nDCG@10 | tuned nDCG@10 | changed |")
     print("|---|---|---|---|---|---|")
-    for fold, train, held, default, best, changes in rows:
+    for fold, train, held, default, best, changes in result.folds:
         print(f"| {fold} | {train} | {held} | {default:.4f} | {best:.4f} | {'; '.join(changes) or '-'} |")
-    mean = [sum(r[i] for r in rows) / len(rows) for i in (3, 4)]
+    mean = [sum(r[i] for r in result.folds) / len(result.folds) for i in (3, 4)]
     print(f"| mean | | | {mean[0]:.4f} | {mean[1]:.4f} | |")
+    print("\n| task (held out) | queries | default nDCG@10 | tuned nDCG@10 |\n|---|---|---|---|")
+    for task, count, default, best in result.tasks:
+        print(f"| {task} | {count} | {default:.4f} | {best:.4f} |")
     raw = read_raw(config.source)
-    out.write_text(overlay(Path(config.source), raw, tuned), encoding="utf-8")
-    print(f"tuned on all {len(queries)} queries: {'; '.join(changed_weights(raw, tuned)) or 'no change'} → {out}")
+    out.write_text(overlay(Path(config.source), raw, result.tuned), encoding="utf-8")
+    print(f"tuned on all {len(queries)} queries: {'; '.join(changed_weights(raw, result.tuned)) or 'no change'} "
+          f"→ {out}")
     return 0
 
 
