@@ -76,8 +76,8 @@ def overlay(base_path: Path, raw: dict, tuned: dict) -> str:
         if scoring.get(section) != raw.get("scoring", {}).get(section):
             changes[section] = scoring[section]
     header = f"# written by `kb tune` from {base_path}; review, then serve it with --config or promote it\n"
-    return header + yaml.safe_dump({"extends": str(base_path.resolve()), "scoring": changes},
-                                   allow_unicode=True, sort_keys=False)
+    body = {"extends": str(base_path.resolve()), **({"scoring": changes} if changes else {})}
+    return header + yaml.safe_dump(body, allow_unicode=True, sort_keys=False)  # `scoring: {}` would mean none
 
 
 @dataclass

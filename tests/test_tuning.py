@@ -46,3 +46,15 @@ def test_tune_finds_the_planted_better_weight_and_writes_an_overlay(tmp_path, ca
     assert overlay.scoring != planted.scoring and f"extends: {base.resolve()}" in out.read_text()
     assert main(["--config", str(base), "tune", "--queries", str(queries), "--qrels", str(qrels),
                  "--out", str(base)]) == 2, "the tuned config itself is never overwritten"
+
+
+def test_an_overlay_without_changes_is_the_config_itself(tmp_path):
+    """`scoring: {}` in an overlay states "no scoring settings": an unchanged tuning must not write it."""
+    from kb_service.config import read_raw
+    from kb_service.tuning import overlay
+    from tests.conftest import REPO
+
+    base = REPO / "config.yaml"
+    path = tmp_path / "same.yaml"
+    path.write_text(overlay(base, read_raw(base), read_raw(base)), encoding="utf-8")
+    assert load_config(path).scoring == load_config(base).scoring
