@@ -2,7 +2,8 @@
 
 The weights searched are those an analyst edits: the formula's term weights, the clause boosts and the
 rescoring steps' weights. Each is tried at half, double and zero (or 1 when it is zero) while the mean
-nDCG@10 of the training queries improves. Every fold tunes on the other folds and is scored on its own
+nDCG@10 of the training queries improves (a switched-off weight is tried at 1 and at its kind's typical
+value). Every fold tunes on the other folds and is scored on its own
 queries, so the table shows what tuning is worth on queries it never saw; the result is written as a
 YAML overlay that `extends:` the config it started from, never over it.
 """
@@ -108,9 +109,10 @@ class Tuner:
         best, best_score = raw, self.score(raw, queries)
         for round_number in range(1, rounds + 1):
             moved = False
-            for path in tunable_paths(best):
+            paths = tunable_paths(best)
+            for path in paths:
                 value = get(best, path)
-                for candidate in ([value * 0.5, value * 2.0, 0.0] if value else [1.0]):
+                for candidate in ([value * 0.5, value * 2.0, 0.0] if value else _from_zero(best, path, paths)):
                     trial = with_value(best, path, candidate)
                     trial_score = self.score(trial, queries)
                     if trial_score > best_score + MIN_GAIN:
@@ -121,6 +123,14 @@ class Tuner:
             if not moved:
                 break
         return best, best_score
+
+
+def _from_zero(raw: dict, path: KeyPath, paths: list[KeyPath]) -> list[float]:
+    """What a switched-off weight is tried at: 1, and the mean of its switched-on siblings (the other boosts,
+    the other terms), the scale its kind works at."""
+    kind = [p for p in paths if p[:3] == path[:3] and p != path and get(raw, p) > 0]
+    typical = sum(get(raw, p) for p in kind) / len(kind) if kind else 1.0
+    return sorted({1.0, round(typical, 6)})
 
 
 def folds(queries: list[EvalQuery], k: int) -> list[list[EvalQuery]]:
