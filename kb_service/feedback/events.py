@@ -7,7 +7,6 @@ directory, bounded: beyond `max_events` the oldest are dropped, so a chatty fron
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from kb_service.errors import InputError
+from kb_service.feedback.sqlite import open_database
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_TEXT = 2000
@@ -74,14 +74,11 @@ class EventStore:
     """Events in `path` (SQLite), at most `max_events` kept (oldest dropped first)."""
 
     def __init__(self, path: Path, max_events: int = 1_000_000):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.max_events = max_events
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, query_id TEXT NOT NULL, "
-                         "query TEXT NOT NULL, kid TEXT NOT NULL, position INTEGER NOT NULL, action TEXT NOT NULL, "
-                         "timestamp REAL NOT NULL)")
+        self._db = open_database(path, "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, query_id TEXT "
+                                       "NOT NULL, query TEXT NOT NULL, kid TEXT NOT NULL, position INTEGER NOT NULL, "
+                                       "action TEXT NOT NULL, timestamp REAL NOT NULL)")
 
     def add(self, events: list[SearchEvent]) -> int:
         with self._lock, self._db:

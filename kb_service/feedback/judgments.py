@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from kb_service.errors import InputError
+from kb_service.feedback.sqlite import open_database
 
 GRADES = range(0, 4)
 
@@ -37,13 +37,11 @@ class JudgmentStore:
     """Ratings in SQLite; the latest rating of a (query, kid) is its judgment."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS ratings (id INTEGER PRIMARY KEY, query TEXT NOT NULL, "
-                         "kid TEXT NOT NULL, grade INTEGER NOT NULL, rater TEXT NOT NULL, rated_at REAL NOT NULL, "
-                         "config_version TEXT NOT NULL, index_version TEXT NOT NULL)")
+        self._db = open_database(path, "CREATE TABLE IF NOT EXISTS ratings (id INTEGER PRIMARY KEY, query TEXT "
+                                       "NOT NULL, kid TEXT NOT NULL, grade INTEGER NOT NULL, rater TEXT NOT NULL, "
+                                       "rated_at REAL NOT NULL, config_version TEXT NOT NULL, index_version TEXT "
+                                       "NOT NULL)")
 
     def rate(self, rating: Rating) -> None:
         if rating.grade not in GRADES:
@@ -95,7 +93,10 @@ class JudgmentStore:
                 continue
             if len(parts) != 4 or parts[0] not in texts or not parts[3].lstrip("-").isdigit():
                 raise InputError(f"{qrels}:{number}: expected 'qid 0 kid grade' with a qid of {queries}", "qrels")
-            self.rate(Rating(texts[parts[0]], parts[2], int(parts[3]), rater, time.time()))
+            try:
+                self.rate(Rating(texts[parts[0]], parts[2], int(parts[3]), rater, time.time()))
+            except InputError as err:
+                raise InputError(f"{qrels}:{number}: {err.message}", "qrels") from None
             count += 1
         return count
 
