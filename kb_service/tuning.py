@@ -25,7 +25,7 @@ from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 
 log = logging.getLogger(__name__)
-MIN_GAIN = 1e-4  # nDCG@10 a move must add to be kept
+MIN_GAIN = 2e-3  # nDCG@10 a move must add to be kept, and at least a tenth of one query's full swing …
 
 
 KeyPath = tuple  # into the raw config: ("scoring", "boosts", "value_term"), ("scoring", "rescoring", 2, "weight")
@@ -107,6 +107,7 @@ class Tuner:
     def ascend(self, raw: dict, queries: list[EvalQuery], rounds: int,
                report: Callable[[str], None] = log.info) -> tuple[dict, float]:
         best, best_score = raw, self.score(raw, queries)
+        needed = max(MIN_GAIN, 0.1 / max(len(queries), 1))  # … so noise on a query or two cannot move a weight
         for round_number in range(1, rounds + 1):
             moved = False
             paths = tunable_paths(best)
@@ -115,7 +116,7 @@ class Tuner:
                 for candidate in ([value * 0.5, value * 2.0, 0.0] if value else _from_zero(best, path, paths)):
                     trial = with_value(best, path, candidate)
                     trial_score = self.score(trial, queries)
-                    if trial_score > best_score + MIN_GAIN:
+                    if trial_score >= best_score + needed:
                         report(f"round {round_number}: {label(best, path)} {value:g} → {candidate:g}: "
                                f"nDCG@10 {best_score:.4f} → {trial_score:.4f}")
                         best, best_score, moved = trial, trial_score, True
