@@ -325,8 +325,7 @@ class QueryUnderstander:
 
     def entities_named_in(self, text: str) -> list[tuple[str, ...]]:
         """The stored spellings of each KB entity that `text` (a record's value) names, in order of mention."""
-        spans = longest_matches(normalise_text(text), self.dictionary.entity_names, self.config.min_entity_chars)
-        return list(dict.fromkeys(tuple(self.dictionary.entity_names[span.name]) for span in spans))
+        return list(dict.fromkeys(tuple(self.dictionary.entity_names[span.name]) for span in self._find_names(text)))
 
     def _stored_spelling(self, span: LinkedSpan, text: str) -> LinkedSpan:
         """The stored spelling the user typed (traditional or simplified), else the first one stored."""
