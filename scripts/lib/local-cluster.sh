@@ -83,7 +83,7 @@ launch_node() {
     else
         "${launch[@]}" >"$dir/start.log" 2>&1
     fi
-    say "started node $1 (pid $(node_pid "$1"))"
+    say "started node $1 (its pid goes to $dir/node.pid once it has daemonised)"
 }
 
 wait_green() {
