@@ -37,7 +37,7 @@ class ScoringConfig:
     boosts: ClauseBoosts = field(default_factory=ClauseBoosts)
     category_boost: float = 1.0
     category_min_weight: float = 0.2
-    category_required_mass: float = 0.9  # predicted categories restrict the hits only when this sure, else boost
+    category_required_mass: float = 0.5  # predicted categories restrict the hits only when this sure, else boost
     mode: Mode = Mode.EXACT
     candidates: int = 200
     rescore_window: int = 100
@@ -120,8 +120,8 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
                  if weight >= config.category_min_weight and not request.categories]
     category_clauses = tuple(Clause("category", "term", "category", category, weight * config.category_boost)
                              for category, weight in predicted)
-    # A sure prediction (城市 0.77 + 国家 0.23) may restrict the hits; an unsure one (noun.plant 0.27 of a
-    # glossary's 45 categories) only boosts, so a wrong guess cannot hide the answer.
+    # A likely prediction (城市 0.85) may restrict the hits; an unlikely one (noun.plant 0.27 of a glossary's
+    # 45 categories) only boosts, so a wrong guess cannot hide the answer.
     required_any = category_clauses if sum(w for _, w in predicted) >= config.category_required_mass else ()
     if not required_any:
         should.extend(category_clauses)
