@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from kb_service.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -20,18 +22,35 @@ class EvalQuery:
     text: str
 
 
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Numbered non-blank lines of a judged-query file; an unreadable file is the caller's input error."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            yield from ((number, line) for number, line in enumerate(handle, start=1) if line.strip())
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read: {getattr(err, 'strerror', None) or err}", str(path)) from None
+
+
 def read_queries(path: str | Path) -> list[EvalQuery]:
-    with open(path, encoding="utf-8") as handle:
-        return [EvalQuery(row["qid"], row["task"], row["query"]) for row in map(json.loads, handle) if row]
+    """JSONL with qid, task and query per line; a bad line is refused by file and line."""
+    queries = []
+    for number, line in _lines(path):
+        try:
+            row = json.loads(line)
+            queries.append(EvalQuery(str(row["qid"]), str(row.get("task", "all")), str(row["query"])))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InputError("expected a JSON object with qid, task and query", f"{path}:{number}") from None
+    return queries
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """TREC qrels (qid, iteration, kid, grade); a bad line is refused by file and line."""
     judgments: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) == 4:
-                judgments[parts[0]][parts[2]] = int(parts[3])
+    for number, line in _lines(path):
+        parts = line.split()
+        if len(parts) != 4 or not parts[3].lstrip("-").isdigit():
+            raise InputError("expected TREC qrels: qid 0 kid grade", f"{path}:{number}")
+        judgments[parts[0]][parts[2]] = int(parts[3])
     return dict(judgments)
 
 

@@ -56,6 +56,23 @@ def test_bad_config_names_file_and_line(tmp_path):
     assert result.returncode == 2 and f"{config}:2: encoder.provider" in result.stderr
 
 
+def test_judged_query_files_are_checked_line_by_line(tmp_path):
+    """`kb eval` and `kb tune` read an analyst's files: a missing one or a bad line is one message, exit 2."""
+    queries, qrels = tmp_path / "queries.jsonl", tmp_path / "qrels.tsv"
+    queries.write_text('{"qid": "q1", "task": "t", "query": "杭州"}\n{"qid": "q2"}\n', encoding="utf-8")
+    qrels.write_text("q1 0 k1 2\nq1 k1 two\n", encoding="utf-8")
+    for command in (["eval"], ["tune", "--out", str(tmp_path / "tuned.yaml")]):
+        missing = run_kb(*command, "--queries", str(tmp_path / "nope.jsonl"), "--qrels", str(qrels),
+                         data_dir=tmp_path)
+        assert missing.returncode == 2 and "Traceback" not in missing.stderr
+        assert f"{tmp_path / 'nope.jsonl'}: cannot read" in missing.stderr
+        bad = run_kb(*command, "--queries", str(queries), "--qrels", str(qrels), data_dir=tmp_path)
+        assert bad.returncode == 2 and f"{queries}:2: expected a JSON object" in bad.stderr, bad.stderr
+    queries.write_text('{"qid": "q1", "task": "t", "query": "杭州"}\n', encoding="utf-8")
+    bad = run_kb("eval", "--queries", str(queries), "--qrels", str(qrels), data_dir=tmp_path)
+    assert bad.returncode == 2 and f"{qrels}:2: expected TREC qrels" in bad.stderr, bad.stderr
+
+
 def test_eval_compares_configs_side_by_side(loaded_data_dir, tmp_path):
     queries = tmp_path / "queries.jsonl"
     queries.write_text('{"qid": "q1", "task": "geo-attr", "query": "杭州的人口"}\n'

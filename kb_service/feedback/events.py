@@ -43,7 +43,7 @@ class SearchEvent:
 
         def text(name: str, required: bool = True) -> str:
             value = raw.get(name, "")
-            if not isinstance(value, str) or (required and not value.strip()) or len(value) > MAX_TEXT:
+            if not isinstance(value, str) or (required and not value) or len(value) > MAX_TEXT:
                 raise InputError(f"expected a non-empty string of at most {MAX_TEXT} characters", f"{where}.{name}")
             return value
 

@@ -64,9 +64,13 @@ def _candidate(text: str, live: ServiceConfig) -> ServiceConfig:
 def console():
     service = _service()
     query = request.args.get("q", "").strip()
-    context = {"query": query, "response": None, "bars": [], "engine_request": None}
-    if query:
-        response = service.search(SearchRequest(query=query, size=10, explain=True))
+    context = {"query": query, "response": None, "bars": [], "engine_request": None, "problems": []}
+    try:
+        response = service.search(SearchRequest(query=query, size=10, explain=True)) if query else None
+    except InputError as err:  # a person typed it: say so on the page rather than answer a JSON 400
+        context["problems"] = [str(err)]
+        response = None
+    if response:
         context.update(response=response, bars=_bars(response), parsed=response.parsed,
                        engine_request=json.dumps(service.engine_request(response), ensure_ascii=False, indent=1))
     return render_template("console.html", **context)
@@ -88,8 +92,12 @@ def compare():
         except InputError as err:
             context["problems"] = [str(err)]
         else:
-            live = service.search(SearchRequest(query=query, size=10))
-            candidate = service.search(SearchRequest(query=query, size=10), config=candidate_config)
+            try:
+                live = service.search(SearchRequest(query=query, size=10))
+                candidate = service.search(SearchRequest(query=query, size=10), config=candidate_config)
+            except InputError as err:
+                context["problems"] = [str(err)]
+                return render_template("compare.html", **context)
             live_ranks = {hit.record.kid: rank for rank, hit in enumerate(live.hits, start=1)}
             moves = {}
             for rank, hit in enumerate(candidate.hits, start=1):
