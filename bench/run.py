@@ -155,11 +155,11 @@ def encoder_throughput(encoder: str, texts: list[str]) -> float:
 class Server:
     """A real `kb serve` on a free port."""
 
-    def __init__(self, config: Path, data_dir: Path, port: int):
+    def __init__(self, config: Path, data_dir: Path, port: int, workers: int = 1):
         self.url = f"http://127.0.0.1:{port}"
         environment = {**os.environ, "KB_DATA_DIR": str(data_dir)}
         self.process = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "--config", str(config), "serve",
-                                         "--port", str(port)], env=environment, cwd=REPO,
+                                         "--port", str(port), "--workers", str(workers)], env=environment, cwd=REPO,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 600
         while True:
@@ -192,8 +192,16 @@ def single_client(url: str, queries: list[str], mode: str) -> dict:
 WRK_SCRIPT = """
 local queries = {}
 for line in io.lines(os.getenv("KB_BENCH_QUERIES")) do queries[#queries + 1] = line end
-local counter = 0
+local threads = 0
+setup = function(thread)
+  thread:set("offset", threads)
+  threads = threads + 1
+end
+local counter = nil
 request = function()
+  -- each wrk thread walks the (shuffled) queries from its own starting point, so threads rarely repeat
+  -- each other's queries and the query-vector cache sees what distinct users would send
+  if counter == nil then counter = math.floor(offset * #queries / 4) end
   counter = counter + 1
   local query = queries[(counter % #queries) + 1]
   return wrk.format("GET", "/search?size=10&mode=" .. os.getenv("KB_BENCH_MODE") .. "&q=" .. query)
@@ -223,7 +231,9 @@ def wrk_run(url: str, queries: list[str], mode: str, connections: int, seconds: 
         elif len(parts) == 2 and parts[0] in ("50%", "99%"):
             figures[parts[0]] = _ms(parts[1])
         elif "Non-2xx" in line:
-            figures["errors"] = int(parts[-1])
+            figures["errors"] = figures.get("errors", 0) + int(parts[-1])
+        elif line.strip().startswith("Socket errors:"):  # connect N, read N, write N, timeout N
+            figures["errors"] = figures.get("errors", 0) + sum(int(n.strip(",")) for n in parts[3::2])
     return figures
 
 

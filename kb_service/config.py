@@ -179,6 +179,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 0
+    workers: int = 0
     watch_config: bool = True
     admin_key_sha256: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
@@ -190,8 +191,8 @@ class ServerConfig:
             raise ValueError("max_body_bytes must be >= 1024, admin_failures_allowed >= 1, admin_lockout_s > 0")
         if self.threads == 0:
             object.__setattr__(self, "threads", os.cpu_count() or 1)
-        if self.threads < 0:
-            raise ValueError("threads must be >= 0 (0 = one per CPU core)")
+        if self.threads < 0 or self.workers < 0:
+            raise ValueError("threads and workers must be >= 0 (0 = one per CPU core)")
         for digest in self.admin_key_sha256:
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ValueError("admin_key_sha256 entries must be 64 lower-case hex digits (see `kb admin-key`)")

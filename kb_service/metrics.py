@@ -28,6 +28,23 @@ RELOAD_SECONDS = Histogram("kb_reload_seconds", "Duration of reload runs", ["sta
                            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800))
 
 
+_published: dict[int, tuple[str, str]] = {}  # what each service of this process last reported as served
+
+
+def publish_state(owner: object, version: str | None, config_version: str, cache_hits: int,
+                  cache_misses: int) -> None:
+    """A service's served version and query-vector cache counts. The version it served before is set to 0,
+    not removed: in multi-process mode the client keeps every label set a process ever wrote."""
+    previous = _published.get(id(owner))
+    if previous and previous != (version, config_version):
+        SERVED.labels(*previous).set(0)
+    if version is not None:
+        SERVED.labels(version, config_version).set(1)
+        _published[id(owner)] = (version, config_version)
+    QUERY_VECTOR_CACHE.labels("hit").set(cache_hits)
+    QUERY_VECTOR_CACHE.labels("miss").set(cache_misses)
+
+
 def exposition() -> tuple[bytes, str]:
     """The metrics in Prometheus' text format: this process's, or every worker's when
     $PROMETHEUS_MULTIPROC_DIR makes the client share them through files."""

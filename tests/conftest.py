@@ -180,8 +180,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_server(workdir: Path, data_dir: Path, config_path: Path | None = None):
-    """A real `kb serve` subprocess on a free loopback port; yields its base URL once /readyz answers 200."""
+def running_server(workdir: Path, data_dir: Path, config_path: Path | None = None, serve_args: tuple = ()):
+    """A real `kb serve` subprocess on a free loopback port (its log in workdir/server.log); yields its base
+    URL once /readyz answers 200."""
     import requests
 
     port = _free_port()
@@ -192,8 +193,8 @@ def running_server(workdir: Path, data_dir: Path, config_path: Path | None = Non
         command += ["--config", str(config_path)]
     log_path = workdir / "server.log"
     with log_path.open("w") as log_file:
-        process = subprocess.Popen([*command, "serve", "--port", str(port)], env=environment, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*command, "serve", "--port", str(port), *serve_args], env=environment,
+                                   stdout=log_file, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60

@@ -77,7 +77,7 @@ def cmd_search(config: ServiceConfig, args) -> int:
 def cmd_serve(config: ServiceConfig, args) -> int:
     from kb_service.http.server import serve
 
-    serve(config, host=args.host, port=args.port)
+    serve(config, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the HTTP API")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes sharing one index (default: server.workers; "
+                       "0 = one per CPU core)")
     serve.set_defaults(handler=cmd_serve)
 
     evaluation = commands.add_parser("eval", help="relevance of one or more configs on judged queries")

@@ -11,13 +11,14 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Blueprint, current_app, g, jsonify, request
 
 from kb_service.config import ConfigError
 from kb_service.errors import AuthError, InputError, TooManyRequestsError
+from kb_service.feedback.sqlite import open_database
 from kb_service.http.auth import matching_key_id
 from kb_service.reload.run import history_of, rollback, run_reload
 from kb_service.serving.request import parse_bool, parse_int
@@ -33,34 +34,38 @@ def _service() -> SearchService:
 
 class FailedAttempts:
     """Wrong admin keys per client address: after `allowed` failures an address is locked out for
-    `lockout_s`, right key or not, which makes guessing keys slow. Bounded: the least recently failing
-    addresses are forgotten first."""
+    `lockout_s`, right key or not, which makes guessing keys slow. Kept in SQLite in the data directory so
+    that every worker process counts the same failures (a guesser gains nothing from landing on another
+    worker). Bounded: the least recently failing addresses are forgotten first."""
 
     MAX_ADDRESSES = 10_000
 
-    def __init__(self):
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # address → (count, locked until)
+    def __init__(self, path: Path):
+        self._db = open_database(path, "CREATE TABLE IF NOT EXISTS failures (address TEXT PRIMARY KEY, "
+                                 "count INTEGER, until REAL, touched REAL)")
         self._lock = threading.Lock()
 
     def locked_for(self, address: str) -> int:
         """Seconds the address must still wait (0 when it may try)."""
         with self._lock:
-            _, until = self._failures.get(address, (0, 0.0))
-        return max(0, math.ceil(until - time.monotonic()))
+            row = self._db.execute("SELECT until FROM failures WHERE address = ?", (address,)).fetchone()
+        return max(0, math.ceil((row[0] if row else 0.0) - time.time()))
 
     def failed(self, address: str, allowed: int, lockout_s: float) -> None:
-        with self._lock:
-            count, until = self._failures.pop(address, (0, 0.0))
-            count += 1
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # read and write the count as one step across processes
+            row = self._db.execute("SELECT count FROM failures WHERE address = ?", (address,)).fetchone()
+            count, until = (row[0] if row else 0) + 1, 0.0
             if count >= allowed:
-                count, until = 0, time.monotonic() + lockout_s
-            self._failures[address] = (count, until)
-            while len(self._failures) > self.MAX_ADDRESSES:
-                self._failures.popitem(last=False)
+                count, until = 0, now + lockout_s
+            self._db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)", (address, count, until, now))
+            self._db.execute("DELETE FROM failures WHERE address IN (SELECT address FROM failures ORDER BY touched "
+                             "DESC LIMIT -1 OFFSET ?)", (self.MAX_ADDRESSES,))
 
     def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._failures.pop(address, None)
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM failures WHERE address = ?", (address,))
 
 
 def admin_required(action: str) -> Callable:

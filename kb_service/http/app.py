@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -69,6 +70,8 @@ class ConfigWatcher:
 
 
 def _watch(service: SearchService, watcher: ConfigWatcher | None, stop: threading.Event) -> None:
+    """Every second: follow CURRENT and the config file, and publish what this process serves (with several
+    workers each reports its own, whichever answers the scrape)."""
     while not stop.wait(POLL_SECONDS):
         try:
             service.refresh()
@@ -76,6 +79,7 @@ def _watch(service: SearchService, watcher: ConfigWatcher | None, stop: threadin
             log.exception("could not open the new index version; still serving the previous one")
         if watcher:
             watcher.poll()
+        search.publish_state(service)
 
 
 def _error_response(err: Exception):
@@ -108,7 +112,8 @@ def _finish_request(response: Response) -> Response:
     mode = g.get("search_mode", "")
     metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code), mode).inc()
     metrics.REQUEST_SECONDS.labels(endpoint, mode).observe(seconds)
-    access.info(json.dumps({"request_id": request_id, "method": request.method, "path": request.path,
+    access.info(json.dumps({"request_id": request_id, "pid": os.getpid(), "method": request.method,
+                            "path": request.path,
                             "endpoint": endpoint, "status": response.status_code, "ms": round(seconds * 1000, 2),
                             "mode": mode or None, "remote": request.remote_addr}, ensure_ascii=False))
     return response
@@ -128,8 +133,8 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
         app.extensions["kb_events"] = EventStore(service.config.data_path / "events.sqlite",
                                                  service.config.feedback.max_events)
     app.extensions["kb_judgments"] = JudgmentStore(service.config.data_path / "judgments.sqlite")
-    app.extensions["kb_query_log"] = QueryLog()
-    app.extensions["kb_admin_failures"] = admin.FailedAttempts()
+    app.extensions["kb_query_log"] = QueryLog(service.config.data_path / "query_log.sqlite")
+    app.extensions["kb_admin_failures"] = admin.FailedAttempts(service.config.data_path / "admin.sqlite")
     app.extensions["kb_config_watcher"] = watcher
     if watch:
         stop = threading.Event()

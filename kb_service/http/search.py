@@ -88,19 +88,19 @@ def knowledge(kid: str):
     return jsonify(record.to_dict())
 
 
-@blueprint.get("/metrics")
-def prometheus_metrics():
-    """Prometheus' text format: requests, latencies, search stages, the served version, caches, reloads."""
-    service = _service()
+def publish_state(service: SearchService) -> None:
+    """This process's served version and cache counts into the metrics (every worker, every second)."""
     try:
         state = service.state
     except NotReadyError:
         state = None
-    if state is not None:
-        metrics.SERVED.clear()
-        metrics.SERVED.labels(state.version.name, state.config.version).set(1)
     hits, misses = service.query_vector_cache()
-    metrics.QUERY_VECTOR_CACHE.labels("hit").set(hits)
-    metrics.QUERY_VECTOR_CACHE.labels("miss").set(misses)
+    metrics.publish_state(service, state.version.name if state else None, service.config.version, hits, misses)
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics():
+    """Prometheus' text format: requests, latencies, search stages, the served version, caches, reloads."""
+    publish_state(_service())
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)

@@ -9,12 +9,18 @@ below 0x80 are untouched, so nothing a well-formed request says can change meani
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
 
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import create_server
 
 from kb_service.config import ServiceConfig
+from kb_service.http.prefork import Prefork
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +41,54 @@ class Utf8Channel(HTTPChannel):
     parser_class = Utf8RequestLineParser
 
 
-def run_server(app, host: str, port: int, threads: int) -> None:
-    server = create_server(app, host=host, port=port, threads=threads, ident="kb-service")
+def run_server(app, host: str, port: int, threads: int, sockets: list[socket.socket] | None = None) -> None:
+    listen = {"sockets": sockets} if sockets else {"host": host, "port": port}
+    server = create_server(app, threads=threads, ident="kb-service", **listen)
     server.channel_class = Utf8Channel
     server.run()
 
 
-def serve(config: ServiceConfig, host: str | None = None, port: int | None = None) -> None:
-    """Serve with waitress: a production WSGI server that shares one in-memory index across threads; the
-    configured reload schedule runs in this process."""
+def worker_count(config: ServiceConfig, requested: int | None) -> int:
+    """`--workers`, else server.workers; 0 means one per CPU core."""
+    workers = config.server.workers if requested is None else requested
+    return workers or os.cpu_count() or 1
+
+
+def serve(config: ServiceConfig, host: str | None = None, port: int | None = None,
+          workers: int | None = None) -> None:
+    """Serve with waitress: one process, or `workers` processes forked after the encoder and the served
+    version are loaded (prefork.py), sharing that memory; the reload schedule runs once either way."""
+    host = host or config.server.host
+    port = port or config.server.port
+    workers = worker_count(config, workers)
+    metrics_dir = None
+    if workers > 1:  # every worker's metrics through files; set before prometheus_client is first imported
+        assert "prometheus_client" not in sys.modules, "multi-process metrics need the directory set first"
+        metrics_dir = tempfile.mkdtemp(prefix="kb-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from kb_service.http.app import create_app
     from kb_service.reload.schedule import build_scheduler
+    from kb_service.serving.service import SearchService
 
-    app = create_app(config)
+    service = SearchService(config)
     scheduler = build_scheduler(config)
     if scheduler is not None:
         scheduler.start()
         log.info("scheduled reloads: %s", config.reload.cron or f"every {config.reload.interval_minutes} min")
-    host = host or config.server.host
-    port = port or config.server.port
-    log.info("kb-service listening on http://%s:%d", host, port)
-    run_server(app, host=host, port=port, threads=config.server.threads)
+    log.info("kb-service listening on http://%s:%d (%d worker process%s)", host, port, workers,
+             "es" if workers > 1 else "")
+    if workers == 1:
+        run_server(create_app(config, service=service), host=host, port=port, threads=config.server.threads)
+        return
+    from prometheus_client import multiprocess
+
+    def work(listener: socket.socket) -> None:  # in each forked worker: its own app, stores and watcher
+        run_server(create_app(config, service=service), host=host, port=port, threads=config.server.threads,
+                   sockets=[listener])
+
+    try:
+        Prefork(host, port, workers, work, on_worker_exit=multiprocess.mark_process_dead).run()
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
