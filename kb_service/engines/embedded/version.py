@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,18 @@ from scoring.plan import (
 FLAG_FIELDS = ("del", "available")
 INDEX_FORMAT = 7
 CACHED_FILTER_MASKS = 16
+RECORDS_CACHED = 4096  # parsed records kept per version (the hits of recent searches)
+LINE_SCAN_CHUNK = 1 << 26
 GATHER_BELOW = 4  # cosines of fewer than 1/4 of the records: gather their rows; more: one product over all
+
+def _line_ends(buffer: mmap.mmap) -> np.ndarray:
+    """Offsets of every newline of a memory-mapped file, found in chunks (no copy of the whole file)."""
+    ends = []
+    view = np.frombuffer(buffer, dtype=np.uint8) if len(buffer) else np.zeros(0, dtype=np.uint8)
+    for start in range(0, view.size, LINE_SCAN_CHUNK):
+        ends.append(np.flatnonzero(view[start:start + LINE_SCAN_CHUNK] == 10) + start)
+    return np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+
 
 def _top(documents: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
     """The `count` best of `documents` by `scores` (indexed by document)."""
@@ -133,9 +146,10 @@ class EmbeddedVersion:
         self.k1 = engine.bm25_k1
         self.overfetch = engine.ann_overfetch
         self.ann = VectorIndex.load(self.directory)
-        with open(self.directory / "records.jsonl", encoding="utf-8") as handle:
-            self.records = [KnowledgeRecord.from_stored(json.loads(line)) for line in handle]
-        self.by_kid = {record.kid: i for i, record in enumerate(self.records)}
+        with open(self.directory / "records.jsonl", "rb") as handle:
+            self._stored = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        self._line_ends = _line_ends(self._stored)
+        self.record = lru_cache(maxsize=RECORDS_CACHED)(self._read_record)
         self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
         self.confidence = np.load(self.directory / "confidence.npy")
@@ -151,14 +165,22 @@ class EmbeddedVersion:
         centroids = np.load(self.directory / "category_centroids.npy")
         self.category_centroids = dict(zip(raw["centroid_categories"], centroids, strict=True))
         self.segmenter = Segmenter(self.dictionary.user_words())
+        if len(self.keywords["kid"].vocabulary) != self.size:
+            raise VersionCorruptError(f"version {self.name} is damaged: its kid column does not match its records")
 
     @property
     def size(self) -> int:
-        return len(self.records)
+        return len(self._line_ends)
+
+    def _read_record(self, index: int) -> KnowledgeRecord:
+        """Record `index` parsed from its line of the memory-mapped records.jsonl: only hits are ever read, so
+        opening a version costs nothing per record and worker processes share the file's pages."""
+        start = int(self._line_ends[index - 1]) + 1 if index else 0
+        return KnowledgeRecord.from_stored(json.loads(self._stored[start:int(self._line_ends[index])]))
 
     def get(self, kid: str) -> KnowledgeRecord | None:
-        index = self.by_kid.get(kid)
-        return None if index is None else self.records[index]
+        index = self.keywords["kid"].vocabulary.get(kid)  # kids are unique, so a kid's code is its position
+        return None if index is None else self.record(index)
 
     def request_for(self, plan: SearchPlan, query_vector: np.ndarray) -> dict | None:
         """Nothing is sent anywhere: the plan runs in this process."""
@@ -257,5 +279,5 @@ class EmbeddedVersion:
                     for rank, doc in enumerate(docs.tolist())]
 
         hits = top_hits(formula, variables, plan.window, candidates,
-                        record_at=lambda position: self.records[candidates[position]], details_of=details_of)
+                        record_at=lambda position: self.record(int(candidates[position])), details_of=details_of)
         return EngineResult(hits, total)
