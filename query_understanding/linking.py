@@ -57,6 +57,17 @@ def longest_matches(text: str, names: Container[str], min_chars: int) -> list[Li
     return spans
 
 
+def pinyin_key(name: str) -> str | None:
+    """The syllables a Chinese name is indexed under for fuzzy linking (None for other names)."""
+    if 2 <= len(name) <= MAX_PINYIN_CHARS and _HAN_RUN.fullmatch(name):
+        return " ".join(lazy_pinyin(name))
+    return None
+
+
+def pinyin_keys(names: Iterable[str]) -> dict[str, str]:
+    return {name: key for name in names if (key := pinyin_key(name))}
+
+
 @dataclass(frozen=True)
 class FuzzyLinker:
     """Finds entity names a user misspelt: by pinyin for Chinese, by edit distance for Latin script."""
@@ -67,13 +78,16 @@ class FuzzyLinker:
     min_latin_score: float = 88.0
 
     @classmethod
-    def build(cls, names: Iterable[str], pinyin_confidence: float, min_latin_score: float) -> FuzzyLinker:
-        """Index normalised names by pinyin and by their first two letters; links name these keys."""
+    def build(cls, names: Iterable[str], pinyin_confidence: float, min_latin_score: float,
+              keys: dict[str, str] | None = None) -> FuzzyLinker:
+        """Index normalised names by pinyin and by their first two letters; links name these keys. `keys`:
+        the pinyin keys computed when the version was built (`pinyin_keys`), else they are computed now."""
         by_pinyin: dict[str, list[str]] = defaultdict(list)
         latin: dict[str, list[str]] = defaultdict(list)
         for name in names:
-            if 2 <= len(name) <= MAX_PINYIN_CHARS and _HAN_RUN.fullmatch(name):
-                by_pinyin[" ".join(lazy_pinyin(name))].append(name)
+            key = keys.get(name) if keys is not None else pinyin_key(name)
+            if key:
+                by_pinyin[key].append(name)
             elif name.isascii() and len(name) >= 5:
                 latin[name[:2]].append(name)
         return cls({k: tuple(v) for k, v in by_pinyin.items()}, {k: tuple(v) for k, v in latin.items()},

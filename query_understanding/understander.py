@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import unicodedata
@@ -103,6 +104,10 @@ class KbDictionary:
     samples: list[tuple[str, str, str]] = field(default_factory=list)
     # Each category's attributes: a question about an entity is ranked against what its category holds.
     category_attributes: dict[str, list[str]] = field(default_factory=dict)
+    # The entity-link model fitted when the version was built, with the fingerprint of the understanding
+    # settings and encoder it was fitted under: opening the version under the same ones skips the fit.
+    link_model: dict = field(default_factory=dict)
+    pinyin_keys: dict[str, str] | None = None  # fuzzy linking's index keys, computed at build (None: not stored)
 
     @classmethod
     def from_pairs(cls, entity_category_pairs, attributes,
@@ -154,13 +159,15 @@ class KbDictionary:
         """Versions stored before aliases or name statistics existed read with none."""
         return cls(raw["entity_names"], raw["entity_categories"], raw["attribute_names"], raw.get("aliases", {}),
                    raw.get("mentions", {}), raw.get("mention_sample", 0),
-                   [tuple(sample) for sample in raw.get("samples", [])], raw.get("category_attributes", {}))
+                   [tuple(sample) for sample in raw.get("samples", [])], raw.get("category_attributes", {}),
+                   raw.get("link_model", {}), raw.get("pinyin_keys"))
 
     def to_json(self) -> dict:
         return {"entity_names": self.entity_names, "entity_categories": self.entity_categories,
                 "attribute_names": self.attribute_names, "aliases": self.aliases, "mentions": self.mentions,
                 "mention_sample": self.mention_sample, "samples": self.samples,
-                "category_attributes": self.category_attributes}
+                "category_attributes": self.category_attributes, "link_model": self.link_model,
+                "pinyin_keys": self.pinyin_keys}
 
     def user_words(self) -> list[str]:
         return [*self.entity_names, *self.attribute_names]
@@ -170,8 +177,11 @@ class QueryUnderstander:
     def __init__(self, config: UnderstandingConfig, dictionary: KbDictionary, segmenter: Segmenter,
                  embed: Callable[[str], np.ndarray] | None = None,
                  embed_many: Callable[[list[str]], np.ndarray] | None = None,
-                 category_centroids: dict[str, np.ndarray] | None = None):
+                 category_centroids: dict[str, np.ndarray] | None = None, model_key: str = ""):
+        """`model_key` names the encoder behind `embed`: a link model stored in the dictionary is reused only
+        when fitted under the same settings and encoder."""
         self.config = config
+        self._fingerprint = hashlib.sha256(f"{config!r}|{model_key}".encode()).hexdigest()[:16]
         self.dictionary = dictionary
         self.segmenter = segmenter
         self.embed = embed
@@ -186,7 +196,8 @@ class QueryUnderstander:
                                 config.attribute_questions.items() if attribute in known for word in words}
         self._aliases = AliasLinker(dictionary.aliases, pinyin_confidence=config.pinyin_confidence)
         self._fuzzy = (FuzzyLinker.build(dictionary.entity_names, config.pinyin_confidence,
-                                         config.min_latin_similarity) if config.fuzzy_linking else None)
+                                         config.min_latin_similarity, dictionary.pinyin_keys)
+                       if config.fuzzy_linking else None)
         self._intents = IntentClassifier(config.intent_rules, config.intent_examples, config.intent_rule_weight,
                                          config.intent_temperature, embed_many)
         self._attribute_ranker = AttributeRanker.build(
@@ -195,7 +206,9 @@ class QueryUnderstander:
             embed_many=embed_many if "embedding" in config.attribute_signals else None,
             stop_words=self._stop_words, use_overlap="overlap" in config.attribute_signals)
         self.link_model = LinkModel()
-        self.link_model = self._fit_link_model()
+        stored = dictionary.link_model
+        self.link_model = (LinkModel(tuple(stored["weights"]), stored["bias"], stored["fitted_on"])
+                           if stored.get("fingerprint") == self._fingerprint else self._fit_link_model())
         self._categories = CategoryClassifier(dictionary.entity_categories, config.category_keywords,
                                               category_centroids or {}, config.category_prototype_weight,
                                               config.category_temperature)
@@ -311,6 +324,12 @@ class QueryUnderstander:
             if span is not None:
                 features[example.is_lookup].append(span.evidence)
         return LinkModel.fit(features[True], features[False])
+
+    def stored_link_model(self) -> dict:
+        """The fitted link model as the dictionary stores it for later opens of the version."""
+        model = self.link_model
+        return {"fingerprint": self._fingerprint, "weights": list(model.weights), "bias": model.bias,
+                "fitted_on": model.fitted_on}
 
     def _find_names(self, text: str) -> list[LinkedSpan]:
         return longest_matches(normalise_text(text), self.dictionary.entity_names, self.config.min_entity_chars)

@@ -20,7 +20,7 @@ from kb_service.config import ConfigError, ServiceConfig, location_of
 from kb_service.engines import open_engine
 from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion
 from kb_service.errors import ConflictError, InputError, UnavailableError
-from kb_service.ingest.encoders import load_encoder
+from kb_service.ingest.encoders import encoder_identity, load_encoder
 from kb_service.records import KnowledgeRecord
 from query_understanding import ParsedQuery, QueryUnderstander
 from query_understanding.understander import QueryError
@@ -140,7 +140,8 @@ class SearchService:
             return ServingState(version, current.understander, config)
         understander = QueryUnderstander(config.query_understanding, version.dictionary, version.segmenter,
                                          embed=self._encode_cached, embed_many=self.encoder.encode,
-                                         category_centroids=version.category_centroids)
+                                         category_centroids=version.category_centroids,
+                                         model_key=encoder_identity(self._base_config.encoder))
         return ServingState(version, understander, config)
 
     @staticmethod
