@@ -64,10 +64,6 @@ def pinyin_key(name: str) -> str | None:
     return None
 
 
-def pinyin_keys(names: Iterable[str]) -> dict[str, str]:
-    return {name: key for name in names if (key := pinyin_key(name))}
-
-
 @dataclass(frozen=True)
 class FuzzyLinker:
     """Finds entity names a user misspelt: by pinyin for Chinese, by edit distance for Latin script."""

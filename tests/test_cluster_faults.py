@@ -66,37 +66,39 @@ def test_killing_a_node_during_searches_and_a_reload_fails_no_search(tmp_path, t
         ("  replicas: 0", "  replicas: 1"),
         ("  max_retries: 1", "  max_retries: 3"),
         ("  mode: exact ", f"  mode: {three_nodes.mode} "))
-    load_files(config, [str(capital_kb_file)])
-    engine = open_engine(config)
-    first = engine.current_name()
-    service = SearchService(config)
-    outcome: dict = {}
+    try:
+        load_files(config, [str(capital_kb_file)])
+        engine = open_engine(config)
+        first = engine.current_name()
+        service = SearchService(config)
+        outcome: dict = {}
 
-    def reload() -> None:
-        try:
-            outcome["report"] = load_files(config, [str(small_kb_file)])
-        except Exception as err:  # a clean refusal is allowed; what matters is the alias afterwards
-            outcome["error"] = err
+        def reload() -> None:
+            try:
+                outcome["report"] = load_files(config, [str(small_kb_file)])
+            except Exception as err:  # a clean refusal is allowed; what matters is the alias afterwards
+                outcome["error"] = err
 
-    with searching_in_background(service, "哥伦比亚的首都", threads=3) as load:
-        reloading = threading.Thread(target=reload)
-        reloading.start()
-        assert three_nodes.run("kill-node", "3").returncode == 0
-        reloading.join(timeout=600)
-        searched = load.count
-        while load.count < searched + 30:
-            time.sleep(0.05)
-    served = engine.current_name()
-    print(f"{load.count} searches while node 3 was killed, {len(load.errors)} failed; reload: "
-          f"{'completed, serving ' + served if 'report' in outcome else 'refused: ' + str(outcome.get('error'))}")
-    assert load.errors == [] and load.count > 30
-    if "report" in outcome:
-        assert served != first and served == outcome["report"].version
-    else:
-        assert served == first, "a failed reload must leave the alias where it was"
-    rejoined = three_nodes.run("start-node", "3")
-    assert rejoined.returncode == 0, rejoined.stderr[-500:]
-    health = requests.get(f"{three_nodes.nodes[0]}/_cluster/health", params={
-        "wait_for_status": "green", "wait_for_nodes": "3", "timeout": "60s"}, timeout=70).json()
-    assert health["status"] == "green" and health["number_of_nodes"] == 3
-    requests.delete(f"{three_nodes.nodes[0]}/{prefix}*", params={"expand_wildcards": "all"}, timeout=60)
+        with searching_in_background(service, "哥伦比亚的首都", threads=3) as load:
+            reloading = threading.Thread(target=reload)
+            reloading.start()
+            assert three_nodes.run("kill-node", "3").returncode == 0
+            reloading.join(timeout=600)
+            searched = load.count
+            while load.count < searched + 30:
+                time.sleep(0.05)
+        served = engine.current_name()
+        print(f"{load.count} searches while node 3 was killed, {len(load.errors)} failed; reload: "
+              f"{'completed, serving ' + served if 'report' in outcome else 'refused: ' + str(outcome.get('error'))}")
+        assert load.errors == [] and load.count > 30
+        if "report" in outcome:
+            assert served != first and served == outcome["report"].version
+        else:
+            assert served == first, "a failed reload must leave the alias where it was"
+        rejoined = three_nodes.run("start-node", "3")
+        assert rejoined.returncode == 0, rejoined.stderr[-500:]
+        health = requests.get(f"{three_nodes.nodes[0]}/_cluster/health", params={
+            "wait_for_status": "green", "wait_for_nodes": "3", "timeout": "60s"}, timeout=70).json()
+        assert health["status"] == "green" and health["number_of_nodes"] == 3
+    finally:  # replica-1 indices left on these nodes would keep a later one-node start yellow
+        requests.delete(f"{three_nodes.nodes[0]}/{prefix}*", params={"expand_wildcards": "all"}, timeout=60)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -28,7 +29,7 @@ from kb_service.ingest.readers import read_records
 from kb_service.ingest.segment_cache import CachedSegmenter
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord, now_timestamp
-from query_understanding.linking import pinyin_keys
+from query_understanding.linking import pinyin_key
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary, QueryUnderstander
 
@@ -76,21 +77,40 @@ def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: E
     return matrix, len(missing)
 
 
-def build_dictionary(records: list[KnowledgeRecord], alias_attributes: Iterable[str]) -> KbDictionary:
+def cached_pinyin_keys(names: Iterable[str], cache: Path | None) -> dict[str, str]:
+    """Fuzzy linking's pinyin keys of `names`; with a cache folder, names seen by an earlier build are not
+    converted again (pypinyin takes seconds for a KB's tens of thousands of names)."""
+    names = list(names)
+    path = cache / "pinyin-keys.json" if cache else None
+    known: dict[str, str | None] = {}
+    if path and path.is_file():
+        known = json.loads(path.read_text(encoding="utf-8"))
+    missing = [name for name in names if name not in known]
+    known.update({name: pinyin_key(name) for name in missing})
+    if path and missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({n: known[n] for n in names}, ensure_ascii=False), encoding="utf-8")
+        os.replace(temporary, path)
+    return {name: key for name in names if (key := known[name])}
+
+
+def build_dictionary(records: list[KnowledgeRecord], alias_attributes: Iterable[str],
+                     cache: Path | None = None) -> KbDictionary:
     """Query understanding's names for a version: entities, attributes, the aliases listed under
     `alias_attributes`, and the sampled name statistics and records entity linking learns from."""
     listing = set(alias_attributes)
     dictionary = KbDictionary.from_pairs(((r.knowledge, r.category) for r in records), {r.attribute for r in records},
                                          ((r.knowledge, r.value) for r in records if r.attribute in listing))
-    dictionary = replace(dictionary, pinyin_keys=pinyin_keys(dictionary.entity_names))
+    dictionary = replace(dictionary, pinyin_keys=cached_pinyin_keys(dictionary.entity_names, cache))
     return dictionary.with_samples([(r.knowledge, r.attribute, r.value, r.category) for r in records])
 
 
 def with_link_model(dictionary: KbDictionary, config: ServiceConfig, encoder: Encoder,
-                    centroids: dict[str, np.ndarray]) -> KbDictionary:
+                    centroids: dict[str, np.ndarray], segmenter: Segmenter) -> KbDictionary:
     """The dictionary with its entity-link model fitted now, so that servers opening the version under the
     same settings skip the fit (1.5 s on the geo KB, in every worker after every reload)."""
-    understander = QueryUnderstander(config.query_understanding, dictionary, Segmenter(dictionary.user_words()),
+    understander = QueryUnderstander(config.query_understanding, dictionary, segmenter,
                                      embed=lambda text: encoder.encode([text])[0], embed_many=encoder.encode,
                                      category_centroids=centroids, model_key=encoder_identity(config.encoder))
     return replace(dictionary, link_model=understander.stored_link_model())
@@ -130,12 +150,12 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
             vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
         finally:
             cache.close()
-        dictionary = build_dictionary(records, config.query_understanding.alias_attributes)
+        dictionary = build_dictionary(records, config.query_understanding.alias_attributes,
+                                      config.data_path / "cache")
         started = time.monotonic()
         centroids = category_centroids(records, vectors)
-        dictionary = with_link_model(dictionary, config, encoder, centroids)
-        words = dictionary.user_words()
-        segmenter = CachedSegmenter(config.data_path / "cache", words)
+        segmenter = CachedSegmenter(config.data_path / "cache", dictionary.user_words())
+        dictionary = with_link_model(dictionary, config, encoder, centroids, segmenter.segmenter)
         name = engine.build(records, vectors, segmenter.segmented, dictionary,
                            centroids, {
                                "records": len(records),

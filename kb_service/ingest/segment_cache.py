@@ -31,12 +31,17 @@ class CachedSegmenter:
             with open(self.path, "rb") as handle:
                 self.known = pickle.load(handle)
 
+    @property
+    def segmenter(self) -> Segmenter:
+        """The Segmenter with these user words, built on first use (also for the link-model fit)."""
+        if self._segmenter is None:
+            self._segmenter = Segmenter(self.user_words)
+        return self._segmenter
+
     def segmented(self, text: str) -> str:
         found = self.known.get(text)
         if found is None:
-            if self._segmenter is None:
-                self._segmenter = Segmenter(self.user_words)
-            found = self.known[text] = self._segmenter.segmented(text)
+            found = self.known[text] = self.segmenter.segmented(text)
             self.cut += 1
         else:
             self.reused += 1

@@ -1,0 +1,37 @@
+"""Opening a version does no per-record work: records are read when returned, and the entity-link model
+fitted at build is reused when the understanding settings and the encoder are the ones it was fitted under."""
+
+from __future__ import annotations
+
+import pytest
+
+from kb_service.serving.service import SearchService
+from query_understanding.understander import QueryUnderstander
+from tests.conftest import make_config, read_jsonl
+
+
+def test_the_link_model_fitted_at_build_is_reused_and_refitted_when_settings_change(loaded_data_dir,
+                                                                                    monkeypatch):
+    fits = []
+    original = QueryUnderstander._fit_link_model
+    monkeypatch.setattr(QueryUnderstander, "_fit_link_model", lambda self: fits.append(1) or original(self))
+    same = SearchService(make_config(loaded_data_dir))
+    stored = same.state.version.dictionary.link_model
+    assert fits == [] and stored["fingerprint"], "the build fitted it; opening reused it"
+    assert list(same.state.understander.link_model.weights) == stored["weights"]
+    changed = SearchService(make_config(loaded_data_dir, ("  min_entity_chars: 2", "  min_entity_chars: 3")))
+    assert fits == [1], "other understanding settings: fitted again at open"
+    assert changed.state.understander.stored_link_model()["fingerprint"] != stored["fingerprint"]
+
+
+def test_records_are_read_from_the_mapped_file_when_returned(capital_data_dir, capital_kb_file):
+    version = SearchService(make_config(capital_data_dir)).state.version
+    rows = read_jsonl(capital_kb_file)
+    assert version.size == len(rows)
+    for row in rows:
+        record = version.get(row["kid"])
+        assert (record.kid, record.knowledge, record.attribute, record.value) == (
+            row["kid"], row["knowledge"], row["attribute"], row["value"])
+    assert version.get("no-such-kid") is None
+    with pytest.raises(IndexError):
+        version.record(version.size)
