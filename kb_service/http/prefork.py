@@ -30,7 +30,8 @@ class Prefork:
 
     def __init__(self, host: str, port: int, workers: int, work: Callable[[socket.socket], None],
                  on_worker_exit: Callable[[int], None] = lambda pid: None):
-        self.listener = socket.create_server((host, port), backlog=1024)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.create_server((host, port), family=family, backlog=1024)
         self.listener.setblocking(False)
         self.workers = workers
         self.work = work
