@@ -87,17 +87,13 @@ def compare():
     if request.method == "POST" and query:
         try:
             candidate_config = _candidate(text, live_config)
+            live = service.search(SearchRequest(query=query, size=10))
+            candidate = service.search(SearchRequest(query=query, size=10), config=candidate_config)
         except ConfigError as err:
             context["problems"] = err.problems
-        except InputError as err:
+        except InputError as err:  # the candidate's settings, or a query with nothing to search
             context["problems"] = [str(err)]
         else:
-            try:
-                live = service.search(SearchRequest(query=query, size=10))
-                candidate = service.search(SearchRequest(query=query, size=10), config=candidate_config)
-            except InputError as err:
-                context["problems"] = [str(err)]
-                return render_template("compare.html", **context)
             live_ranks = {hit.record.kid: rank for rank, hit in enumerate(live.hits, start=1)}
             moves = {}
             for rank, hit in enumerate(candidate.hits, start=1):
