@@ -112,16 +112,22 @@ class CategoryClassifier:
     temperature: float
 
     def classify(self, normalised: str, entities: tuple[LinkedSpan, ...], vector: np.ndarray | None
-                 ) -> dict[str, float]:
+                 ) -> tuple[dict[str, float], float]:
+        """The probability of each category, and how much of it rests on named evidence (confident entity
+        links, keywords; 0 to 1) rather than on the centroids alone, which guess a glossary's 45 categories
+        right for under half of its queries."""
         votes: Counter = Counter()
+        named = 0.0
         for span in entities:
             counts = self.entity_categories.get(span.name, {})
             total = sum(counts.values()) or 1
             for category, count in counts.items():
                 votes[category] += span.confidence * count / total
+            named += span.confidence if span.confident and counts else 0.0
         for category, words in self.keywords.items():
             if any(normalise_text(w) in normalised for w in words):
                 votes[category] += 1.0
+                named += 1.0
         total = sum(votes.values())
         if total > 0:
             votes = Counter({c: (1.0 - self.prototype_weight) * v / total for c, v in votes.items()})
@@ -133,4 +139,5 @@ class CategoryClassifier:
                 for name, p in zip(names, softmax(matrix @ vector, self.temperature), strict=True):
                     votes[name] += share * p
         total = sum(votes.values())
-        return {c: round(float(v / total), 4) for c, v in votes.most_common()} if total else {}
+        probabilities = {c: round(float(v / total), 4) for c, v in votes.most_common()} if total else {}
+        return probabilities, round(min(1.0, named), 4)

@@ -36,6 +36,9 @@ class ParsedQuery:
     intent: str = "open_question"
     intent_probability: float = 1.0
     categories: dict[str, float] = field(default_factory=dict)
+    # How much of `categories` rests on named evidence (confident entity links, category keywords) rather than
+    # on the KB centroids alone: only a prediction so backed may restrict the hits.
+    category_evidence: float = 0.0
     embedding_text: str = ""
 
     def confident_entities(self) -> tuple[LinkedSpan, ...]:

@@ -241,6 +241,7 @@ class QueryUnderstander:
         named = tuple(e for e in entities if e.confident)
         intent, probability = self._intents.classify(normalised, named, tuple(a for a in attributes if a.confident),
                                                      vector)
+        categories, category_evidence = self._categories.classify(normalised, entities, vector)
         return ParsedQuery(
             original=text,
             normalised=normalised,
@@ -250,7 +251,8 @@ class QueryUnderstander:
             attributes=attributes,
             intent=intent,
             intent_probability=probability,
-            categories=self._categories.classify(normalised, entities, vector),
+            categories=categories,
+            category_evidence=category_evidence,
             embedding_text=embedding_text,
         )
 

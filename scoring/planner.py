@@ -38,6 +38,7 @@ class ScoringConfig:
     category_boost: float = 1.0
     category_min_weight: float = 0.2
     category_required_mass: float = 0.5  # predicted categories restrict the hits only when this sure, else boost
+    category_required_evidence: float = 0.5  # … and only when named evidence backs them (ParsedQuery)
     mode: Mode = Mode.EXACT
     candidates: int = 200
     rescore_window: int = 100
@@ -120,9 +121,11 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
                  if weight >= config.category_min_weight and not request.categories]
     category_clauses = tuple(Clause("category", "term", "category", category, weight * config.category_boost)
                              for category, weight in predicted)
-    # A likely prediction (城市 0.85) may restrict the hits; an unlikely one (noun.plant 0.27 of a glossary's
-    # 45 categories) only boosts, so a wrong guess cannot hide the answer.
-    required_any = category_clauses if sum(w for _, w in predicted) >= config.category_required_mass else ()
+    # A likely prediction backed by a named entity or keyword (城市 0.85 for 杭州的人口) may restrict the hits;
+    # an unlikely one (noun.plant 0.27 of a glossary's 45 categories), or one resting on the KB centroids alone
+    # (right for 43 % of the glossary's definition queries), only boosts, so a wrong guess cannot hide the answer.
+    required_any = (category_clauses if sum(w for _, w in predicted) >= config.category_required_mass
+                    and parsed.category_evidence >= config.category_required_evidence else ())
     if not required_any:
         should.extend(category_clauses)
     return SearchPlan(

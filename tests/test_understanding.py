@@ -150,6 +150,16 @@ def test_intent_and_category_prototypes_with_the_real_encoder():
     assert max(idiom.categories, key=idiom.categories.get) == "成语"
     assert sum(idiom.categories.values()) == pytest.approx(1.0, abs=1e-3)
 
+    # Only a guess backed by a named entity (or keyword) may restrict the hits; the centroids alone boost.
+    from scoring.planner import ScoringConfig, SearchRequest, build_plan
+
+    guessed = understander.parse("比喻做了多余的事情")
+    assert guessed.entities == () and max(guessed.categories.values()) >= 0.5 and guessed.category_evidence == 0
+    plan = build_plan(guessed, SearchRequest(query=guessed.original), ScoringConfig())
+    assert plan.required_any == () and any(c.name == "category" for c in plan.should)
+    assert lookup.category_evidence >= 0.5
+    assert build_plan(lookup, SearchRequest(query=lookup.original), ScoringConfig()).required_any
+
 
 def test_intent_rules_are_validated():
     from query_understanding.classifiers import IntentRule
