@@ -108,6 +108,7 @@ class KbDictionary:
     # settings and encoder it was fitted under: opening the version under the same ones skips the fit.
     link_model: dict = field(default_factory=dict)
     pinyin_keys: dict[str, str] | None = None  # fuzzy linking's index keys, computed at build (None: not stored)
+    segmenter_words: dict | None = None  # `Segmenter.added_words()` of the user words, computed at build
 
     @classmethod
     def from_pairs(cls, entity_category_pairs, attributes,
@@ -160,17 +161,21 @@ class KbDictionary:
         return cls(raw["entity_names"], raw["entity_categories"], raw["attribute_names"], raw.get("aliases", {}),
                    raw.get("mentions", {}), raw.get("mention_sample", 0),
                    [tuple(sample) for sample in raw.get("samples", [])], raw.get("category_attributes", {}),
-                   raw.get("link_model", {}), raw.get("pinyin_keys"))
+                   raw.get("link_model", {}), raw.get("pinyin_keys"), raw.get("segmenter_words"))
 
     def to_json(self) -> dict:
         return {"entity_names": self.entity_names, "entity_categories": self.entity_categories,
                 "attribute_names": self.attribute_names, "aliases": self.aliases, "mentions": self.mentions,
                 "mention_sample": self.mention_sample, "samples": self.samples,
                 "category_attributes": self.category_attributes, "link_model": self.link_model,
-                "pinyin_keys": self.pinyin_keys}
+                "pinyin_keys": self.pinyin_keys, "segmenter_words": self.segmenter_words}
 
     def user_words(self) -> list[str]:
         return [*self.entity_names, *self.attribute_names]
+
+    def segmenter(self) -> Segmenter:
+        """jieba with this KB's names, restored from the words stored at build when there are any."""
+        return Segmenter(self.user_words(), added=self.segmenter_words)
 
 
 class QueryUnderstander:

@@ -35,3 +35,15 @@ def test_records_are_read_from_the_mapped_file_when_returned(capital_data_dir, c
     assert version.get("no-such-kid") is None
     with pytest.raises(IndexError):
         version.record(version.size)
+
+
+def test_jieba_with_the_kb_names_is_restored_from_words_stored_at_build(loaded_data_dir):
+    from query_understanding.segmenter import Segmenter
+
+    dictionary = SearchService(make_config(loaded_data_dir)).state.version.dictionary
+    assert dictionary.segmenter_words and dictionary.segmenter_words["total"] > 0, "the build stored them"
+    restored, rebuilt = dictionary.segmenter(), Segmenter(dictionary.user_words())
+    texts = [f"{name}的人口有多少" for name in list(dictionary.entity_names)[:300]]
+    texts += ["我们的方针是不拒绝谈判，要求对方完全承认八条", "Springfield Missouri time zone"]
+    assert [restored.tokens(t) for t in texts] == [rebuilt.tokens(t) for t in texts]
+    assert [rebuilt.tokens(t) for t in texts] != [Segmenter().tokens(t) for t in texts], "the names matter"

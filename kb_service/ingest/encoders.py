@@ -7,6 +7,7 @@ and returns float32 rows of unit length so cosine similarity is a plain dot prod
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -110,14 +111,17 @@ ENCODER_PROVIDERS: dict[EncoderProvider, Callable[[EncoderConfig], Encoder]] = {
 }
 
 _loaded: dict[tuple, Encoder] = {}
+_loading = threading.Lock()
 
 
 def load_encoder(config: EncoderConfig) -> Encoder:
-    """Models are large and read-only: load each configuration once per process."""
+    """Models are large and read-only: load each configuration once per process (services load theirs on a
+    background thread, hence the lock)."""
     key = (config.provider, config.model_path, config.threads)
-    if key not in _loaded:
-        _loaded[key] = ENCODER_PROVIDERS[config.provider](config)
-    return _loaded[key]
+    with _loading:
+        if key not in _loaded:
+            _loaded[key] = ENCODER_PROVIDERS[config.provider](config)
+        return _loaded[key]
 
 
 def encoder_identity(config: EncoderConfig) -> str:

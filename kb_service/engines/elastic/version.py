@@ -29,7 +29,6 @@ from kb_service.engines.elastic.dsl import (
 )
 from kb_service.engines.elastic.layout import from_source
 from kb_service.records import KnowledgeRecord, epoch_seconds
-from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
 from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
 from scoring.formula import Formula
@@ -57,7 +56,7 @@ class ClusterVersion:
         centroids = meta["centroids"]
         self.category_centroids = {c: np.asarray(v, dtype=np.float32)
                                    for c, v in zip(centroids["categories"], centroids["vectors"], strict=True)}
-        self.segmenter = Segmenter(self.dictionary.user_words())
+        self.segmenter = self.dictionary.segmenter()
 
     @property
     def size(self) -> int:
