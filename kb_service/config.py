@@ -77,12 +77,14 @@ class EngineConfig:
     ann_min_records: int = 200_000
     ann_subquantizers: int = 128  # 4-bit codes: half a byte per sub-quantizer and vector
     ann_overfetch: int = 3
+    ann_partitions: int = 1024  # inverted lists over the codes (fixed at build); 0 = scan every code
+    ann_probes: int = 32  # lists scanned per search (read at open)
 
     def __post_init__(self):
         if self.keep_versions < 1:
             raise ValueError("keep_versions must be >= 1")
-        if min(self.ann_subquantizers, self.ann_overfetch) < 1:
-            raise ValueError("ann_* settings must be >= 1")
+        if min(self.ann_subquantizers, self.ann_overfetch, self.ann_probes) < 1 or self.ann_partitions < 0:
+            raise ValueError("ann_* settings must be >= 1 (ann_partitions >= 0)")
 
 
 @dataclass(frozen=True)

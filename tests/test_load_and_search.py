@@ -134,11 +134,18 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
     assert second.records == 20 * len(rows) and second.encoded == 0
 
 
-def test_fast_mode_with_the_ann_codes_agrees_with_exact(tmp_path, small_kb_file):
-    config = make_config(tmp_path, ANN_FOR_EVERY_SIZE)
+@pytest.mark.parametrize("partitions", ["0", "1024"])
+def test_fast_mode_with_the_ann_codes_agrees_with_exact(tmp_path, small_kb_file, partitions):
+    """Every code scanned, or the codes in inverted lists (one per 256 records at least) of which 2 are probed."""
+    import faiss
+
+    config = make_config(tmp_path, ANN_FOR_EVERY_SIZE, ("ann_partitions: 1024", f"ann_partitions: {partitions}"),
+                         ("ann_probes: 32", "ann_probes: 2"))
     load_files(config, [str(small_kb_file)])
     service = SearchService(config)
-    assert service.state.version.ann is not None
+    index = service.state.version.ann._index
+    assert isinstance(index, faiss.IndexIVF) == (partitions != "0")
+    assert not isinstance(index, faiss.IndexIVF) or (index.nlist > index.nprobe == 2)
     overlaps = []
     for query in ("东京的英文名", "巴黎在哪个时区", "人口最多的城市", "Mumbai", "上海"):
         exact = [h.record.kid for h in service.search(SearchRequest(query=query, size=10, mode="exact")).hits]

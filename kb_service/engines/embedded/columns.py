@@ -57,12 +57,18 @@ class KeywordColumn:
                 mask[self._docs(self.vocabulary[value])] = True
         return mask
 
+    def term_score(self, value: str, k1: float) -> np.float32:
+        """Lucene BM25 of a term on a keyword field, the same for every document holding it: norms are off,
+        so tf/(tf + k1) with tf = 1. Zero for a value no document holds."""
+        code = self.vocabulary.get(value)
+        if code is None:
+            return np.float32(0)
+        df = float(self.doc_freq[code])
+        return np.float32(np.log1p((len(self.codes) - df + 0.5) / (df + 0.5)) / (1.0 + k1))
+
     def term_postings(self, value: str, k1: float) -> Postings:
-        """Lucene BM25 for a term on a keyword field: norms are off, so tf/(tf + k1) with tf = 1."""
         code = self.vocabulary.get(value)
         if code is None:
             return Postings.empty()
-        df = float(self.doc_freq[code])
-        idf = np.log1p((len(self.codes) - df + 0.5) / (df + 0.5))
         docs = self._docs(code)
-        return Postings(docs, np.full(docs.size, idf / (1.0 + k1), dtype=np.float32))
+        return Postings(docs, np.full(docs.size, self.term_score(value, k1), dtype=np.float32))

@@ -46,6 +46,7 @@ INDEX_FORMAT = 7
 CACHED_FILTER_MASKS = 16
 RECORDS_CACHED = 4096  # parsed records kept per version (the hits of recent searches)
 LINE_SCAN_CHUNK = 1 << 26
+ZERO = np.float32(0)
 GATHER_BELOW = 4  # cosines of fewer than 1/4 of the records: gather their rows; more: one product over all
 
 def _line_ends(buffer: mmap.mmap) -> np.ndarray:
@@ -62,6 +63,23 @@ def _top(documents: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
     if documents.size <= count:
         return documents
     return documents[np.argpartition(-scores[documents], count - 1)[:count]]
+
+
+def _summed(parts: list[Postings], docs: np.ndarray, base: np.float32 = ZERO) -> np.ndarray:
+    """Each of `docs`'s text score: `base` and its scores in `parts` added in clause order, as the dense sum
+    adds them, so both paths give the same float32 and rank ties alike."""
+    total = np.full(docs.size, base, dtype=np.float32)
+    for part in parts:
+        total += part.scores_of(docs)
+    return total
+
+
+def _text_top(parts: list[Postings], mask: np.ndarray, count: int) -> np.ndarray:
+    """The `count` documents passing `mask` with the highest text score (the sum over `parts`)."""
+    dense = np.zeros(mask.size, dtype=np.float32)
+    for part in parts:
+        dense[part.docs] += part.scores
+    return _top(np.flatnonzero((dense > 0) & mask), dense, count)
 
 
 def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
@@ -87,7 +105,7 @@ def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.n
             progress.advance(1)
         FieldTextIndex.build(texts, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
     if len(records) >= engine.ann_min_records:
-        VectorIndex.build(vectors, directory, engine.ann_subquantizers)
+        VectorIndex.build(vectors, directory, engine.ann_subquantizers, engine.ann_partitions)
     np.save(directory / "category_centroids.npy", np.stack(list(centroids.values())))
     (directory / "dictionary.json").write_text(json.dumps({
         **dictionary.to_json(), "centroid_categories": list(centroids)}, ensure_ascii=False), encoding="utf-8")
@@ -156,7 +174,7 @@ class EmbeddedVersion:
         verify_files(self.directory, self.manifest.get("files", {}))  # versions sealed before checksums: none
         self.k1 = engine.bm25_k1
         self.overfetch = engine.ann_overfetch
-        self.ann = VectorIndex.load(self.directory)
+        self.ann = VectorIndex.load(self.directory, engine.ann_probes)
         with open(self.directory / "records.jsonl", "rb") as handle:
             self._stored = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         self._line_ends = _line_ends(self._stored)
@@ -253,41 +271,68 @@ class EmbeddedVersion:
         factor = np.float32(1.0 + self.k1)
         return [Postings(part.docs, part.scores * factor) for part in parts if part.docs.size]
 
+    def _required(self, plan: SearchPlan) -> tuple[np.ndarray | None, np.float32 | None]:
+        """The mask of the documents matching at least one required clause, cached like the filters' when the
+        clauses are keyword terms (the planner's are category terms: a 1.3M-row scatter per query otherwise);
+        and, when there is one such clause, its score, which every document left then shares."""
+        clauses = plan.required_any
+        if not clauses or not all(c.kind == "term" and c.field in self.keywords for c in clauses):
+            return None, None
+        fields = {c.field for c in clauses}
+        if len(fields) > 1:
+            return None, None
+        field = fields.pop()
+        mask = self._filter_mask((TermFilter(field, tuple(c.query for c in clauses)),))[0]
+        if len(clauses) > 1:
+            return mask, None
+        score = self.keywords[field].term_score(clauses[0].query, self.k1)
+        return mask, np.float32(clauses[0].boost) * (score * np.float32(1.0 + self.k1))
+
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
         mask, total = self._filter_mask(plan.filters)
-        text_score = np.zeros(self.size, dtype=np.float32)
-        by_clause: dict[str, list[tuple[float, Postings]]] = {}
-        any_match = np.zeros(self.size, dtype=bool) if plan.required_any else None
-        for clauses, required in ((plan.required_any, True), (plan.should, False)):
-            for clause in clauses:
-                for part in self.clause_postings(clause):
-                    text_score[part.docs] += np.float32(clause.boost) * part.scores
-                    by_clause.setdefault(clause.name, []).append((clause.boost, part))
+        required_mask, shared = self._required(plan)
+        scored = ((() if shared is not None else plan.required_any, True), (plan.should, False))
+        parts = [(clause, required, Postings(part.docs, np.float32(clause.boost) * part.scores))
+                 for clauses, required in scored for clause in clauses for part in self.clause_postings(clause)]
+        base = ZERO if shared is None else shared
+        by_clause: dict[str, list[Postings]] = {}
+        for clause, _, part in parts:
+            by_clause.setdefault(clause.name, []).append(part)
+        if plan.required_any:
+            if required_mask is None:
+                required_mask = np.zeros(self.size, dtype=bool)
+                for _, required, part in parts:
                     if required:
-                        any_match[part.docs] = True
-        if any_match is not None:
-            mask &= any_match
+                        required_mask[part.docs] = True
+            mask &= required_mask
             total = int(mask.sum())
-        formula = plan.formula
-        if plan.mode == Mode.FAST and total > plan.candidates:
-            candidates = np.union1d(_top(np.flatnonzero((text_score > 0) & mask), text_score, plan.candidates),
+        weighted = [part for _, _, part in parts]
+        if plan.mode == Mode.FAST and total > plan.candidates:  # `base` is every candidate's: it ranks none
+            candidates = np.union1d(_text_top(weighted, mask, plan.candidates),
                                     self._nearest(query_vector, mask, plan.candidates))
+            text = _summed(weighted, candidates, base)
         else:  # exact, or fast with no more filtered records than candidates: every one of them
             candidates = np.flatnonzero(mask)
+            text_score = np.full(self.size, base, dtype=np.float32)
+            for part in weighted:
+                text_score[part.docs] += part.scores
+            text = text_score[candidates]
+        formula = plan.formula
         if candidates.size == 0:
             return EngineResult([], total)
         variables = formula_variables(
-            formula, text_score[candidates],
+            formula, text,
             cosine=lambda: (self.vectors[candidates] @ query_vector if candidates.size * GATHER_BELOW < self.size
                             else (self.vectors @ query_vector)[candidates]),
             confidence=self.confidence[candidates], updated_epoch=lambda: self.updated[candidates])
 
         def details_of(positions: np.ndarray) -> list[dict[str, float]]:
             docs = candidates[positions]
-            clauses = [(name, sum(boost * part.scores_of(docs) for boost, part in parts).tolist())
-                       for name, parts in by_clause.items()]
-            return [nonzero_details(float(text_score[doc]), [(name, values[rank]) for name, values in clauses])
-                    for rank, doc in enumerate(docs.tolist())]
+            clauses = [(name, _summed(named, docs).tolist()) for name, named in by_clause.items()]
+            if shared is not None:
+                clauses.insert(0, (plan.required_any[0].name, [float(shared)] * docs.size))
+            return [nonzero_details(float(text[position]), [(name, values[rank]) for name, values in clauses])
+                    for rank, position in enumerate(positions.tolist())]
 
         hits = top_hits(formula, variables, plan.window, candidates,
                         record_at=lambda position: self.record(int(candidates[position])), details_of=details_of)
