@@ -78,7 +78,7 @@ class EngineConfig:
     ann_subquantizers: int = 128  # 4-bit codes: half a byte per sub-quantizer and vector
     ann_overfetch: int = 3
     ann_partitions: int = 1024  # inverted lists over the codes (fixed at build); 0 = scan every code
-    ann_probes: int = 32  # lists scanned per search (read at open)
+    ann_probes: int = 256  # lists scanned per search (read at open)
 
     def __post_init__(self):
         if self.keep_versions < 1:

@@ -22,15 +22,20 @@ _LATIN = "0-9a-z\u00c0-\u024f\u1e00-\u1eff"
 _LATIN_WORD = re.compile(f"[{_LATIN}]+(?:['.\\-][{_LATIN}]+)*")
 
 
-def _fresh_tokenizer() -> jieba.Tokenizer:
-    """A jieba tokenizer holding its own copy of the base dictionary: the dictionary is unmarshalled from
-    jieba's cache once per process (0.7 s) and copied for every later version (tens of milliseconds), since
-    each version adds its own user words to it."""
+def preload() -> None:
+    """Read jieba's base dictionary now (0.6 s, once per process), e.g. on a thread while a version opens."""
     with _INIT_LOCK:
         if not _base_dictionary:
             loader = jieba.Tokenizer()
             loader.initialize()
             _base_dictionary.append((loader.FREQ, loader.total))
+
+
+def _fresh_tokenizer() -> jieba.Tokenizer:
+    """A jieba tokenizer holding its own copy of the base dictionary: the dictionary is unmarshalled from
+    jieba's cache once per process (0.7 s) and copied for every later version (tens of milliseconds), since
+    each version adds its own user words to it."""
+    preload()
     frequencies, total = _base_dictionary[0]
     tokenizer = jieba.Tokenizer()
     tokenizer.FREQ, tokenizer.total, tokenizer.initialized = dict(frequencies), total, True

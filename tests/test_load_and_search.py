@@ -140,7 +140,7 @@ def test_fast_mode_with_the_ann_codes_agrees_with_exact(tmp_path, small_kb_file,
     import faiss
 
     config = make_config(tmp_path, ANN_FOR_EVERY_SIZE, ("ann_partitions: 1024", f"ann_partitions: {partitions}"),
-                         ("ann_probes: 32", "ann_probes: 2"))
+                         ("ann_probes: 256", "ann_probes: 2"))
     load_files(config, [str(small_kb_file)])
     service = SearchService(config)
     index = service.state.version.ann._index

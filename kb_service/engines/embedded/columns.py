@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from kb_service.engines.embedded.text_index import Postings
 
@@ -43,8 +44,8 @@ class KeywordColumn:
     @classmethod
     def load(cls, directory: Path, name: str) -> KeywordColumn:
         codes = np.load(directory / f"{name}.codes.npy")
-        words = json.loads((directory / f"{name}.vocab.json").read_text(encoding="utf-8"))
-        return cls(codes, {w: i for i, w in enumerate(words)}, np.bincount(codes, minlength=len(words)))
+        words = orjson.loads((directory / f"{name}.vocab.json").read_bytes())
+        return cls(codes, dict(zip(words, range(len(words)), strict=True)), np.bincount(codes, minlength=len(words)))
 
     def _docs(self, code: int) -> np.ndarray:
         return self._by_code[self._starts[code]:self._starts[code + 1]]

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import orjson
 import xxhash
 
 from kb_service.config import EngineConfig
@@ -189,7 +190,7 @@ class EmbeddedVersion:
         self._masks_lock = threading.Lock()
         self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
         self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
-        raw = json.loads((self.directory / "dictionary.json").read_text(encoding="utf-8"))
+        raw = orjson.loads((self.directory / "dictionary.json").read_bytes())
         self.dictionary = KbDictionary.from_json(raw)
         centroids = np.load(self.directory / "category_centroids.npy")
         self.category_centroids = dict(zip(raw["centroid_categories"], centroids, strict=True))
@@ -205,7 +206,7 @@ class EmbeddedVersion:
         """Record `index` parsed from its line of the memory-mapped records.jsonl: only hits are ever read, so
         opening a version costs nothing per record and worker processes share the file's pages."""
         start = int(self._line_ends[index - 1]) + 1 if index else 0
-        return KnowledgeRecord.from_stored(json.loads(self._stored[start:int(self._line_ends[index])]))
+        return KnowledgeRecord.from_stored(orjson.loads(self._stored[start:int(self._line_ends[index])]))
 
     def get(self, kid: str) -> KnowledgeRecord | None:
         index = self.keywords["kid"].vocabulary.get(kid)  # kids are unique, so a kid's code is its position
