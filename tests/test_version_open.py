@@ -47,3 +47,20 @@ def test_jieba_with_the_kb_names_is_restored_from_words_stored_at_build(loaded_d
     texts += ["我们的方针是不拒绝谈判，要求对方完全承认八条", "Springfield Missouri time zone"]
     assert [restored.tokens(t) for t in texts] == [rebuilt.tokens(t) for t in texts]
     assert [rebuilt.tokens(t) for t in texts] != [Segmenter().tokens(t) for t in texts], "the names matter"
+
+
+def test_segmented_texts_are_mapped_and_older_json_lists_still_read(tmp_path):
+    import orjson
+
+    from kb_service.engines.embedded.text_index import SEGMENTED, FieldTextIndex
+
+    texts = ["杭州 人口", "画蛇添足 解释 比喻 做 了 多余 的 事", "", "new york city", "杭州 时区"]
+    FieldTextIndex.build(texts, k1=1.2, b=0.75).save(tmp_path / "field")
+    mapped = FieldTextIndex.load(tmp_path / "field")
+    (tmp_path / "field" / SEGMENTED).unlink()
+    (tmp_path / "field" / "segmented.json").write_bytes(orjson.dumps(texts))
+    older = FieldTextIndex.load(tmp_path / "field")
+    for phrase in (["杭州", "人口"], ["new", "york"], ["做", "了", "多余"], ["人口", "杭州"]):
+        assert mapped.phrase_postings(phrase).docs.tolist() == older.phrase_postings(phrase).docs.tolist()
+    assert mapped.phrase_postings(["new", "york"]).docs.tolist() == [3]
+    assert mapped.phrase_postings(["人口", "杭州"]).docs.tolist() == []

@@ -7,11 +7,29 @@ query costs in proportion to what it matches: on a million-record KB a dense arr
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
+
+from kb_service.engines.embedded.lines import MappedLines
+
+SEGMENTED = "segmented.txt"
+
+
+class _Decoded:
+    """The segmented text of a document, decoded from its mapped line when a phrase check reads it."""
+
+    def __init__(self, lines: MappedLines):
+        self._lines = lines
+
+    def __getitem__(self, index: int) -> str:
+        return self._lines[index].decode("utf-8")
+
+    def __len__(self) -> int:
+        return len(self._lines)
 
 
 @dataclass(frozen=True)
@@ -36,7 +54,7 @@ class Postings:
 class FieldTextIndex:
     """One text field: a bm25s index over pre-segmented tokens and the segmented text for phrase checks."""
 
-    def __init__(self, vocabulary: dict[str, int], matrix: dict[str, np.ndarray], segmented: list[str],
+    def __init__(self, vocabulary: dict[str, int], matrix: dict[str, np.ndarray], segmented: Sequence[str],
                  bm25=None):
         self._vocabulary = vocabulary
         self._matrix = matrix
@@ -55,16 +73,21 @@ class FieldTextIndex:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._bm25.save(str(directory), show_progress=False)
-        (directory / "segmented.json").write_bytes(orjson.dumps(self._segmented))
+        MappedLines.write(directory / SEGMENTED, (text.replace("\n", " ") for text in self._segmented))
 
     @classmethod
     def load(cls, directory: Path) -> FieldTextIndex:
         """bm25s's files read directly: its vocabulary by orjson and its score matrix memory-mapped (bm25s's
-        own loader parses the vocabulary with the standard json module, 0.8 s for kb-large's values)."""
+        own loader parses the vocabulary with the standard json module, 0.8 s for kb-large's values); the
+        segmented texts mapped (versions written before that stored them as one JSON list)."""
         vocabulary = orjson.loads((directory / "vocab.index.json").read_bytes())
         matrix = {part: np.load(directory / f"{part}.csc.index.npy", mmap_mode="r")
                   for part in ("data", "indices", "indptr")}
-        return cls(vocabulary, matrix, orjson.loads((directory / "segmented.json").read_bytes()))
+        if (directory / SEGMENTED).is_file():
+            segmented = _Decoded(MappedLines(directory / SEGMENTED))
+        else:
+            segmented = orjson.loads((directory / "segmented.json").read_bytes())
+        return cls(vocabulary, matrix, segmented)
 
     def term_postings(self, token: str) -> Postings:
         """One token's BM25 per matching document: a column of bm25s's precomputed score matrix."""

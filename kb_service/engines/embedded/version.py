@@ -23,6 +23,7 @@ import xxhash
 from kb_service.config import EngineConfig
 from kb_service.engines.base import EngineResult
 from kb_service.engines.embedded.columns import KeywordColumn
+from kb_service.engines.embedded.lines import MappedLines
 from kb_service.engines.embedded.text_index import FieldTextIndex, Postings
 from kb_service.engines.embedded.vector_index import VectorIndex
 from kb_service.errors import UnavailableError
@@ -46,18 +47,8 @@ FLAG_FIELDS = ("del", "available")
 INDEX_FORMAT = 7
 CACHED_FILTER_MASKS = 16
 RECORDS_CACHED = 4096  # parsed records kept per version (the hits of recent searches)
-LINE_SCAN_CHUNK = 1 << 26
 ZERO = np.float32(0)
 GATHER_BELOW = 4  # cosines of fewer than 1/4 of the records: gather their rows; more: one product over all
-
-def _line_ends(buffer: mmap.mmap) -> np.ndarray:
-    """Offsets of every newline of a memory-mapped file, found in chunks (no copy of the whole file)."""
-    ends = []
-    view = np.frombuffer(buffer, dtype=np.uint8) if len(buffer) else np.zeros(0, dtype=np.uint8)
-    for start in range(0, view.size, LINE_SCAN_CHUNK):
-        ends.append(np.flatnonzero(view[start:start + LINE_SCAN_CHUNK] == 10) + start)
-    return np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
-
 
 def _top(documents: np.ndarray, scores: np.ndarray, count: int) -> np.ndarray:
     """The `count` best of `documents` by `scores` (indexed by document)."""
@@ -176,9 +167,7 @@ class EmbeddedVersion:
         self.k1 = engine.bm25_k1
         self.overfetch = engine.ann_overfetch
         self.ann = VectorIndex.load(self.directory, engine.ann_probes)
-        with open(self.directory / "records.jsonl", "rb") as handle:
-            self._stored = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        self._line_ends = _line_ends(self._stored)
+        self._stored = MappedLines(self.directory / "records.jsonl")
         self.record = lru_cache(maxsize=RECORDS_CACHED)(self._read_record)
         self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
@@ -200,13 +189,12 @@ class EmbeddedVersion:
 
     @property
     def size(self) -> int:
-        return len(self._line_ends)
+        return len(self._stored)
 
     def _read_record(self, index: int) -> KnowledgeRecord:
         """Record `index` parsed from its line of the memory-mapped records.jsonl: only hits are ever read, so
         opening a version costs nothing per record and worker processes share the file's pages."""
-        start = int(self._line_ends[index - 1]) + 1 if index else 0
-        return KnowledgeRecord.from_stored(orjson.loads(self._stored[start:int(self._line_ends[index])]))
+        return KnowledgeRecord.from_stored(orjson.loads(self._stored[index]))
 
     def get(self, kid: str) -> KnowledgeRecord | None:
         index = self.keywords["kid"].vocabulary.get(kid)  # kids are unique, so a kid's code is its position
