@@ -11,6 +11,7 @@ import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -87,6 +88,9 @@ def test_workers_share_metrics_lockout_and_versions(tmp_path, capital_kb_file):
             return len(re.findall(rf'kb_served_version{{[^}}]*index_version="{current}"[^}}]*}} 1\.0', text)) == 2
 
         _wait_for(both_serve_it)
+        # the parent follows it too (it maps the new version's vectors), so a replacement worker forks from it
+        parent = int(Path(f"/proc/{started['1']}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        _wait_for(lambda: f"/{current}/vectors.npy" in Path(f"/proc/{parent}/maps").read_text())
 
         # a worker killed with -9 is replaced, and the server keeps answering
         victim = int(started["2"])

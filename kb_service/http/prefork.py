@@ -8,7 +8,9 @@ already carries the lenient request-line parser (server.py); what it lacks, proc
 
 The parent never answers requests. It forks the workers, restarts one that dies (telling the metrics
 collector the old one is gone), runs the reload schedule exactly once, and on SIGTERM or SIGINT stops the
-workers and exits. Each worker follows CURRENT on its own, as a single-process server does.
+workers and exits. Each worker follows CURRENT on its own, as a single-process server does; the parent
+follows it too, so that a worker forked to replace a dead one starts on the served version, and a pruned
+version's files are not held open by the parent.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ class Prefork:
     """Runs `work(listener)` in `workers` forked processes until the parent is told to stop."""
 
     def __init__(self, host: str, port: int, workers: int, work: Callable[[socket.socket], None],
-                 on_worker_exit: Callable[[int], None] = lambda pid: None):
+                 on_worker_exit: Callable[[int], None] = lambda pid: None, tick: Callable[[], None] = lambda: None):
+        """`tick` runs in the parent about once a second between worker exits (the server keeps the parent on
+        the served version with it, so a replacement worker starts on that version)."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, port), family=family, backlog=1024)
         self.listener.setblocking(False)
         self.workers = workers
         self.work = work
         self.on_worker_exit = on_worker_exit
+        self.tick = tick
         self.children: dict[int, int] = {}  # pid → worker number
         self.failures: dict[int, int] = {}  # worker number → consecutive quick deaths
         self.stopping = False
@@ -65,12 +70,16 @@ class Prefork:
         for number in range(1, self.workers + 1):
             self._spawn(number)
         started = {number: time.monotonic() for number in self.children.values()}
+        ticked = time.monotonic()
         while not self.stopping:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 pid = 0
             if pid == 0:
+                if time.monotonic() - ticked >= 1.0:
+                    self.tick()
+                    ticked = time.monotonic()
                 time.sleep(0.2)
                 continue
             number = self.children.pop(pid, None)

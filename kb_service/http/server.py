@@ -92,8 +92,14 @@ def serve(config: ServiceConfig, host: str | None = None, port: int | None = Non
         run_server(create_app(config, service=service), host=host, port=port, threads=config.server.threads,
                    sockets=[listener])
 
+    def follow() -> None:  # replacement workers are forked from the parent: keep it on the served version
+        try:
+            service.refresh()
+        except Exception:
+            log.exception("the parent process could not open the new version; workers still follow it")
+
     try:
-        Prefork(host, port, workers, work, on_worker_exit=multiprocess.mark_process_dead).run()
+        Prefork(host, port, workers, work, on_worker_exit=multiprocess.mark_process_dead, tick=follow).run()
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
