@@ -48,6 +48,9 @@ def test_the_console_shows_links_bars_and_the_plan(keyed):
     assert page.count('class="hit"') >= 3 and page.count('class="segment"') >= 3
     assert re.search(r'title="engine \S+: [-\d.e]+ × [-\d.e]+ = [-\d.e]+"', page), "hover shows raw × weight"
     assert "runs the plan in process" in page  # the embedded engine sends no request
+    # 哥伦比亚 is linked, so its category may restrict the hits: shown as named evidence, not as a weak guess
+    named = re.search(r'<span class="link"\s+title="named evidence ([\d.]+)', page)
+    assert named and float(named.group(1)) >= 0.5
 
 
 def test_compare_runs_the_candidate_beside_the_live_config_and_reports_problems(keyed):

@@ -72,6 +72,7 @@ def console():
         response = None
     if response:
         context.update(response=response, bars=_bars(response), parsed=response.parsed,
+                       required_evidence=service.config.scoring.category_required_evidence,
                        engine_request=json.dumps(service.engine_request(response), ensure_ascii=False, indent=1))
     return render_template("console.html", **context)
 
