@@ -117,7 +117,6 @@ class SearchService:
         self._encoder_loading = loader.submit(_warm_encoder, config.encoder)
         preloading = loader.submit(segmenter.preload)
         loader.shutdown(wait=False)
-        self._encoder: Encoder | None = None
         self.engine = open_engine(config)
         self.pinned = pinned
         self._base_config = config
@@ -139,9 +138,7 @@ class SearchService:
     @property
     def encoder(self) -> Encoder:
         """The query encoder, once its background load has finished (its error, if any, is raised here)."""
-        if self._encoder is None:
-            self._encoder = self._encoder_loading.result()
-        return self._encoder
+        return self._encoder_loading.result()
 
     @property
     def config(self) -> ServiceConfig:

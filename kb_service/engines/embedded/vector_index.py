@@ -57,7 +57,7 @@ class VectorIndex:
                  f"{lists} lists" if lists >= 2 else "one scan", time.monotonic() - started)
 
     @classmethod
-    def load(cls, directory: Path, probes: int = 256) -> VectorIndex | None:
+    def load(cls, directory: Path, probes: int) -> VectorIndex | None:
         path = directory / FILE_NAME
         if not path.is_file():
             return None
