@@ -60,7 +60,7 @@ def main() -> None:
     key, digest = new_key()
     text = (REPO / "config.yaml").read_text(encoding="utf-8")
     text = text.replace("  files: []  ", f"  files: [{Path(args.kb).resolve()}]  ")
-    text = text.replace("  port: 8000\n", f"  port: 8000\n  admin_key_sha256: [{digest}]\n")
+    text = text.replace("  admin_key_sha256: []", f"  admin_key_sha256: [{digest}]")
     config = work / "config.yaml"
     config.write_text(text, encoding="utf-8")
     environment = {**os.environ, "KB_DATA_DIR": str(work / "data"), "KB_CONFIG": str(config)}

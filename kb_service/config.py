@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
+import math
 import os
 import types
 import typing
@@ -195,21 +197,71 @@ class ServerConfig:
     threads: int = 0
     workers: int = 0
     watch_config: bool = True
-    admin_key_sha256: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
-    admin_failures_allowed: int = 5
-    admin_lockout_s: float = 60.0
+    connection_limit: int = 200
+    channel_timeout_s: float = 30.0
+    request_timeout_s: float = 10.0
 
     def __post_init__(self):
-        if self.max_body_bytes < 1024 or self.admin_failures_allowed < 1 or self.admin_lockout_s <= 0:
-            raise ValueError("max_body_bytes must be >= 1024, admin_failures_allowed >= 1, admin_lockout_s > 0")
+        if self.max_body_bytes < 1024 or self.connection_limit < 4:
+            raise ValueError("max_body_bytes must be >= 1024 and connection_limit >= 4")
+        if self.channel_timeout_s <= 0 or self.request_timeout_s <= 0:
+            raise ValueError("channel_timeout_s and request_timeout_s must be > 0")
         if self.threads == 0:
             object.__setattr__(self, "threads", os.cpu_count() or 1)
         if self.threads < 0 or self.workers < 0:
             raise ValueError("threads and workers must be >= 0 (0 = one per CPU core)")
-        for digest in self.admin_key_sha256:
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError("admin_key_sha256 entries must be 64 lower-case hex digits (see `kb admin-key`)")
+
+
+class Role(StrEnum):
+    """Who may call what; each role has its own keys, and a key of a later role opens the earlier roles'
+    routes too (an admin can do what an analyst can)."""
+
+    SEARCH = "search"
+    ANALYST = "analyst"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """API keys by role, the lockout after wrong keys, per-client rate limits and the proxies whose
+    X-Forwarded-For is believed; a live section, so a config reload adds or revokes keys without a restart."""
+
+    search_key_sha256: tuple[str, ...] = ()
+    analyst_key_sha256: tuple[str, ...] = ()
+    admin_key_sha256: tuple[str, ...] = ()
+    console_open: bool = False
+    failures_allowed: int = 5
+    lockout_s: float = 60.0
+    lockout_max_s: float = 3600.0
+    events_per_minute: int = 600
+    compares_per_minute: int = 20
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for role in Role:
+            for digest in self.digests(role):
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ValueError(f"{role.value}_key_sha256 entries must be 64 lower-case hex digits "
+                                     "(see `kb key`)")
+        if self.failures_allowed < 1 or not 0 < self.lockout_s <= self.lockout_max_s:
+            raise ValueError("failures_allowed must be >= 1 and 0 < lockout_s <= lockout_max_s")
+        if self.events_per_minute < 1 or self.compares_per_minute < 1:
+            raise ValueError("events_per_minute and compares_per_minute must be >= 1")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {network!r} is not an address or CIDR network") from None
+
+    def digests(self, role: Role) -> tuple[str, ...]:
+        """The digests of the keys configured for `role` itself."""
+        return getattr(self, f"{role.value}_key_sha256")
+
+    def opening(self, role: Role) -> tuple[str, ...]:
+        """The digests of every key that opens `role`'s routes: its own and those of the roles above it."""
+        roles = tuple(Role)
+        return tuple(d for r in roles[roles.index(role):] for d in self.digests(r))
 
 
 @dataclass(frozen=True)
@@ -229,16 +281,17 @@ class FeedbackConfig:
     """POST /events: the front end's impressions and clicks, kept for `kb judgments from-events`."""
 
     enabled: bool = True
-    max_events: int = 1_000_000  # the oldest are dropped beyond this
+    max_events: int = 1_000_000  # the oldest are dropped beyond this …
+    max_bytes: int = 256 * 2**20  # … or once the stored events use more than this
 
     def __post_init__(self):
-        if self.max_events < 1:
-            raise ValueError("max_events must be >= 1")
+        if self.max_events < 1 or self.max_bytes < 65_536:
+            raise ValueError("max_events must be >= 1 and max_bytes >= 65536")
 
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    """/console, the analysts' pages (rating hits there still needs an admin API key)."""
+    """/console, the analysts' pages (behind the analyst key unless `security.console_open`)."""
 
     enabled: bool = True
 
@@ -256,6 +309,7 @@ class ServiceConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     source: str = "<defaults>"
     version: str = "defaults"
 
@@ -272,8 +326,66 @@ class ServiceConfig:
         return tuple(u.strip() for u in url.split(",") if u.strip()) if url else self.elasticsearch.hosts
 
 
+MAX_YAML_BYTES = 1_048_576  # a config file or a pasted candidate; config.yaml is about 11 KB
+MAX_YAML_DEPTH = 32  # nested mappings and lists
+MAX_YAML_ALIASES = 32  # `*name` references: YAML's anchors let a few hundred bytes stand for gigabytes
+MAX_YAML_NODES = 100_000  # the document with every alias expanded, counted without expanding it
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text, read no further than the size bound (a device or a huge file costs nothing);
+    OSError and UnicodeDecodeError are the caller's to report."""
+    with path.open("rb") as handle:
+        data = handle.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError([f"{path}:1: the document is larger than {MAX_YAML_BYTES} bytes"])
+    return data.decode("utf-8")
+
+
+def _bounded_compose(text: str, source: str):
+    """The YAML node graph of `text`, refused (ConfigError naming the line) when it is over the size, depth,
+    alias or expanded-node bounds; the checks read the event stream and the graph once, so a hostile document
+    costs its own length, never what its aliases would expand to."""
+    if len(text.encode("utf-8")) > MAX_YAML_BYTES:
+        raise ConfigError([f"{source}:1: the document is larger than {MAX_YAML_BYTES} bytes"])
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError([f"{source}:{event.start_mark.line + 1}: nested deeper than {MAX_YAML_DEPTH} "
+                                   "levels"])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError([f"{source}:{event.start_mark.line + 1}: more than {MAX_YAML_ALIASES} aliases "
+                                   "(*name references)"])
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None and _expanded_size(root, {}) > MAX_YAML_NODES:
+        raise ConfigError([f"{source}:1: its aliases expand to more than {MAX_YAML_NODES} values"])
+    return root
+
+
+def _expanded_size(node, sizes: dict[int, int]) -> int:
+    """How many nodes the document holds once every alias is expanded; memoised per shared node, so the
+    count costs one visit per distinct node (the depth bound keeps the recursion shallow)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
+
+
 def _key_lines(node, source: str, path=(), lines=None) -> dict[tuple, str]:
-    """Where each key path is written, as 'file:line'."""
+    """Where each key path is written, as 'file:line' (the caller has bounded the expanded size)."""
     lines = {} if lines is None else lines
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -293,28 +405,47 @@ def _merge(base: dict, override: dict) -> dict:
                        else v for k, v in override.items()}}
 
 
-def _read_yaml(text: str, source: str, seen: tuple[str, ...] = ()) -> tuple[object, dict[tuple, str]]:
-    """Parse YAML, following `extends: other.yaml` (relative to this file) so presets state only differences."""
+def _read_yaml(text: str, source: str, seen: tuple[str, ...] = (),
+               bases: dict[str, Path] | None = None) -> tuple[object, dict[tuple, str]]:
+    """Parse YAML within its bounds, following `extends: other.yaml` (relative to this file) so presets state
+    only differences. With `bases`, `extends` may only name one of its keys: a document that came over the
+    network must not make the server open a path it chose."""
     try:
-        root = yaml.compose(text)
+        root = _bounded_compose(text, source)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         raise ConfigError([f"{source}:{line}: not valid YAML: {getattr(err, 'problem', err)}"]) from None
+    except ValueError as err:  # an integer with more digits than Python converts
+        raise ConfigError([f"{source}:1: not a usable YAML value: {str(err)[:120]}"]) from None
     lines = _key_lines(root, source) if root is not None else {}
     if not isinstance(raw, dict) or "extends" not in raw:
         return raw, lines
     where = lines[("extends",)]
-    base_path = Path(source).parent / str(raw.pop("extends"))
+    named = raw.pop("extends")
+    if bases is not None:
+        if not isinstance(named, str) or named not in bases:
+            allowed = ", ".join(sorted(bases)) or "nothing"
+            raise ConfigError([f"{where}: extends: may only name {allowed} here"])
+        base_path = bases[named]
+    else:
+        base_path = Path(source).parent / str(named)
     if str(base_path.resolve()) in seen:
         raise ConfigError([f"{where}: extends: {base_path} extends this file again (a cycle)"])
     try:
-        base_text = base_path.read_text(encoding="utf-8")
+        base_text = read_config_text(base_path)
     except OSError as err:
         raise ConfigError([f"{where}: extends: cannot read {base_path}: {err.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{where}: extends: {base_path} is not UTF-8 text"]) from None
     base_raw, base_lines = _read_yaml(base_text, str(base_path), (*seen, str(Path(source).resolve())))
     return _merge(base_raw if isinstance(base_raw, dict) else {}, raw), {**base_lines, **lines}
+
+
+MOVED_KEYS = {("server", "admin_key_sha256"): "security.admin_key_sha256",
+              ("server", "admin_failures_allowed"): "security.failures_allowed",
+              ("server", "admin_lockout_s"): "security.lockout_s"}
 
 
 class _Builder:
@@ -361,6 +492,8 @@ class _Builder:
             except ValueError:
                 return self.fail(path, f"expected one of {', '.join(m.value for m in kind)}, got {raw!r}")
         if kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
+            if not math.isfinite(raw):
+                return self.fail(path, f"expected a finite number, got {raw!r}")
             return float(raw)
         if kind in (int, str, bool) and type(raw) is kind:
             return raw
@@ -376,7 +509,9 @@ class _Builder:
         values = {}
         for key, value in raw.items():
             if key not in known:
-                self.fail((*path, key), f"unknown key (expected one of: {', '.join(sorted(known))})")
+                moved = MOVED_KEYS.get((*path, key))
+                self.fail((*path, key), f"moved to {moved}" if moved else
+                          f"unknown key (expected one of: {', '.join(sorted(known))})")
                 continue
             values[key] = self.build(hints[key], value, (*path, key))
         if len(self.problems):
@@ -399,8 +534,9 @@ class _Builder:
         return self._dataclass(registry[name], rest, path)
 
 
-def parse_config(text: str, source: str = "<string>") -> ServiceConfig:
-    raw, lines = _read_yaml(text, source)
+def parse_config(text: str, source: str = "<string>", bases: dict[str, Path] | None = None) -> ServiceConfig:
+    """A config from YAML text; `bases` restricts what `extends` may name (see `_read_yaml`)."""
+    raw, lines = _read_yaml(text, source, bases=bases)
     builder = _Builder(source, lines)
     config = builder.build(ServiceConfig, raw, ())
     if builder.problems:
@@ -420,9 +556,9 @@ def location_of(config: ServiceConfig, *path: str) -> str:
     """'file:line' where a key path is written in the config's file, for problems found after parsing (a
     formula the search engine refuses); the file itself when the key is not written there."""
     try:
-        text = Path(config.source).read_text(encoding="utf-8")
+        text = read_config_text(Path(config.source))
         lines = _read_yaml(text, config.source)[1]
-    except (OSError, ConfigError):
+    except (OSError, UnicodeDecodeError, ConfigError):
         return config.source
     return next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), f"{config.source}:1")
 
@@ -430,7 +566,7 @@ def location_of(config: ServiceConfig, *path: str) -> str:
 def read_raw(path: str | Path) -> dict:
     """A config file's settings as plain YAML values, its `extends` chain merged in (what tools that write
     overlays start from)."""
-    raw, _ = _read_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    raw, _ = _read_yaml(read_config_text(Path(path)), str(path))
     return raw if isinstance(raw, dict) else {}
 
 
@@ -438,7 +574,9 @@ def load_config(path: str | Path | None = None) -> ServiceConfig:
     """The --config path, else $KB_CONFIG, else `default_config_path()`."""
     path = Path(path or os.environ.get("KB_CONFIG") or default_config_path())
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except OSError as err:
         raise ConfigError([f"{path}: cannot read: {err.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
     return parse_config(text, str(path))

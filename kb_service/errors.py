@@ -55,13 +55,15 @@ class NotFoundError(KbError):
 
 
 class AuthError(KbError):
-    """An admin call without a valid API key (401) or with no key configured at all (403)."""
+    """A call without a valid API key for its role (401) or to a role no key is configured for (403);
+    `challenge` asks a browser to prompt for credentials."""
 
     http_status = 401
 
-    def __init__(self, message: str, status: int = 401):
-        super().__init__(message, field="X-API-Key")
+    def __init__(self, message: str, status: int = 401, challenge: bool = False):
+        super().__init__(message, field="X-API-Key", code="unauthorized" if status == 401 else "role_disabled")
         self.http_status = status
+        self.challenge = challenge
 
 
 class TooManyRequestsError(KbError):
@@ -69,8 +71,8 @@ class TooManyRequestsError(KbError):
 
     http_status = 429
 
-    def __init__(self, message: str, retry_after_s: int, field: str | None = None):
-        super().__init__(message, field, retry_after_s=retry_after_s)
+    def __init__(self, message: str, retry_after_s: int, field: str | None = None, code: str = "locked_out"):
+        super().__init__(message, field, retry_after_s=retry_after_s, code=code)
         self.retry_after_s = retry_after_s
 
 

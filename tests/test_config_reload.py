@@ -23,7 +23,7 @@ class ConfigFile:
     def write(self, **replacements) -> None:
         self.path.write_text(config_text(
             ("data_dir: data", f"data_dir: {self.data_dir}"),
-            ("  port: 8000\n", f"  port: 8000\n  admin_key_sha256: [{digest(KEY)}]\n"),
+            ("  admin_key_sha256: []", f"  admin_key_sha256: [{digest(KEY)}]"),
             *replacements.items()), encoding="utf-8")
 
 

@@ -24,21 +24,26 @@ CANDIDATE = "extends: config.yaml\nscoring:\n  boosts:\n    knowledge_term: 0\n 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory, capital_kb_file):
-    """A data directory serving the capital KB and a config file with a known admin key."""
+    """A data directory serving the capital KB and a config file with a known analyst key."""
     workdir = tmp_path_factory.mktemp("console")
     key, digest = new_key()
     config_path = workdir / "config.yaml"
-    config_path.write_text(config_text(("  port: 8000\n", f"  port: 8000\n  admin_key_sha256: [{digest}]\n")),
-                           encoding="utf-8")
-    return workdir, loaded(workdir / "data", capital_kb_file), config_path, key
+    config_path.write_text(config_text(_analyst_key(digest)), encoding="utf-8")
+    return workdir, loaded(workdir / "data", capital_kb_file), config_path, key, digest
 
 
-def _client(keyed, *replacements):
-    _, data_dir, config_path, key = keyed
-    config = make_config(data_dir, ("  port: 8000\n", "  port: 8000\n  admin_key_sha256: ["
-                                    + config_path.read_text().split("admin_key_sha256: [")[1].split("]")[0] + "]\n"),
-                         *replacements)
-    return create_app(config, watch=False).test_client(), key
+def _analyst_key(digest: str) -> tuple[str, str]:
+    """The config replacement that names the analyst key."""
+    return "  analyst_key_sha256: []", f"  analyst_key_sha256: [{digest}]"
+
+
+def _client(keyed, *replacements, with_key: bool = True):
+    """A test client of the app over the keyed data directory; it presents the analyst key unless told not."""
+    _, data_dir, _, key, digest = keyed
+    client = create_app(make_config(data_dir, _analyst_key(digest), *replacements), watch=False).test_client()
+    if with_key:
+        client.environ_base["HTTP_X_API_KEY"] = key
+    return client, key
 
 
 def test_the_console_shows_links_bars_and_the_plan(keyed):
@@ -66,7 +71,7 @@ def test_compare_runs_the_candidate_beside_the_live_config_and_reports_problems(
 
 
 def test_rating_needs_the_key_and_exports_as_qrels(keyed, tmp_path, monkeypatch):
-    client, key = _client(keyed)
+    client, key = _client(keyed, with_key=False)
     body = {"query": "哥伦比亚的首都", "kid": "geo:country:CO:首都", "grade": 3}
     assert client.post("/console/judgments", json=body).status_code == 401
     assert client.post("/console/judgments", json={**body, "grade": 7}, headers={"X-API-Key": key}).status_code == 400
@@ -86,12 +91,14 @@ def test_the_console_can_be_switched_off(keyed):
 def test_an_analyst_uses_the_console_in_a_real_browser(keyed):
     from playwright.sync_api import sync_playwright
 
-    workdir, data_dir, config_path, key = keyed
+    workdir, data_dir, config_path, key, _ = keyed
     shots = Path(os.environ.get("KB_CONSOLE_SCREENSHOTS") or tempfile.mkdtemp(prefix="console-shots-"))
     shots.mkdir(parents=True, exist_ok=True)
     with running_server(workdir, data_dir, config_path) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        # the console asks a browser for the analyst key as Basic credentials (any user name)
+        page = browser.new_page(viewport={"width": 1200, "height": 900},
+                                http_credentials={"username": "analyst", "password": key})
         page.goto(f"{base}/console")
         page.fill("#q", "哥伦比亚的首都")
         page.click("#search")
@@ -100,8 +107,6 @@ def test_an_analyst_uses_the_console_in_a_real_browser(keyed):
         assert "哥伦比亚" in page.inner_text("#parsed") and "首都" in page.inner_text("#parsed")
         assert page.locator("#hits tr.hit").count() >= 3 and page.locator("#hits .segment").count() >= 3
         page.screenshot(path=str(shots / "console-search.png"), full_page=True)
-        page.fill("#api-key", key)
-        page.dispatch_event("#api-key", "change")
         first = page.locator("#hits tr.hit").first
         first.locator("button[data-grade='3']").click()
         page.wait_for_function("document.querySelector('#hits tr.hit .rated').textContent.length > 0")

@@ -32,8 +32,8 @@ def fuzzed_server(tmp_path_factory, capital_kb_file):
     config_path = workdir / "config.yaml"
     config_path.write_text(config_text(
         ("  files: []  ", f"  files: [{capital_kb_file}]  "),
-        ("  port: 8000\n", f"  port: 8000\n  admin_key_sha256: [{digest}]\n"),
-        ("  admin_failures_allowed: 5 ", "  admin_failures_allowed: 1000000 "),
+        ("  admin_key_sha256: []", f"  admin_key_sha256: [{digest}]"),
+        ("  failures_allowed: 5 ", "  failures_allowed: 1000000 "),
     ), encoding="utf-8")
     data_dir = loaded(workdir / "data", capital_kb_file)
     with running_server(workdir, data_dir, config_path) as base:

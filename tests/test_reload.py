@@ -255,7 +255,7 @@ def test_admin_api_runs_reloads_lists_history_and_rolls_back(reviewed):
 
     config, database = reviewed
     key, digest = new_key()
-    config = _config(config.data_path, ("  port: 8000\n", f"  port: 8000\n  admin_key_sha256: [{digest}]\n"))
+    config = _config(config.data_path, ("  admin_key_sha256: []", f"  admin_key_sha256: [{digest}]"))
     first = run_reload(config).version
     client = create_app(config, SearchService(config), watch=False).test_client()
     headers = {"X-API-Key": key}

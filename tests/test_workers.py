@@ -53,8 +53,8 @@ def test_workers_share_metrics_lockout_and_versions(tmp_path, capital_kb_file):
     data_dir = loaded(tmp_path / "data", capital_kb_file)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(config_text(
-        ("  port: 8000\n", f"  port: 8000\n  admin_key_sha256: [{'ab' * 32}]\n"),
-        ("  admin_failures_allowed: 5 ", "  admin_failures_allowed: 4 ")), encoding="utf-8")
+        ("  admin_key_sha256: []", f"  admin_key_sha256: [{'ab' * 32}]"),
+        ("  failures_allowed: 5 ", "  failures_allowed: 4 ")), encoding="utf-8")
     with running_server(tmp_path, data_dir, config_path, serve_args=("--workers", "2")) as base:
         log_path = tmp_path / "server.log"
         started = dict(_wait_for(lambda: re.findall(r"worker (\d) started \(pid (\d+)\)", log_path.read_text())

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from kb_service.config import ServiceConfig, load_config
+from kb_service import logs
+from kb_service.config import Role, ServiceConfig, load_config
 from kb_service.errors import KbError
 from kb_service.reload.review import ReviewStatus
 from scoring.plan import Mode
@@ -286,12 +287,12 @@ def cmd_tune(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_admin_key(config: ServiceConfig, args) -> int:
+def cmd_key(config: ServiceConfig, args) -> int:
     from kb_service.http.auth import new_key
 
     key, digest = new_key()
-    print(f"API key (give it to the operator, it is not stored): {key}")
-    print(f"add to config.yaml under server.admin_key_sha256: {digest}")
+    print(f"API key (give it to its holder, it is not stored): {key}")
+    print(f"add to config.yaml under security.{args.role}_key_sha256 (a config reload applies it): {digest}")
     return 0
 
 
@@ -339,8 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(handler=cmd_eval)
 
-    admin_key = commands.add_parser("admin-key", help="make an admin API key and the digest to configure")
-    admin_key.set_defaults(handler=cmd_admin_key)
+    key = commands.add_parser("key", help="make an API key for a role and the digest to configure")
+    key.add_argument("--role", choices=[role.value for role in Role], default=Role.ADMIN.value)
+    key.set_defaults(handler=cmd_key)
 
     reload = commands.add_parser("reload", help="gated reload from the review database (or reload.files)")
     reload.add_argument("--force", action="store_true", help="switch even when a gate refuses")
@@ -412,9 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("elastic_transport").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    logs.configure(args.verbose)
     try:
         config = load_config(args.config)
         return args.handler(config, args)

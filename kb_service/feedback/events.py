@@ -2,7 +2,8 @@
 `query_id`; the front end posts what it showed (impressions) and what the user did (clicks) under that id.
 
 Events are validated one by one (a 400 names the event and field) and stored in SQLite in the data
-directory, bounded: beyond `max_events` the oldest are dropped, so a chatty front end cannot fill the disk.
+directory, bounded: beyond `max_events`, or once the file's pages hold more than `max_bytes`, the oldest are
+dropped, so neither a chatty front end nor a hostile one can fill the disk.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from kb_service.feedback.sqlite import open_database
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_TEXT = 2000
+MAX_ID = 256  # query ids and kids are identifiers, not text
+LATEST_TIMESTAMP = 4_102_444_800  # 2100-01-01: an event stamped later is a mistake or a forgery
 
 
 class Action(StrEnum):
@@ -41,10 +44,10 @@ class SearchEvent:
         if not isinstance(raw, dict):
             raise InputError("expected an object", where)
 
-        def text(name: str, required: bool = True) -> str:
+        def text(name: str, limit: int, required: bool = True) -> str:
             value = raw.get(name, "")
-            if not isinstance(value, str) or (required and not value) or len(value) > MAX_TEXT:
-                raise InputError(f"expected a non-empty string of at most {MAX_TEXT} characters", f"{where}.{name}")
+            if not isinstance(value, str) or (required and not value) or len(value) > limit:
+                raise InputError(f"expected a non-empty string of at most {limit} characters", f"{where}.{name}")
             return value
 
         position = raw.get("position")
@@ -55,9 +58,11 @@ class SearchEvent:
         except ValueError:
             raise InputError(f"expected one of {', '.join(Action)}", f"{where}.action") from None
         timestamp = raw.get("timestamp", time.time())
-        if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or timestamp < 0:
-            raise InputError("expected seconds since the epoch", f"{where}.timestamp")
-        return cls(text("query_id"), text("query", required=False), text("kid"), position, action, float(timestamp))
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or not (
+                0 <= timestamp <= LATEST_TIMESTAMP):
+            raise InputError("expected seconds since the epoch (before 2100)", f"{where}.timestamp")
+        return cls(text("query_id", MAX_ID), text("query", MAX_TEXT, required=False), text("kid", MAX_ID), position,
+                   action, float(timestamp))
 
 
 def parse_events(body: object) -> list[SearchEvent]:
@@ -71,10 +76,12 @@ def parse_events(body: object) -> list[SearchEvent]:
 
 
 class EventStore:
-    """Events in `path` (SQLite), at most `max_events` kept (oldest dropped first)."""
+    """Events in `path` (SQLite), at most `max_events` kept and at most `max_bytes` of pages used (oldest
+    dropped first; SQLite reuses the freed pages, so the file stays near that size)."""
 
-    def __init__(self, path: Path, max_events: int = 1_000_000):
+    def __init__(self, path: Path, max_events: int = 1_000_000, max_bytes: int = 256 * 2**20):
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._db = open_database(path, "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, query_id TEXT "
                                        "NOT NULL, query TEXT NOT NULL, kid TEXT NOT NULL, position INTEGER NOT NULL, "
@@ -86,7 +93,15 @@ class EventStore:
                 "INSERT INTO events (query_id, query, kid, position, action, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
                 [(e.query_id, e.query, e.kid, e.position, e.action.value, e.timestamp) for e in events])
             self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (self.max_events,))
+            while self._used_bytes() > self.max_bytes:  # drop the oldest tenth until the pages fit
+                self._db.execute("DELETE FROM events WHERE id <= (SELECT MIN(id) FROM events) + "
+                                 "(SELECT COUNT(*) FROM events) / 10")
         return len(events)
+
+    def _used_bytes(self) -> int:
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0] - self._db.execute("PRAGMA freelist_count"
+                                                                                        ).fetchone()[0]
+        return pages * self._db.execute("PRAGMA page_size").fetchone()[0]
 
     def all(self) -> list[SearchEvent]:
         with self._lock:

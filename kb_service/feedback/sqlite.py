@@ -8,8 +8,10 @@ from pathlib import Path
 
 
 def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """`path` opened for the server's threads, with `schema` (one or more `;`-separated statements) applied."""
     path.parent.mkdir(parents=True, exist_ok=True)
     database = sqlite3.connect(path, timeout=30, check_same_thread=False)
     database.execute("PRAGMA journal_mode=WAL")
-    database.execute(schema)
+    for statement in filter(str.strip, schema.split(";")):
+        database.execute(statement)
     return database

@@ -10,21 +10,23 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from kb_service import metrics
 from kb_service.config import ConfigError, ServiceConfig, load_config
-from kb_service.errors import KbError, TooManyRequestsError, error_body
+from kb_service.errors import AuthError, KbError, TooManyRequestsError, error_body
 from kb_service.feedback.events import EventStore
 from kb_service.feedback.judgments import JudgmentStore
 from kb_service.feedback.query_log import QueryLog
 from kb_service.http import admin, console, search
+from kb_service.http.auth import AccessStore, client_address
 from kb_service.serving.service import ConfigReloadError, SearchService
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ def _watch(service: SearchService, watcher: ConfigWatcher | None, stop: threadin
 def _error_response(err: Exception):
     if isinstance(err, TooManyRequestsError):
         return jsonify(err.to_json()), err.http_status, {"Retry-After": str(err.retry_after_s)}
+    if isinstance(err, AuthError) and err.challenge:
+        return jsonify(err.to_json()), err.http_status, {"WWW-Authenticate": 'Basic realm="kb-service console", '
+                                                                             'charset="UTF-8"'}
     if isinstance(err, KbError):
         return jsonify(err.to_json()), err.http_status
     if isinstance(err, RequestEntityTooLarge):
@@ -103,11 +108,36 @@ def _start_request() -> None:
     g.request_id = presented if _REQUEST_ID.fullmatch(presented) else uuid.uuid4().hex
 
 
+def csp_nonce() -> str:
+    """The nonce that lets this response's own inline script run under its Content-Security-Policy."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
+
+def _security_headers(response: Response) -> None:
+    """No framing, no content sniffing, no referrer; a page may run only the script it carries (by nonce),
+    talk only to this origin and post forms only here."""
+    nonce = g.get("csp_nonce")
+    script = f"'nonce-{nonce}'" if nonce else "'none'"
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src {script}; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if request.path.startswith(("/admin", "/console")):
+        response.headers["Cache-Control"] = "no-store"
+
+
 def _finish_request(response: Response) -> Response:
-    """Every answer carries its request id and leaves one JSON access-log line and its metrics."""
+    """Every answer carries its request id and the security headers, and leaves one JSON access-log line
+    and its metrics."""
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers["X-Request-Id"] = request_id
+    _security_headers(response)
+    remote = client_address(current_app.extensions["kb_service"].config.security.trusted_proxies)
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
     mode = g.get("search_mode", "")
     metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code), mode).inc()
@@ -115,7 +145,7 @@ def _finish_request(response: Response) -> Response:
     access.info(json.dumps({"request_id": request_id, "pid": os.getpid(), "method": request.method,
                             "path": request.path,
                             "endpoint": endpoint, "status": response.status_code, "ms": round(seconds * 1000, 2),
-                            "mode": mode or None, "remote": request.remote_addr}, ensure_ascii=False))
+                            "mode": mode or None, "remote": remote}, ensure_ascii=False))
     return response
 
 
@@ -131,10 +161,11 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.extensions["kb_service"] = service
     if service.config.feedback.enabled:
         app.extensions["kb_events"] = EventStore(service.config.data_path / "events.sqlite",
-                                                 service.config.feedback.max_events)
+                                                 service.config.feedback.max_events,
+                                                 service.config.feedback.max_bytes)
     app.extensions["kb_judgments"] = JudgmentStore(service.config.data_path / "judgments.sqlite")
     app.extensions["kb_query_log"] = QueryLog(service.config.data_path / "query_log.sqlite")
-    app.extensions["kb_admin_failures"] = admin.FailedAttempts(service.config.data_path / "admin.sqlite")
+    app.extensions["kb_access"] = AccessStore(service.config.data_path / "access.sqlite")
     app.extensions["kb_config_watcher"] = watcher
     if watch:
         stop = threading.Event()
@@ -145,6 +176,7 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(console.blueprint)
     app.register_error_handler(Exception, _error_response)
+    app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.before_request(_start_request)
     app.after_request(_finish_request)
     return app

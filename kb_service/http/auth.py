@@ -1,14 +1,40 @@
-"""API keys for the admin endpoints: only SHA-256 digests are configured, compared in constant time."""
+"""Who may call what: API keys by role (only SHA-256 digests are configured, compared in constant time), the
+client's address behind trusted proxies, a lockout after wrong keys that cannot lock the operator out, and
+per-client rate limits.
+
+Failures, lockouts, the keys that have worked from each address and the rate buckets live in one SQLite file
+in the data directory, every change one `BEGIN IMMEDIATE` transaction, so every worker process counts the
+same attempts: a guesser gains nothing from landing on another worker or from sending a burst.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import hashlib
 import hmac
+import ipaddress
+import logging
+import math
 import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import current_app, g, request
+
+from kb_service.config import Role, SecurityConfig
+from kb_service.errors import AuthError, TooManyRequestsError
+from kb_service.feedback.sqlite import open_database
+
+audit = logging.getLogger("kb_service.audit")
+KEY_FIELD = "X-API-Key"
 
 
 def new_key() -> tuple[str, str]:
-    """A fresh random key and the digest to put in `server.admin_key_sha256`."""
+    """A fresh random key and the digest to configure for it (`security.<role>_key_sha256`)."""
     key = secrets.token_urlsafe(32)
     return key, digest(key)
 
@@ -27,3 +53,183 @@ def matching_key_id(presented: str | None, digests: tuple[str, ...]) -> str | No
         if hmac.compare_digest(candidate, stored):
             found = stored[:8]
     return found
+
+
+def presented_key() -> str | None:
+    """The key a request carries: `X-API-Key`, a bearer token, or the password of HTTP Basic credentials
+    (what a browser sends for the console after its login prompt; the user name is ignored)."""
+    if key := request.headers.get(KEY_FIELD):
+        return key
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2] or None
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None
+
+
+def client_address(trusted_proxies: tuple[str, ...]) -> str:
+    """The client's address: the peer's, unless the peer is a trusted proxy, in which case the right-most
+    X-Forwarded-For entry that is not itself a trusted proxy (entries further left are the client's word)."""
+    peer = request.remote_addr or "unknown"
+    if not trusted_proxies:
+        return peer
+    networks = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in networks)
+
+    if not trusted(peer):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("X-Forwarded-For")).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a proxy passed on garbage: count it against the proxy, not a made-up client
+    return peer
+
+
+class AccessStore:
+    """Failed keys and lockouts per client address, the (address, key id) pairs that have worked, and token
+    buckets for rate limits, shared by the worker processes through SQLite. Bounded: the least recently
+    touched addresses and buckets are forgotten first."""
+
+    MAX_ROWS = 10_000
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS failures (address TEXT PRIMARY KEY, count INTEGER, until REAL, "
+              "strikes INTEGER, touched REAL);"
+              "CREATE TABLE IF NOT EXISTS trusted (address TEXT, key_id TEXT, touched REAL, "
+              "PRIMARY KEY (address, key_id));"
+              "CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL, touched REAL)")
+
+    def __init__(self, path: Path):
+        self._db = open_database(path, self.SCHEMA)
+        self._lock = threading.Lock()
+
+    def admit(self, address: str, key_id: str | None, policy: SecurityConfig) -> int:
+        """Whether a key check may go ahead: 0, or the seconds the address must still wait. A key id that has
+        worked from this address before is always admitted; any other attempt is counted as a failure up
+        front (undone by `succeeded`), so a concurrent burst gets no more tries than a sequence. The same
+        statements run whatever the key, so timing tells a locked-out guesser nothing."""
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            known = self._db.execute("SELECT 1 FROM trusted WHERE address = ? AND key_id = ?",
+                                     (address, key_id or "")).fetchone()
+            row = self._db.execute("SELECT count, until, strikes, touched FROM failures WHERE address = ?",
+                                   (address,)).fetchone()
+            count, until, strikes, touched = row or (0, 0.0, 0, now)
+            if now - touched > policy.lockout_max_s:  # quiet for a long while: start over
+                count, until, strikes = 0, 0.0, 0
+            if known:
+                return 0
+            if until > now:
+                return math.ceil(until - now)
+            if until:  # a lockout that has run out: a fresh allowance, the strikes remembered
+                count, until = 0, 0.0
+            if count >= policy.failures_allowed:
+                until = now + min(policy.lockout_max_s, policy.lockout_s * 2 ** min(strikes, 30))
+                strikes += 1
+                wait = math.ceil(until - now)
+            else:
+                count, wait = count + 1, 0
+            self._db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?)",
+                             (address, count, until, strikes, now))
+            self._trim("failures", "address")
+            return wait
+
+    def succeeded(self, address: str, key_id: str) -> None:
+        """The key worked: remember the pair and take back the failure `admit` counted in advance."""
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE failures SET count = MAX(0, count - 1) WHERE address = ? AND until = 0",
+                             (address,))
+            self._db.execute("INSERT OR REPLACE INTO trusted VALUES (?, ?, ?)", (address, key_id, now))
+            self._trim("trusted", "address, key_id")
+
+    def take(self, name: str, per_minute: int) -> int:
+        """One request from the token bucket `name` (a burst of `per_minute`, refilled evenly): 0, or the
+        seconds until the next request would be allowed."""
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT tokens, touched FROM buckets WHERE name = ?", (name,)).fetchone()
+            tokens = float(per_minute) if row is None else min(per_minute, row[0] + (now - row[1]) * per_minute / 60)
+            if tokens < 1:
+                return max(1, math.ceil((1 - tokens) * 60 / per_minute))
+            self._db.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (name, tokens - 1, now))
+            self._trim("buckets", "name")
+            return 0
+
+    def _trim(self, table: str, key: str) -> None:
+        self._db.execute(f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} ORDER BY touched DESC "
+                         "LIMIT -1 OFFSET ?)", (self.MAX_ROWS,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _policy() -> SecurityConfig:
+    return current_app.extensions["kb_service"].config.security
+
+
+def authorise(role: Role, action: str, challenge: bool = False) -> str | None:
+    """Checks the request's key for `role` before anything else it carries is read: None when the role's
+    routes are open (no search keys configured), else the matching key's id (also `g.key_id`). Refuses with
+    403 when no key could open the role, 429 while the client is locked out, 401 for a missing or wrong key
+    (`challenge` asks a browser for Basic credentials)."""
+    policy = _policy()
+    digests = policy.opening(role)
+    if role is Role.SEARCH and not policy.search_key_sha256:
+        return None
+    if not digests:
+        raise AuthError(f"the {role.value} API is disabled: configure security.{role.value}_key_sha256 "
+                        "(see `kb key`)", status=403)
+    address = client_address(policy.trusted_proxies)
+    store: AccessStore = current_app.extensions["kb_access"]
+    key_id = matching_key_id(presented_key(), digests)
+    wait = store.admit(address, key_id, policy)
+    if wait:
+        audit.warning("refused %s (%s) from %s: locked out for %d s", action, role.value, address, wait)
+        raise TooManyRequestsError(f"too many wrong API keys from this address: retry in {wait} s", wait, KEY_FIELD)
+    if key_id is None:
+        audit.warning("refused %s (%s) from %s: bad or missing API key", action, role.value, address)
+        raise AuthError(f"missing or wrong API key for the {role.value} role (send it as {KEY_FIELD})",
+                        challenge=challenge)
+    store.succeeded(address, key_id)
+    if role is not Role.SEARCH:
+        audit.info("%s (%s) by key %s from %s", action, role.value, key_id, address)
+    g.key_id = key_id
+    return key_id
+
+
+def role_required(role: Role, action: str, challenge: bool = False) -> Callable:
+    """A view that runs only after `authorise(role, action)` lets the request through."""
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def checked(*args, **kwargs):
+            authorise(role, action, challenge)
+            return view(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def rate_limited(bucket: str, per_minute: int) -> None:
+    """Refuses (429 with Retry-After) a client that has used up its `per_minute` allowance for `bucket`."""
+    address = client_address(_policy().trusted_proxies)
+    wait = current_app.extensions["kb_access"].take(f"{bucket}:{address}", per_minute)
+    if wait:
+        raise TooManyRequestsError(f"too many {bucket} requests from this address: retry in {wait} s", wait,
+                                   code="rate_limited")

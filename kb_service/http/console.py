@@ -1,7 +1,8 @@
 """The analyst console: /console shows what the service understood and why each hit ranks where it does
 (a stacked bar of its score components), the exact request the engine received, and lets an analyst rate
 hits and compare a candidate config with the live one on a query. Server-rendered pages with a little
-JavaScript; candidate configs never touch the live one, and rating needs an admin API key."""
+JavaScript behind the analyst role's key (a browser is asked for it as Basic credentials); candidate configs
+are self-contained, never touch the live one, and comparisons are rate-limited per client."""
 
 from __future__ import annotations
 
@@ -12,25 +13,32 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, g, render_template, request
 
-from kb_service.config import ConfigError, ServiceConfig, parse_config
+from kb_service.config import ConfigError, Role, ServiceConfig, parse_config
 from kb_service.errors import InputError, NotFoundError
 from kb_service.evaluation import ConfigRun, EvalQuery, evaluate, format_table, wins_and_losses
 from kb_service.feedback.judgments import JudgmentStore, Rating, query_id
 from kb_service.feedback.query_log import PROBLEMS, QueryLog
-from kb_service.http.admin import admin_required
+from kb_service.http.auth import authorise, rate_limited
+from kb_service.http.bodies import json_object
 from kb_service.serving.service import LIVE_SECTIONS, SearchResponse, SearchService, frozen_changes
 from scoring.planner import SearchRequest
 
 blueprint = Blueprint("console", __name__, template_folder="templates")
-INDEX_SECTIONS = ("encoder", "engine", "elasticsearch")  # what a version was built with
+# what a version was built with, and the limits that protect the server: a candidate cannot change them
+FIXED_SECTIONS = ("encoder", "engine", "elasticsearch", "search")
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac")
 
 
 def _service() -> SearchService:
-    if not current_app.extensions["kb_service"].config.console.enabled:
+    """The service, once the console is on and the request may see it: the analyst key is needed for every
+    POST, and for pages too unless `security.console_open`."""
+    service: SearchService = current_app.extensions["kb_service"]
+    if not service.config.console.enabled:
         raise NotFoundError("the console is switched off (console.enabled)", "console")
-    return current_app.extensions["kb_service"]
+    if request.method != "GET" or not service.config.security.console_open:
+        authorise(Role.ANALYST, f"console {request.path}", challenge=True)
+    return service
 
 
 def _bars(response: SearchResponse) -> list[dict]:
@@ -48,14 +56,17 @@ def _bars(response: SearchResponse) -> list[dict]:
 
 
 def _candidate(text: str, live: ServiceConfig) -> ServiceConfig:
-    """A pasted config, parsed as if it sat beside the live one (so `extends: config.yaml` works). Its
-    search, understanding and scoring sections run over the served version; the encoder and engine shape
-    that version, so they cannot differ, and the rest (server, data directory) is the live process's."""
-    candidate = parse_config(text, str(Path(live.source).parent / "candidate.yaml"))
-    shaping = [name for name in frozen_changes(candidate, live) if name in INDEX_SECTIONS]
-    if shaping:
-        raise InputError(f"{', '.join(shaping)} cannot differ from the live config in a comparison "
-                         "(they shape the index)", "config")
+    """A pasted config, self-contained but for `extends:` of the live config by its file name (nothing else
+    a request sends names a file). Its understanding and scoring sections run over the served version; the
+    encoder and engine shape that version and the search limits protect the server, so none of them can
+    differ, and the rest (server, data directory) is the live process's."""
+    live_path = Path(live.source)
+    candidate = parse_config(text, "candidate.yaml", bases={live_path.name: live_path})
+    fixed = [name for name in (*frozen_changes(candidate, live), "search")
+             if name in FIXED_SECTIONS and getattr(candidate, name) != getattr(live, name)]
+    if fixed:
+        raise InputError(f"{', '.join(fixed)} cannot differ from the live config in a comparison "
+                         "(they shape the index or bound the server's work)", "config")
     return replace(live, **{name: getattr(candidate, name) for name in LIVE_SECTIONS}, version=candidate.version,
                    source=candidate.source)
 
@@ -85,6 +96,8 @@ def compare():
     text = request.form.get("config", "")
     context = {"query": query, "config_text": text or f"extends: {Path(live_config.source).name}\nscoring:\n",
                "problems": [], "live": None, "candidate": None}
+    if request.method == "POST":
+        rate_limited("compare", service.config.security.compares_per_minute)
     if request.method == "POST" and query:
         try:
             candidate_config = _candidate(text, live_config)
@@ -141,17 +154,14 @@ def insights():
 
 
 @blueprint.post("/console/judgments")
-@admin_required("judge")
 def rate():
     service = _service()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InputError("expected a JSON object with query, kid and grade", "body")
+    body = json_object(required=True)
     grade = body.get("grade")
     if isinstance(grade, bool) or not isinstance(grade, int):
         raise InputError("expected a grade from 0 to 3", "grade")
     state = service.state
-    rating = Rating(str(body.get("query", "")), str(body.get("kid", "")), grade, g.admin_key, time.time(),
+    rating = Rating(str(body.get("query", "")), str(body.get("kid", "")), grade, g.key_id, time.time(),
                     state.config.version, state.version.name)
     store: JudgmentStore = current_app.extensions["kb_judgments"]
     store.rate(rating)

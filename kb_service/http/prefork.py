@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 RESPAWN_BACKOFF_S = (0.5, 1, 2, 5, 10)  # a worker that keeps dying is restarted ever more slowly
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's non-blocking listening socket (IPv6 when the host is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host, port), family=family, backlog=1024)
+    listener.setblocking(False)
+    return listener
+
+
 class Prefork:
     """Runs `work(listener)` in `workers` forked processes until the parent is told to stop."""
 
@@ -34,9 +42,7 @@ class Prefork:
                  on_worker_exit: Callable[[int], None] = lambda pid: None, tick: Callable[[], None] = lambda: None):
         """`tick` runs in the parent about once a second between worker exits (the server keeps the parent on
         the served version with it, so a replacement worker starts on that version)."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.listener = socket.create_server((host, port), family=family, backlog=1024)
-        self.listener.setblocking(False)
+        self.listener = listening_socket(host, port)
         self.workers = workers
         self.work = work
         self.on_worker_exit = on_worker_exit

@@ -7,8 +7,11 @@ import uuid
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from kb_service import metrics
+from kb_service.config import Role
 from kb_service.errors import InputError, NotFoundError, error_body
 from kb_service.feedback.events import parse_events
+from kb_service.http.auth import rate_limited, role_required
+from kb_service.http.bodies import json_body, json_object
 from kb_service.serving.request import parse_request
 from kb_service.serving.service import NotReadyError, SearchService
 
@@ -23,12 +26,7 @@ def request_params() -> dict:
     """Query-string parameters, overridden by a JSON object body on POST."""
     params = request.args.to_dict()
     if request.method == "POST":
-        body = request.get_json(silent=True)
-        if body is None and request.get_data():
-            raise InputError("expected a JSON object", "body")
-        if body is not None and not isinstance(body, dict):
-            raise InputError("expected a JSON object", "body")
-        params.update(body or {})
+        params.update(json_object())
     return params
 
 
@@ -49,6 +47,7 @@ def readyz():
 
 
 @blueprint.route("/search", methods=["GET", "POST"])
+@role_required(Role.SEARCH, "search")
 def search():
     service = _service()
     search_request = parse_request(request_params(), service.config)
@@ -61,18 +60,19 @@ def search():
 
 
 @blueprint.post("/events")
+@role_required(Role.SEARCH, "events")
 def events():
-    """Impressions and clicks from the front end, under the query_id a search answered with."""
+    """Impressions and clicks from the front end, under the query_id a search answered with; a batch is
+    stored whole or, when any event in it is invalid, not at all (the 400 names the first bad one)."""
     store = current_app.extensions.get("kb_events")
     if store is None:
         raise NotFoundError("feedback is switched off (feedback.enabled)", "events")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise InputError("expected a JSON event or {\"events\": [...]}", "body")
-    return jsonify({"accepted": store.add(parse_events(body))}), 202
+    rate_limited("events", _service().config.security.events_per_minute)
+    return jsonify({"accepted": store.add(parse_events(json_body(required=True)))}), 202
 
 
 @blueprint.get("/understand")
+@role_required(Role.SEARCH, "understand")
 def understand():
     query = request.args.get("q")
     if not query:
@@ -81,6 +81,7 @@ def understand():
 
 
 @blueprint.get("/knowledge/<path:kid>")
+@role_required(Role.SEARCH, "knowledge")
 def knowledge(kid: str):
     record = _service().get(kid)
     if record is None:

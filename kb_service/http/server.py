@@ -1,29 +1,42 @@
-"""Serving the WSGI app with waitress, tolerant of raw UTF-8 in the request line.
+"""Serving the WSGI app with waitress, bounded at the edge and tolerant of raw UTF-8 in the request line.
 
 `curl 'localhost:8000/search?q=杭州的人口'` sends the Chinese bytes unencoded, which HTTP does not allow and
 every strict server (waitress, gunicorn, cheroot, uvicorn) refuses with 400. Browsers percent-encode such
 bytes; this parser does the same before waitress parses the line, so hand-typed queries just work. Bytes
 below 0x80 are untouched, so nothing a well-formed request says can change meaning.
+
+The edge applies `server.*` before the app sees a byte: a body declared larger than `max_body_bytes` is
+refused from its headers; a request must arrive whole within `request_timeout_s` of its first byte; idle
+connections close after `channel_timeout_s`; and at `connection_limit` the server sheds the connections that
+cost it least to lose (idle ones and requests still arriving, oldest first) instead of no longer accepting,
+so slow or stalled clients cannot keep a normal one out.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import socket
 import sys
 import tempfile
+import time
 
 from threadpoolctl import threadpool_limits
+from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
-from waitress.server import create_server
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
-from kb_service.config import ServiceConfig
-from kb_service.http.prefork import Prefork
+from kb_service.config import ServerConfig, ServiceConfig
+from kb_service.errors import error_body
+from kb_service.http.prefork import Prefork, listening_socket
 
 log = logging.getLogger(__name__)
+SHED_PER_ACCEPT = 8  # connections shed at once when full, so a flood does not cost a scan per accept
+ERROR_FIELDS = {413: "body", 431: "headers"}
 
 
 def percent_encode_high_bytes(line: bytes) -> bytes:
@@ -38,15 +51,86 @@ class Utf8RequestLineParser(HTTPRequestParser):
         return super().parse_header(header_plus)
 
 
-class Utf8Channel(HTTPChannel):
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (a body over the limit, oversized headers, a malformed request) in the API's
+    JSON error shape, so a client branches on one format."""
+
+    def execute(self):
+        error = self.request.error
+        field = ERROR_FIELDS.get(error.code, "request")
+        body = json.dumps(error_body(error.code, f"{error.reason}: {error.body}", field,
+                                     code=error.reason.lower().replace(" ", "_"))).encode("utf-8")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class EdgeChannel(HTTPChannel):
+    """A connection that remembers when the request it is still receiving began."""
+
     parser_class = Utf8RequestLineParser
+    error_task_class = JsonErrorTask
+    request_started: float | None = None
+
+    def received(self, data: bytes) -> bool:
+        if self.request_started is None and data:
+            self.request_started = time.time()
+        handled = super().received(data)
+        if self.request is None:  # nothing half-received is left
+            self.request_started = None
+        return handled
+
+    def sheddable(self) -> bool:
+        """Closing it loses no work: no request of it is queued or running and nothing is left to send."""
+        return not (self.requests or self.will_close or self.close_when_flushed or self.total_outbufs_len)
 
 
-def run_server(app, host: str, port: int, threads: int, sockets: list[socket.socket] | None = None) -> None:
-    listen = {"sockets": sockets} if sockets else {"host": host, "port": port}
-    server = create_server(app, threads=threads, ident="kb-service", **listen)
-    server.channel_class = Utf8Channel
-    server.run()
+class EdgeServer(TcpWSGIServer):
+    """waitress's TCP server with the request deadline and shedding at the connection limit."""
+
+    channel_class = EdgeChannel
+    request_timeout_s = 10.0
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)
+        for channel in self.active_channels.values():
+            started = channel.request_started
+            if started is not None and now - started > self.request_timeout_s and channel.sheddable():
+                channel.will_close = True
+
+    def _open(self) -> list[EdgeChannel]:
+        return [c for c in self.active_channels.values() if not (c.will_close or c.close_when_flushed)]
+
+    def readable(self) -> bool:
+        now = time.time()
+        if now >= self.next_channel_cleanup:
+            self.next_channel_cleanup = now + self.adj.cleanup_interval
+            self.maintenance(now)
+        if not self.accepting:
+            return False
+        open_channels = self._open()
+        if len(open_channels) < self.adj.connection_limit:
+            return True
+        victims = sorted((c for c in open_channels if c.sheddable()),
+                         key=lambda c: c.request_started or c.last_activity)[:SHED_PER_ACCEPT]
+        for victim in victims:
+            victim.will_close = True
+        return bool(victims)
+
+
+def run_server(app, server: ServerConfig, listener: socket.socket) -> None:
+    """Serve `app` on `listener` until the process is stopped, with `server`'s edge limits."""
+    adj = Adjustments(sockets=[listener], threads=server.threads, ident="kb-service",
+                      connection_limit=server.connection_limit, channel_timeout=max(1, round(server.channel_timeout_s)),
+                      cleanup_interval=1, max_request_body_size=server.max_body_bytes)
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    edge = EdgeServer(app, {}, True, listener, dispatcher=dispatcher, adj=adj, bind_socket=False,
+                      sockinfo=(listener.family, listener.type, listener.proto, listener.getsockname()))
+    edge.request_timeout_s = server.request_timeout_s
+    edge.run()
 
 
 def worker_count(config: ServiceConfig, requested: int | None) -> int:
@@ -84,13 +168,12 @@ def serve(config: ServiceConfig, host: str | None = None, port: int | None = Non
     log.info("kb-service listening on http://%s:%d (%d worker process%s)", host, port, workers,
              "es" if workers > 1 else "")
     if workers == 1:
-        run_server(create_app(config, service=service), host=host, port=port, threads=config.server.threads)
+        run_server(create_app(config, service=service), config.server, listening_socket(host, port))
         return
     from prometheus_client import multiprocess
 
     def work(listener: socket.socket) -> None:  # in each forked worker: its own app, stores and watcher
-        run_server(create_app(config, service=service), host=host, port=port, threads=config.server.threads,
-                   sockets=[listener])
+        run_server(create_app(config, service=service), config.server, listener)
 
     def follow() -> None:  # replacement workers are forked from the parent: keep it on the served version
         try:

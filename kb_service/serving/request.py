@@ -6,6 +6,7 @@ field on either.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kb_service.config import ServiceConfig
@@ -26,14 +27,19 @@ def parse_bool(value: Any, field: str) -> bool:
     raise InputError(f"expected true or false, got {value!r}", field)
 
 
+_ASCII_INTEGER = re.compile(r"\s*[+-]?[0-9]{1,18}\s*")
+
+
 def parse_int(value: Any, field: str, low: int, high: int) -> int:
-    """An integer within [low, high], as a JSON number or text."""
-    try:
+    """An integer within [low, high], as a JSON integer or ASCII digits (not `2.9`, not `٣`, not `true`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _ASCII_INTEGER.fullmatch(value):
         number = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"expected an integer, got {value!r}", field) from None
-    if isinstance(value, bool) or not low <= number <= high:
-        raise InputError(f"must be between {low} and {high}", field)
+    else:
+        raise InputError(f"expected an integer, got {str(value)[:40]!r}", field, code="not_an_integer")
+    if not low <= number <= high:
+        raise InputError(f"must be between {low} and {high}", field, code="out_of_range")
     return number
 
 
@@ -48,9 +54,11 @@ def parse_request(params: dict, config: ServiceConfig) -> SearchRequest:
         categories = [c for c in categories.split(",") if c]
     if not isinstance(categories, list | tuple) or not all(isinstance(c, str) for c in categories):
         raise InputError("expected a category name or a list of them", "category")
-    mode = params.get("mode") or None
-    if mode is not None and mode not in tuple(Mode):
-        raise InputError(f"must be one of {', '.join(Mode)}", "mode")
+    mode = params.get("mode")
+    if mode == "":
+        mode = None
+    if mode is not None and (not isinstance(mode, str) or mode not in tuple(Mode)):
+        raise InputError(f"must be one of {', '.join(Mode)}", "mode", code="invalid_choice")
     return SearchRequest(
         query=query,
         size=parse_int(params.get("size", limits.default_size), "size", 1, limits.max_size),

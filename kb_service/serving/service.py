@@ -98,7 +98,7 @@ class ConfigReloadError(ConflictError):
     """A new config that cannot be applied live; the previous config stays in force."""
 
 
-LIVE_SECTIONS = ("search", "query_understanding", "scoring")
+LIVE_SECTIONS = ("search", "query_understanding", "scoring", "security")
 
 
 def _warm_encoder(config: EncoderConfig) -> Encoder:
