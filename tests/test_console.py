@@ -109,7 +109,9 @@ def test_an_analyst_uses_the_console_in_a_real_browser(keyed):
         page.screenshot(path=str(shots / "console-search.png"), full_page=True)
         first = page.locator("#hits tr.hit").first
         first.locator("button[data-grade='3']").click()
-        page.wait_for_function("document.querySelector('#hits tr.hit .rated').textContent.length > 0")
+        # the page's script runs under its own CSP nonce (a wait_for_function string would be eval, which the CSP
+        # forbids, so the wait is a selector)
+        page.wait_for_selector("#hits tr.hit .rated:not(:empty)")
         assert first.locator(".rated").inner_text() == "rated 3"
         page.goto(f"{base}/console/compare?q=哥伦比亚的首都")
         page.fill("#config", CANDIDATE)

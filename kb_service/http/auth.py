@@ -185,8 +185,9 @@ def _policy() -> SecurityConfig:
 def authorise(role: Role, action: str, challenge: bool = False) -> str | None:
     """Checks the request's key for `role` before anything else it carries is read: None when the role's
     routes are open (no search keys configured), else the matching key's id (also `g.key_id`). Refuses with
-    403 when no key could open the role, 429 while the client is locked out, 401 for a missing or wrong key
-    (`challenge` asks a browser for Basic credentials)."""
+    403 when no key could open the role, 401 for a missing key, 429 while the client is locked out and 401
+    for a wrong key (`challenge` asks a browser for Basic credentials); only wrong keys count towards the
+    lockout."""
     policy = _policy()
     digests = policy.opening(role)
     if role is Role.SEARCH and not policy.search_key_sha256:
@@ -195,8 +196,12 @@ def authorise(role: Role, action: str, challenge: bool = False) -> str | None:
         raise AuthError(f"the {role.value} API is disabled: configure security.{role.value}_key_sha256 "
                         "(see `kb key`)", status=403)
     address = client_address(policy.trusted_proxies)
+    presented = presented_key()
+    if presented is None:  # not a guess (a browser's first visit sends none): refused, never counted
+        raise AuthError(f"this route needs an API key for the {role.value} role (send it as {KEY_FIELD})",
+                        challenge=challenge)
     store: AccessStore = current_app.extensions["kb_access"]
-    key_id = matching_key_id(presented_key(), digests)
+    key_id = matching_key_id(presented, digests)
     wait = store.admit(address, key_id, policy)
     if wait:
         audit.warning("refused %s (%s) from %s: locked out for %d s", action, role.value, address, wait)

@@ -7,6 +7,9 @@ nested deeper than `MAX_DEPTH`, or holding a number JSON cannot represent as a f
 
 from __future__ import annotations
 
+import json
+import math
+
 import orjson
 from flask import request
 
@@ -30,12 +33,45 @@ def _check_depth(value: object) -> None:
                 stack.append((child, depth + 1))
 
 
+class _NotFinite:
+    """Where the lenient parser met a number that is not a finite double."""
+
+
+def _non_finite_field(data: bytes) -> str | None:
+    """The path (`size`, `events[2].timestamp`) of the first NaN, Infinity or overflowing number, found by
+    the standard library's lenient parser; None when it finds none or cannot parse the body either."""
+    marker = _NotFinite()
+
+    def number(text: str) -> object:
+        value = float(text)
+        return value if math.isfinite(value) else marker
+
+    try:
+        value = json.loads(data, parse_constant=lambda _: marker, parse_float=number)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if item is marker:
+            return path or "body"
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return None
+
+
 def parse_json(data: bytes) -> object:
     """JSON text into Python values: strict (no NaN or Infinity literals, no number that overflows a double,
     valid UTF-8 only) and at most MAX_DEPTH levels deep."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as err:
+        field = _non_finite_field(data) if len(data) < 65_536 else None
+        if field:
+            raise InputError("expected a finite number (not NaN, Infinity or beyond a double's range)", field,
+                             code="not_finite") from None
         raise InputError(f"not valid JSON: {err}", "body", code="invalid_json") from None
     _check_depth(value)
     return value

@@ -116,7 +116,7 @@ def compare():
             context.update(live=live, candidate=candidate, moves=moves, candidate_version=candidate_config.version)
     if request.method == "POST" and request.form.get("judged") and not context["problems"]:
         context.update(_judged_comparison(service, text, live_config))
-    return render_template("compare.html", **context)
+    return render_template("compare.html", **context), 400 if context["problems"] else 200
 
 
 def _judged_comparison(service: SearchService, text: str, live_config: ServiceConfig) -> dict:
