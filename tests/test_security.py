@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from kb_service.http.app import POLL_SECONDS
-from kb_service.http.auth import digest, new_key
+from kb_service.feedback.events import Action, EventStore, SearchEvent
+from kb_service.http.app import POLL_SECONDS, create_app
+from kb_service.http.auth import client_address, digest, new_key
 from kb_service.logs import OneLineFormatter
-from tests.conftest import config_text, loaded, running_server
+from tests.conftest import config_text, loaded, make_config, running_server
 
 ADMIN, SPARE, ANALYST, SEARCHER = (new_key()[0] for _ in range(4))  # SPARE: an admin key never used yet
 
@@ -329,3 +330,56 @@ def test_pages_cannot_be_framed_and_run_only_their_own_script(secured):
     nonce = re.search(r"'nonce-([^']+)'", policy).group(1)
     assert "frame-ancestors 'none'" in policy and f'<script nonce="{nonce}">' in page.text
     assert requests.get(f"{base}/healthz", timeout=10).headers["X-Frame-Options"] == "DENY"
+
+
+# in process: what needs no server of its own --------------------------------------------------------------------
+
+def _app(data_dir: Path, *replacements: tuple[str, str]):
+    return create_app(make_config(data_dir, ("  analyst_key_sha256: []", f"  analyst_key_sha256: [{digest(ANALYST)}]"),
+                                  *replacements), watch=False)
+
+
+def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(capital_data):
+    app = _app(capital_data, ("  trusted_proxies: []", "  trusted_proxies: [10.9.0.0/16]"))
+    cases = [("10.9.0.1", "203.0.113.7", "203.0.113.7"),  # from the proxy: the client it names
+             ("10.9.0.1", "198.51.100.1, 203.0.113.7, 10.9.0.2", "203.0.113.7"),  # left of it: the client's word
+             ("192.0.2.9", "203.0.113.7", "192.0.2.9"),  # not from a trusted proxy: the header is ignored
+             ("10.9.0.1", "not-an-address", "10.9.0.1")]
+    for peer, forwarded, expected in cases:
+        with app.test_request_context(headers={"X-Forwarded-For": forwarded}, environ_base={"REMOTE_ADDR": peer}):
+            assert client_address(app.extensions["kb_service"].config.security.trusted_proxies) == expected
+
+
+def test_the_lockout_counts_each_forwarded_client_apart(capital_data):
+    client = _app(capital_data, ("  trusted_proxies: []", "  trusted_proxies: [10.9.0.1]")).test_client()
+    proxy = {"REMOTE_ADDR": "10.9.0.1"}
+    for _ in range(5):
+        assert client.get("/console/insights", headers={"X-API-Key": "guess", "X-Forwarded-For": "203.0.113.7"},
+                          environ_base=proxy).status_code == 401
+    assert client.get("/console/insights", headers={"X-API-Key": ANALYST, "X-Forwarded-For": "203.0.113.7"},
+                      environ_base=proxy).status_code == 429
+    assert client.get("/console/insights", headers={"X-API-Key": ANALYST, "X-Forwarded-For": "203.0.113.8"},
+                      environ_base=proxy).status_code == 200
+
+
+def test_a_batch_with_a_bad_event_is_refused_whole(capital_data):
+    app = _app(capital_data)
+    good = {"query_id": "q1", "kid": "geo:city:1808926:人口", "position": 1, "action": "click"}
+    refused = app.test_client().post("/events", json={"events": [good, {**good, "position": 0}, good]})
+    assert refused.status_code == 400 and refused.get_json()["error"]["field"] == "events[1].position"
+    assert app.extensions["kb_events"].count() == 0
+
+
+def test_stored_events_stay_within_their_byte_bound(tmp_path):
+    store = EventStore(tmp_path / "events.sqlite", max_events=1_000_000, max_bytes=256 * 1024)
+    event = SearchEvent("q" * 256, "查询" * 1000, "k" * 256, 1, Action.CLICK, 1.7e9)
+    for _ in range(50):
+        store.add([event] * 40)  # 2,000 events of ~4.5 KB: ~9 MB unbounded
+    assert store.used_bytes() <= 256 * 1024 and 0 < store.count() < 2000
+
+
+def test_a_candidate_cannot_raise_the_search_limits(capital_data):
+    client = _app(capital_data).test_client()
+    response = client.post("/console/compare", headers={"X-API-Key": ANALYST},
+                           data={"q": "杭州", "config": "search:\n  deadline_ms: 600000\n"})
+    assert response.status_code == 400 and "search cannot differ" in response.get_data(as_text=True)

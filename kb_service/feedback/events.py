@@ -93,12 +93,13 @@ class EventStore:
                 "INSERT INTO events (query_id, query, kid, position, action, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
                 [(e.query_id, e.query, e.kid, e.position, e.action.value, e.timestamp) for e in events])
             self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (self.max_events,))
-            while self._used_bytes() > self.max_bytes:  # drop the oldest tenth until the pages fit
+            while self.used_bytes() > self.max_bytes:  # drop the oldest tenth until the pages fit
                 self._db.execute("DELETE FROM events WHERE id <= (SELECT MIN(id) FROM events) + "
                                  "(SELECT COUNT(*) FROM events) / 10")
         return len(events)
 
-    def _used_bytes(self) -> int:
+    def used_bytes(self) -> int:
+        """The bytes of the file's pages that hold data (free pages, which SQLite reuses, not counted)."""
         pages = self._db.execute("PRAGMA page_count").fetchone()[0] - self._db.execute("PRAGMA freelist_count"
                                                                                         ).fetchone()[0]
         return pages * self._db.execute("PRAGMA page_size").fetchone()[0]

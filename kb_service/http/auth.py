@@ -143,7 +143,8 @@ class AccessStore:
                 count, wait = count + 1, 0
             self._db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?)",
                              (address, count, until, strikes, now))
-            self._trim("failures", "address")
+            if row is None:
+                self._trim("failures", "address")
             return wait
 
     def succeeded(self, address: str, key_id: str) -> None:
@@ -153,8 +154,10 @@ class AccessStore:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("UPDATE failures SET count = MAX(0, count - 1) WHERE address = ? AND until = 0",
                              (address,))
-            self._db.execute("INSERT OR REPLACE INTO trusted VALUES (?, ?, ?)", (address, key_id, now))
-            self._trim("trusted", "address, key_id")
+            if not self._db.execute("UPDATE trusted SET touched = ? WHERE address = ? AND key_id = ?",
+                                    (now, address, key_id)).rowcount:
+                self._db.execute("INSERT INTO trusted VALUES (?, ?, ?)", (address, key_id, now))
+                self._trim("trusted", "address, key_id")
 
     def take(self, name: str, per_minute: int) -> int:
         """One request from the token bucket `name` (a burst of `per_minute`, refilled evenly): 0, or the
@@ -167,10 +170,12 @@ class AccessStore:
             if tokens < 1:
                 return max(1, math.ceil((1 - tokens) * 60 / per_minute))
             self._db.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (name, tokens - 1, now))
-            self._trim("buckets", "name")
+            if row is None:
+                self._trim("buckets", "name")
             return 0
 
     def _trim(self, table: str, key: str) -> None:
+        """Forgets all but the MAX_ROWS most recently touched rows (run when a row is added)."""
         self._db.execute(f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} ORDER BY touched DESC "
                          "LIMIT -1 OFFSET ?)", (self.MAX_ROWS,))
 

@@ -20,12 +20,13 @@ from kb_service.feedback.judgments import JudgmentStore, Rating, query_id
 from kb_service.feedback.query_log import PROBLEMS, QueryLog
 from kb_service.http.auth import authorise, rate_limited
 from kb_service.http.bodies import json_object
-from kb_service.serving.service import LIVE_SECTIONS, SearchResponse, SearchService, frozen_changes
+from kb_service.serving.service import SearchResponse, SearchService
 from scoring.planner import SearchRequest
 
 blueprint = Blueprint("console", __name__, template_folder="templates")
 # what a version was built with, and the limits that protect the server: a candidate cannot change them
 FIXED_SECTIONS = ("encoder", "engine", "elasticsearch", "search")
+CANDIDATE_SECTIONS = ("query_understanding", "scoring")  # what a comparison runs from the candidate
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac")
 
@@ -59,16 +60,15 @@ def _candidate(text: str, live: ServiceConfig) -> ServiceConfig:
     """A pasted config, self-contained but for `extends:` of the live config by its file name (nothing else
     a request sends names a file). Its understanding and scoring sections run over the served version; the
     encoder and engine shape that version and the search limits protect the server, so none of them can
-    differ, and the rest (server, data directory) is the live process's."""
+    differ, and the rest (server, security, data directory) is the live process's."""
     live_path = Path(live.source)
     candidate = parse_config(text, "candidate.yaml", bases={live_path.name: live_path})
-    fixed = [name for name in (*frozen_changes(candidate, live), "search")
-             if name in FIXED_SECTIONS and getattr(candidate, name) != getattr(live, name)]
+    fixed = [name for name in FIXED_SECTIONS if getattr(candidate, name) != getattr(live, name)]
     if fixed:
         raise InputError(f"{', '.join(fixed)} cannot differ from the live config in a comparison "
                          "(they shape the index or bound the server's work)", "config")
-    return replace(live, **{name: getattr(candidate, name) for name in LIVE_SECTIONS}, version=candidate.version,
-                   source=candidate.source)
+    return replace(live, **{name: getattr(candidate, name) for name in CANDIDATE_SECTIONS},
+                   version=candidate.version, source=candidate.source)
 
 
 @blueprint.get("/console")
