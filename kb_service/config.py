@@ -201,12 +201,14 @@ class ServerConfig:
     connection_limit: int = 200
     channel_timeout_s: float = 30.0
     request_timeout_s: float = 10.0
+    drain_s: float = 30.0
+    worker_timeout_s: float = 30.0
 
     def __post_init__(self):
         if self.max_body_bytes < 1024 or self.connection_limit < 4:
             raise ValueError("max_body_bytes must be >= 1024 and connection_limit >= 4")
-        if self.channel_timeout_s <= 0 or self.request_timeout_s <= 0:
-            raise ValueError("channel_timeout_s and request_timeout_s must be > 0")
+        if min(self.channel_timeout_s, self.request_timeout_s, self.drain_s) <= 0 or self.worker_timeout_s < 3:
+            raise ValueError("channel_timeout_s, request_timeout_s and drain_s must be > 0, worker_timeout_s >= 3")
         if self.threads == 0:
             object.__setattr__(self, "threads", os.cpu_count() or 1)
         if self.threads < 0 or self.workers < 0:

@@ -214,6 +214,21 @@ def running_server(workdir: Path, data_dir: Path, config_path: Path | None = Non
             process.wait(timeout=10)
 
 
+def server_pid(base: str) -> int:
+    """The pid of the `kb serve` parent listening at `base` (found by its --port argument)."""
+    port = base.rsplit(":", 1)[1].encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            if b"serve" in args and port in args and parent == os.getpid():
+                return int(proc.name)
+    raise AssertionError(f"no kb serve started by this process on port {port.decode()}")
+
+
 def pytest_report_header(config):
     return f"shared data: {SHARED_DATA if SHARED_DATA.is_dir() else 'absent'}; cpus: {os.cpu_count()}"
 

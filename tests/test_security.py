@@ -23,28 +23,21 @@ from kb_service.feedback.events import Action, EventStore, SearchEvent
 from kb_service.http.app import POLL_SECONDS, create_app
 from kb_service.http.auth import client_address, digest, new_key
 from kb_service.logs import OneLineFormatter
-from tests.conftest import config_text, loaded, make_config, running_server
+from tests.conftest import config_text, loaded, make_config, running_server, server_pid
 
 ADMIN, SPARE, ANALYST, SEARCHER = (new_key()[0] for _ in range(4))  # SPARE: an admin key never used yet
 
 
-def _server_pid(base: str) -> int:
-    """The pid of the `kb serve` listening at `base` (found by its --port argument)."""
-    port = base.rsplit(":", 1)[1]
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                args = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"serve" in args and port.encode() in args:
-                return int(proc.name)
-    raise AssertionError(f"no kb serve on port {port}")
-
-
 def _rss_mb(pid: int) -> float:
-    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
+    """The resident memory of a process and its workers together."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        line = next(x for x in Path(f"/proc/{current}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+        total += int(line.split()[1])
+        for task in Path(f"/proc/{current}/task").iterdir():
+            pending += [int(child) for child in (task / "children").read_text().split()]
+    return total / 1024
 
 
 def _write_config(path: Path, *replacements: tuple[str, str]) -> None:
@@ -89,7 +82,7 @@ def _analyst() -> dict:
 @pytest.mark.parametrize("target", ["/etc/passwd", "../../../../etc/passwd", "/dev/zero", "/proc/self/environ"])
 def test_a_candidate_config_cannot_make_the_server_read_a_file(secured, target):
     base, _, _ = secured
-    pid = _server_pid(base)
+    pid = server_pid(base)
     before = _rss_mb(pid)
     response = requests.post(f"{base}/console/compare", headers=_analyst(), timeout=10,
                              data={"q": "杭州", "config": f"extends: {target}\nscoring:\n  mode: exact\n"})
@@ -130,7 +123,7 @@ def _alias_bomb(levels: int) -> str:
                                   "x: " + "9" * 5000 + "\n", "scoring:\n  category_boost: .inf\n"])
 def test_yaml_bombs_are_refused_at_once(secured, text):
     base, _, _ = secured
-    pid = _server_pid(base)
+    pid = server_pid(base)
     before = _rss_mb(pid)
     started = time.perf_counter()
     response = requests.post(f"{base}/console/compare", headers=_analyst(), data={"q": "杭州", "config": text},

@@ -7,24 +7,37 @@ sync and gthread workers also expect a buffering proxy in front. Waitress buffer
 already carries the lenient request-line parser (server.py); what it lacks, processes, is this module.
 
 The parent never answers requests. It forks the workers, restarts one that dies (telling the metrics
-collector the old one is gone), runs the reload schedule exactly once, and on SIGTERM or SIGINT stops the
-workers and exits. Each worker follows CURRENT on its own, as a single-process server does; the parent
-follows it too, so that a worker forked to replace a dead one starts on the served version, and a pruned
-version's files are not held open by the parent.
+collector the old one is gone), runs the reload schedule exactly once, and follows CURRENT, so that a worker
+forked to replace another starts on the served version and a pruned version's files are not held open.
+
+Deploys and faults, without a failed request:
+- SIGTERM or SIGINT: every worker drains (accepts nothing more, answers what is in flight within
+  `server.drain_s`), then the parent exits.
+- SIGHUP: the parent re-reads the config (`reconfigure`), then replaces the workers one at a time: the new
+  one is answering before the old one is told to drain.
+- A worker whose heartbeat (its event loop and a request thread both working, about once a second) stops
+  for `server.worker_timeout_s` is killed and replaced.
+- Workers ask the kernel for SIGTERM when the parent dies (PR_SET_PDEATHSIG), so a `kill -9` of the parent
+  leaves no worker holding the port.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 RESPAWN_BACKOFF_S = (0.5, 1, 2, 5, 10)  # a worker that keeps dying is restarted ever more slowly
+READY_TIMEOUT_S = 60.0  # a new worker in a rolling restart must beat within this long, else the roll stops
+PR_SET_PDEATHSIG = 1
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -35,92 +48,207 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-class Prefork:
-    """Runs `work(listener)` in `workers` forked processes until the parent is told to stop."""
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to send this process SIGTERM (which drains it) when the parent dies; Linux only. If the
+    parent died before the request took effect, drain now."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    def __init__(self, host: str, port: int, workers: int, work: Callable[[socket.socket], None],
-                 on_worker_exit: Callable[[int], None] = lambda pid: None, tick: Callable[[], None] = lambda: None):
-        """`tick` runs in the parent about once a second between worker exits (the server keeps the parent on
-        the served version with it, so a replacement worker starts on that version)."""
+
+@dataclass
+class Worker:
+    """A forked worker as the parent sees it: its slot, its heartbeat pipe and when it last beat."""
+
+    number: int
+    beats: int  # the read end of its heartbeat pipe
+    started: float
+    last_beat: float
+    ready: bool = False
+
+
+class Prefork:
+    """Runs `work(listener, heartbeat)` in `workers` forked processes until the parent is told to stop."""
+
+    def __init__(self, host: str, port: int, workers: int, work: Callable[[socket.socket, Callable[[], None]], None],
+                 on_worker_exit: Callable[[int], None] = lambda pid: None, tick: Callable[[], None] = lambda: None,
+                 reconfigure: Callable[[], None] = lambda: None, drain_s: float = 30.0,
+                 worker_timeout_s: float = 30.0):
+        """`tick` runs in the parent about once a second (the server keeps the parent on the served version
+        with it); `reconfigure` runs on SIGHUP before the workers are replaced (the server re-reads its
+        config there, so the new workers start with it)."""
         self.listener = listening_socket(host, port)
         self.workers = workers
         self.work = work
         self.on_worker_exit = on_worker_exit
         self.tick = tick
-        self.children: dict[int, int] = {}  # pid → worker number
+        self.reconfigure = reconfigure
+        self.drain_s = drain_s
+        self.worker_timeout_s = worker_timeout_s
+        self.children: dict[int, Worker] = {}  # pid → worker
+        self.retiring: set[int] = set()  # pids told to drain: their exit is not a death to recover from
         self.failures: dict[int, int] = {}  # worker number → consecutive quick deaths
         self.stopping = False
+        self.rolling = False
 
-    def _spawn(self, number: int) -> None:
+    def _spawn(self, number: int) -> int:
+        parent = os.getpid()
+        beats, beat_end = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the worker: default signal handling, serve until killed
+        if pid == 0:  # the worker: default signal handling until the server installs its drain, then serve
+            os.close(beats)
+            for other in self.children.values():
+                os.close(other.beats)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            _die_with_parent(parent)
+            os.set_blocking(beat_end, False)
+
+            def heartbeat() -> None:
+                with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                    os.write(beat_end, b".")
+
             code = 0
             try:
-                self.work(self.listener)
+                self.work(self.listener, heartbeat)
             except BaseException:
                 log.exception("worker %d stopped", number)
                 code = 1
             finally:
                 os._exit(code)
-        self.children[pid] = number
+        os.close(beat_end)
+        os.set_blocking(beats, False)
+        now = time.monotonic()
+        self.children[pid] = Worker(number, beats, now, now)
         log.info("worker %d started (pid %d)", number, pid)
+        return pid
 
     def _stop(self, signum, frame) -> None:
         self.stopping = True
 
+    def _roll_signal(self, signum, frame) -> None:
+        self.rolling = True
+
+    def _read_beats(self) -> None:
+        now = time.monotonic()
+        for worker in self.children.values():
+            try:
+                if os.read(worker.beats, 4096):
+                    worker.last_beat, worker.ready = now, True
+            except BlockingIOError:
+                pass
+
+    def _watch(self) -> None:
+        """Kill a worker whose heartbeat stopped; its exit is then handled like any death (replaced)."""
+        now = time.monotonic()
+        for pid, worker in self.children.items():
+            if pid not in self.retiring and now - worker.last_beat > self.worker_timeout_s:
+                log.error("worker %d (pid %d) has not answered for %.0f s (server.worker_timeout_s); replacing it",
+                          worker.number, pid, now - worker.last_beat)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                worker.last_beat = now  # one kill per timeout
+
+    def _reap(self, pid: int = -1, block: bool = False) -> int:
+        """Collect an exited worker (`pid`, or any; waiting for it when `block`): a retiring one is let go,
+        any other death is recovered from. Returns the pid collected, 0 when none had exited."""
+        try:
+            done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # already collected
+            done, status = max(pid, 0), 0
+        worker = self.children.pop(done, None) if done else None
+        if worker is None:
+            return done
+        os.close(worker.beats)
+        self.on_worker_exit(done)
+        if done in self.retiring:
+            self.retiring.discard(done)
+        elif not self.stopping:
+            self._recover(done, worker, status)
+        return done
+
+    def _recover(self, pid: int, worker: Worker, status: int) -> None:
+        quick = time.monotonic() - worker.started < 30
+        self.failures[worker.number] = self.failures.get(worker.number, 0) + 1 if quick else 0
+        delay = RESPAWN_BACKOFF_S[min(self.failures[worker.number], len(RESPAWN_BACKOFF_S) - 1)]
+        log.error("worker %d (pid %d) exited with status %d; restarting it in %.1fs", worker.number, pid,
+                  os.waitstatus_to_exitcode(status), delay)
+        time.sleep(delay)
+        self._spawn(worker.number)
+
+    def _retire(self, pid: int) -> None:
+        """Tell one worker to drain and wait for it (killed if it outlasts the drain)."""
+        self.retiring.add(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.drain_s + 5
+        while pid in self.children and time.monotonic() < deadline:
+            if not self._reap(pid):
+                time.sleep(0.05)
+        if pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._reap(pid, block=True)
+
+    def _roll(self) -> None:
+        """Replace every worker, one at a time: the new one beats (it is serving) before the old one drains."""
+        try:
+            self.reconfigure()
+        except Exception:
+            log.exception("SIGHUP: the config could not be applied; the workers keep running as they are")
+            return
+        for old_pid, old in sorted(self.children.items(), key=lambda item: item[1].number):
+            if old_pid in self.retiring or self.stopping:
+                continue
+            new_pid = self._spawn(old.number)
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while new_pid in self.children and not self.children[new_pid].ready and time.monotonic() < deadline:
+                self._read_beats()
+                time.sleep(0.05)
+            if new_pid not in self.children or not self.children[new_pid].ready:
+                log.error("SIGHUP: the new worker %d did not start serving; keeping the old ones", old.number)
+                if new_pid in self.children:
+                    self._retire(new_pid)
+                return
+            self._retire(old_pid)
+        log.info("SIGHUP: every worker replaced")
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._roll_signal)
         for number in range(1, self.workers + 1):
             self._spawn(number)
-        started = {number: time.monotonic() for number in self.children.values()}
         ticked = time.monotonic()
         while not self.stopping:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = 0
-            if pid == 0:
-                if time.monotonic() - ticked >= 1.0:
-                    self.tick()
-                    ticked = time.monotonic()
-                time.sleep(0.2)
+            if self.rolling:
+                self.rolling = False
+                self._roll()
+            if self._reap():
                 continue
-            number = self.children.pop(pid, None)
-            if number is None:
-                continue
-            self.on_worker_exit(pid)
-            if self.stopping:
-                break
-            quick = time.monotonic() - started[number] < 30
-            self.failures[number] = self.failures.get(number, 0) + 1 if quick else 0
-            delay = RESPAWN_BACKOFF_S[min(self.failures[number], len(RESPAWN_BACKOFF_S) - 1)]
-            log.error("worker %d (pid %d) exited with status %d; restarting it in %.1fs", number, pid,
-                      os.waitstatus_to_exitcode(status), delay)
-            time.sleep(delay)
-            self._spawn(number)
-            started[number] = time.monotonic()
+            self._read_beats()
+            self._watch()
+            if time.monotonic() - ticked >= 1.0:
+                self.tick()
+                ticked = time.monotonic()
+            time.sleep(0.2)
         self.shutdown()
 
     def shutdown(self) -> None:
-        for pid in self.children:
+        """Every worker drains (SIGTERM), then whatever outlasts `drain_s` is killed."""
+        for pid in list(self.children):
+            self.retiring.add(pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.drain_s + 5
         while self.children and time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid:
-                self.on_worker_exit(pid)
-                self.children.pop(pid, None)
-            else:
+            if not self._reap():
                 time.sleep(0.05)
-        for pid in self.children:
+        for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            self._reap(pid, block=True)
         self.listener.close()
         log.info("stopped")

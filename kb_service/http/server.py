@@ -18,10 +18,12 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from threadpoolctl import threadpool_limits
 from waitress.adjustments import Adjustments
@@ -32,10 +34,11 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from kb_service.config import ServerConfig, ServiceConfig
 from kb_service.errors import error_body
-from kb_service.http.prefork import Prefork, listening_socket
+from kb_service.http.prefork import Prefork
 
 log = logging.getLogger(__name__)
 SHED_PER_ACCEPT = 8  # connections shed at once when full, so a flood does not cost a scan per accept
+FIRST_REQUEST_GRACE_S = 2.0  # a draining worker still serves a connection it accepted this recently
 ERROR_FIELDS = {413: "body", 431: "headers"}
 
 
@@ -68,11 +71,13 @@ class JsonErrorTask(ErrorTask):
 
 
 class EdgeChannel(HTTPChannel):
-    """A connection that remembers when the request it is still receiving began."""
+    """A connection that remembers when the request it is still receiving began, and whether it has sent a
+    whole request yet."""
 
     parser_class = Utf8RequestLineParser
     error_task_class = JsonErrorTask
     request_started: float | None = None
+    has_requested = False
 
     def received(self, data: bytes) -> bool:
         if self.request_started is None and data:
@@ -80,18 +85,47 @@ class EdgeChannel(HTTPChannel):
         handled = super().received(data)
         if self.request is None:  # nothing half-received is left
             self.request_started = None
+        if self.requests:
+            self.has_requested = True
         return handled
 
     def sheddable(self) -> bool:
         """Closing it loses no work: no request of it is queued or running and nothing is left to send."""
         return not (self.requests or self.will_close or self.close_when_flushed or self.total_outbufs_len)
 
+    def idle_between_requests(self, now: float) -> bool:
+        """A drain may close it: a keep-alive connection between requests, or one accepted a while ago that
+        has sent nothing; a new connection about to send its first request is served instead."""
+        if not self.sheddable() or self.request_started is not None:
+            return False
+        return self.has_requested or now - self.creation_time > FIRST_REQUEST_GRACE_S
+
+
+class _Probe:
+    """A no-op task: when a request thread has run it, the pool can still take work."""
+
+    def __init__(self):
+        self.done = False
+
+    def service(self) -> None:
+        self.done = True
+
+    def cancel(self) -> None:
+        self.done = True
+
+    def defer(self) -> None:
+        pass
+
 
 class EdgeServer(TcpWSGIServer):
-    """waitress's TCP server with the request deadline and shedding at the connection limit."""
+    """waitress's TCP server with the request deadline, shedding at the connection limit, a drain on SIGTERM
+    and a heartbeat that proves both the event loop and the request threads still work."""
 
     channel_class = EdgeChannel
     request_timeout_s = 10.0
+    drain_until: float | None = None  # set by SIGTERM: finish what is in flight until then, accept nothing
+    heartbeat: Callable[[], None] | None = None
+    _probe: _Probe | None = None
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)
@@ -99,6 +133,15 @@ class EdgeServer(TcpWSGIServer):
             started = channel.request_started
             if started is not None and now - started > self.request_timeout_s and channel.sheddable():
                 channel.will_close = True
+        if self.heartbeat is not None and (self._probe is None or self._probe.done):  # the last probe ran
+            self.heartbeat()
+            self._probe = _Probe()
+            self.task_dispatcher.add_task(self._probe)
+
+    def drain(self, seconds: float) -> None:
+        """Stop accepting; the loop ends once every in-flight request is answered or `seconds` have passed."""
+        self.drain_until = time.time() + seconds
+        self.accepting = False
 
     def _open(self) -> list[EdgeChannel]:
         return [c for c in self.active_channels.values() if not (c.will_close or c.close_when_flushed)]
@@ -108,6 +151,16 @@ class EdgeServer(TcpWSGIServer):
         if now >= self.next_channel_cleanup:
             self.next_channel_cleanup = now + self.adj.cleanup_interval
             self.maintenance(now)
+        if self.drain_until is not None:
+            busy = False
+            for channel in self.active_channels.values():
+                if channel.idle_between_requests(now):  # its client's next request goes to another worker
+                    channel.will_close = True
+                elif not channel.will_close:
+                    busy = True  # a request in flight, arriving, about to arrive or its answer still leaving
+            if not busy or now > self.drain_until:
+                raise SystemExit(0)  # waitress's run() ends the loop and the request threads
+            return False
         if not self.accepting:
             return False
         open_channels = self._open()
@@ -120,8 +173,11 @@ class EdgeServer(TcpWSGIServer):
         return bool(victims)
 
 
-def run_server(app, server: ServerConfig, listener: socket.socket) -> None:
-    """Serve `app` on `listener` until the process is stopped, with `server`'s edge limits."""
+def run_server(app, server: ServerConfig, listener: socket.socket,
+               heartbeat: Callable[[], None] | None = None) -> None:
+    """Serve `app` on `listener` with `server`'s edge limits until SIGTERM (or SIGINT), which drains: no new
+    connection, in-flight requests answered within `server.drain_s`, then return. `heartbeat` is called about
+    once a second while the event loop and a request thread both still work."""
     adj = Adjustments(sockets=[listener], threads=server.threads, ident="kb-service",
                       connection_limit=server.connection_limit, channel_timeout=max(1, round(server.channel_timeout_s)),
                       cleanup_interval=1, max_request_body_size=server.max_body_bytes)
@@ -130,7 +186,17 @@ def run_server(app, server: ServerConfig, listener: socket.socket) -> None:
     edge = EdgeServer(app, {}, True, listener, dispatcher=dispatcher, adj=adj, bind_socket=False,
                       sockinfo=(listener.family, listener.type, listener.proto, listener.getsockname()))
     edge.request_timeout_s = server.request_timeout_s
+    edge.heartbeat = heartbeat
+
+    def drain(signum, frame) -> None:
+        log.info("draining (signal %d): in-flight requests get up to %.0f s", signum, server.drain_s)
+        edge.drain(server.drain_s)
+        edge.pull_trigger()  # wake the loop now rather than at its next timeout
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
     edge.run()
+    log.info("drained")
 
 
 def worker_count(config: ServiceConfig, requested: int | None) -> int:
@@ -141,48 +207,66 @@ def worker_count(config: ServiceConfig, requested: int | None) -> int:
 
 def serve(config: ServiceConfig, host: str | None = None, port: int | None = None,
           workers: int | None = None) -> None:
-    """Serve with waitress: one process, or `workers` processes forked after the encoder and the served
-    version are loaded (prefork.py), sharing that memory; the reload schedule runs once either way."""
+    """Serve with waitress in `workers` processes forked after the encoder and the served version are loaded
+    (prefork.py), sharing that memory; the reload schedule runs once, in the parent. SIGTERM drains, SIGHUP
+    re-reads the config and replaces the workers one at a time."""
     host = host or config.server.host
     port = port or config.server.port
     workers = worker_count(config, workers)
-    metrics_dir = None
-    if workers > 1:  # every worker's metrics through files; set before prometheus_client is first imported
-        assert "prometheus_client" not in sys.modules, "multi-process metrics need the directory set first"
-        metrics_dir = tempfile.mkdtemp(prefix="kb-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # every worker's metrics through files; set before prometheus_client is first imported
+    assert "prometheus_client" not in sys.modules, "multi-process metrics need the directory set first"
+    metrics_dir = tempfile.mkdtemp(prefix="kb-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from prometheus_client import multiprocess
+
+    from kb_service.config import load_config
     from kb_service.http.app import create_app
     from kb_service.reload.schedule import build_scheduler
-    from kb_service.serving.service import SearchService
+    from kb_service.serving.service import SearchService, frozen_changes
 
-    service = SearchService(config)
-    # one compute thread per request: concurrency comes from request threads and workers, and BLAS threads
-    # spinning beside them on the same cores cut throughput under load (8 connections, 2 cores: 50 req/s
-    # with 2 BLAS threads against 78 for a single client)
-    threadpool_limits(1)
-    service.encoder.use_threads(1)
+    def open_service(settings: ServiceConfig) -> SearchService:
+        service = SearchService(settings)
+        # one compute thread per request: concurrency comes from request threads and workers, and BLAS
+        # threads spinning beside them on the same cores cut throughput under load (8 connections, 2 cores:
+        # 50 req/s with 2 BLAS threads against 78 for a single client)
+        threadpool_limits(1)
+        service.encoder.use_threads(1)
+        return service
+
+    serving = {"config": config, "service": open_service(config)}
+
+    def work(listener: socket.socket, heartbeat: Callable[[], None]) -> None:  # in each forked worker
+        settings, service = serving["config"], serving["service"]
+        run_server(create_app(settings, service=service), settings.server, listener, heartbeat)
+
+    def follow() -> None:  # replacement workers are forked from the parent: keep it on the served version
+        try:
+            serving["service"].refresh()
+        except Exception:
+            log.exception("the parent process could not open the new version; workers still follow it")
+
+    def reconfigure() -> None:  # SIGHUP: the new workers start from the config file as it is now
+        current: ServiceConfig = serving["config"]
+        settings = load_config(current.source)
+        if (settings.server.host, settings.server.port) != (current.server.host, current.server.port):
+            log.warning("SIGHUP: server.host and server.port apply at the next start, not in a rolling restart")
+        if frozen_changes(settings, current):
+            serving["service"] = open_service(settings)  # a new encoder or engine: opened before any worker moves
+        else:
+            serving["service"].reload_config(settings)
+        serving["config"] = settings
+        log.info("SIGHUP: config %s from %s; replacing the workers one at a time", settings.version, settings.source)
+
     scheduler = build_scheduler(config)
     if scheduler is not None:
         scheduler.start()
         log.info("scheduled reloads: %s", config.reload.cron or f"every {config.reload.interval_minutes} min")
     log.info("kb-service listening on http://%s:%d (%d worker process%s)", host, port, workers,
              "es" if workers > 1 else "")
-    if workers == 1:
-        run_server(create_app(config, service=service), config.server, listening_socket(host, port))
-        return
-    from prometheus_client import multiprocess
-
-    def work(listener: socket.socket) -> None:  # in each forked worker: its own app, stores and watcher
-        run_server(create_app(config, service=service), config.server, listener)
-
-    def follow() -> None:  # replacement workers are forked from the parent: keep it on the served version
-        try:
-            service.refresh()
-        except Exception:
-            log.exception("the parent process could not open the new version; workers still follow it")
-
     try:
-        Prefork(host, port, workers, work, on_worker_exit=multiprocess.mark_process_dead, tick=follow).run()
+        Prefork(host, port, workers, work, on_worker_exit=multiprocess.mark_process_dead, tick=follow,
+                reconfigure=reconfigure, drain_s=config.server.drain_s,
+                worker_timeout_s=config.server.worker_timeout_s).run()
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)

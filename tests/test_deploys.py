@@ -1,0 +1,140 @@
+"""Deploys and process faults against a real `kb serve --workers 2`: SIGTERM drains what is in flight, SIGHUP
+replaces the workers under load without a failed request, a killed parent takes its workers with it, and a
+worker that stops working (SIGSTOP: a real freeze, no test hook in the product) is replaced."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from kb_service.http.auth import digest, new_key
+from tests.conftest import config_text, loaded, running_server, server_pid
+
+KEY = new_key()[0]
+
+
+@pytest.fixture
+def deploy_dir(tmp_path, capital_kb_file) -> tuple[Path, Path, Path]:
+    """A data directory serving the capital KB, and a config with an admin key, a short worker timeout and
+    reloads from the same KB file (a `wait: true` reload is a request that takes seconds)."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(config_text(
+        ("  admin_key_sha256: []", f"  admin_key_sha256: [{digest(KEY)}]"),
+        ("  files: []  ", f"  files: [{capital_kb_file}]  "),
+        ("  worker_timeout_s: 30 ", "  worker_timeout_s: 3 ")), encoding="utf-8")
+    return tmp_path, loaded(tmp_path / "data", capital_kb_file), config_path
+
+
+def _workers(log_path: Path) -> dict[int, int]:
+    """Worker number → pid of the workers the log says were started last."""
+    return {int(n): int(pid) for n, pid in re.findall(r"worker (\d) started \(pid (\d+)\)", log_path.read_text())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited
+
+
+def _wait_for(condition, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_sigterm_lets_a_slow_request_finish(deploy_dir):
+    workdir, data_dir, config_path = deploy_dir
+    with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
+        parent = server_pid(base)
+        answer: list[requests.Response] = []
+        slow = threading.Thread(target=lambda: answer.append(requests.post(
+            f"{base}/admin/reload", json={"wait": True, "force": True}, headers={"X-API-Key": KEY}, timeout=60)))
+        slow.start()
+        log_path = workdir / "server.log"
+        _wait_for(lambda: "reload (admin) by key" in log_path.read_text())  # under way in a worker
+        os.kill(parent, signal.SIGTERM)
+        slow.join(timeout=60)
+        assert answer and answer[0].status_code == 200, answer and answer[0].text
+        assert answer[0].json()["status"] == "succeeded"
+        _wait_for(lambda: not _alive(parent), 20)
+        log = log_path.read_text()
+        assert log.index("draining (signal 15)") < log.index("reload 1 succeeded"), "the signal came mid-request"
+        assert log.rstrip().endswith("stopped")
+
+
+def test_sighup_replaces_every_worker_under_load_without_a_failed_request(deploy_dir):
+    workdir, data_dir, config_path = deploy_dir
+    log_path = workdir / "server.log"
+    with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
+        parent = server_pid(base)
+        first = _wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
+        stop, statuses, errors = threading.Event(), [], []
+
+        def load() -> None:  # a new connection per request, as many clients behind a balancer open
+            while not stop.is_set():
+                try:
+                    answer = requests.get(f"{base}/search", params={"q": "哥伦比亚的首都"}, timeout=30)
+                    statuses.append(answer.status_code)
+                except requests.RequestException as err:
+                    errors.append(repr(err))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for roll in (1, 2):
+                os.kill(parent, signal.SIGHUP)
+                _wait_for(lambda roll=roll: log_path.read_text().count("every worker replaced") >= roll, 60)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert errors == [] and set(statuses) == {200} and len(statuses) > 50, (errors[:3], len(statuses))
+        last = _workers(log_path)
+        assert not set(last.values()) & set(first.values()), "every worker was replaced"
+        assert all(not _alive(pid) for pid in first.values())
+
+
+def test_a_killed_parent_takes_its_workers_and_the_port_is_free_at_once(deploy_dir):
+    workdir, data_dir, config_path = deploy_dir
+    log_path = workdir / "server.log"
+    with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
+        workers = _wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
+        os.kill(server_pid(base), signal.SIGKILL)
+        time.sleep(2)
+        assert [pid for pid in workers.values() if _alive(pid)] == []
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_server(("127.0.0.1", port)):  # what a restarted `kb serve` does first
+            pass
+
+
+def test_a_frozen_worker_is_replaced(deploy_dir):
+    workdir, data_dir, config_path = deploy_dir
+    log_path = workdir / "server.log"
+    with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
+        workers = _wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
+        frozen = workers[2]
+        os.kill(frozen, signal.SIGSTOP)  # stops answering anything, as a hung process does
+        replaced = _wait_for(lambda: _workers(log_path)[2] != frozen, 20)
+        assert replaced and "has not answered" in log_path.read_text()
+        _wait_for(lambda: not _alive(frozen), 10)
+        answers = {requests.get(f"{base}/search", params={"q": "伦敦"}, timeout=10).status_code for _ in range(10)}
+        assert answers == {200}
