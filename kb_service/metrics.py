@@ -23,18 +23,27 @@ SERVED = Gauge("kb_served_version", "1 for the index version and config a proces
                ["index_version", "config_version"], multiprocess_mode="liveall")
 QUERY_VECTOR_CACHE = Gauge("kb_query_vector_cache", "Query vector cache lookups of a process", ["result"],
                            multiprocess_mode="liveall")
+FALLBACK = Gauge("kb_version_fallback", "1 while a process serves another version than CURRENT names (damaged, "
+                 "missing or unusable); /readyz says why", multiprocess_mode="liveall")
+FALLBACKS = Counter("kb_version_fallbacks", "Times a process began serving a fallback version")
 RELOADS = Counter("kb_reloads", "Reload runs by outcome", ["status"])
 RELOAD_SECONDS = Histogram("kb_reload_seconds", "Duration of reload runs", ["status"],
                            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800))
 
 
 _published: dict[int, tuple[str, str]] = {}  # what each service of this process last reported as served
+_falling_back: set[int] = set()  # the services of this process last reported as serving a fallback
 
 
 def publish_state(owner: object, version: str | None, config_version: str, cache_hits: int,
-                  cache_misses: int) -> None:
-    """A service's served version and query-vector cache counts. The version it served before is set to 0,
-    not removed: in multi-process mode the client keeps every label set a process ever wrote."""
+                  cache_misses: int, fallback: bool = False) -> None:
+    """A service's served version, whether it is a fallback, and its query-vector cache counts. The version
+    it served before is set to 0, not removed: in multi-process mode the client keeps every label set a
+    process ever wrote."""
+    if fallback and id(owner) not in _falling_back:
+        FALLBACKS.inc()
+    (_falling_back.add if fallback else _falling_back.discard)(id(owner))
+    FALLBACK.set(1 if fallback else 0)
     previous = _published.get(id(owner))
     if previous and previous != (version, config_version):
         SERVED.labels(*previous).set(0)

@@ -2,6 +2,8 @@
 damaged afterwards. The full disk is real (a small tmpfs mounted for the test, skipped where mounting is not
 allowed); the damage is done to the real files of a real version."""
 
+import logging
+import re
 import subprocess
 import uuid
 
@@ -10,6 +12,7 @@ import pytest
 from kb_service.engines import open_engine
 from kb_service.engines.embedded.version import VersionCorruptError
 from kb_service.errors import StorageError
+from kb_service.http.app import create_app
 from kb_service.ingest.loading import load_files
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
@@ -70,4 +73,56 @@ def test_a_damaged_version_is_refused_at_open_and_not_served(tmp_path, capital_k
     with pytest.raises(VersionCorruptError, match=f"version {name} is damaged: vectors.npy"):
         engine.open(name)
     service = SearchService(make_config(data_dir))
-    assert service.unready_reason() == "no index version is loaded"
+    assert service.unready_reason().startswith(
+        f"no intact index version: version {name} cannot be served: version {name} is damaged: vectors.npy")
+    assert service.fallback is None
+
+
+def _damage(engine, name: str) -> None:
+    vectors = engine.path_of(name) / "vectors.npy"
+    with open(vectors, "r+b") as handle:
+        handle.truncate(vectors.stat().st_size // 2)
+
+
+def test_a_damaged_or_unnamed_current_version_falls_back_to_the_newest_intact_one(tmp_path, capital_kb_file,
+                                                                                    caplog):
+    data_dir = loaded(tmp_path / "data", capital_kb_file)
+    older = open_engine(make_config(data_dir)).current_name()
+    service = SearchService(make_config(data_dir))  # serving, when CURRENT moves to a version that is damaged
+    with caplog.at_level(logging.ERROR, logger="kb_service.serving.service"):
+        loaded(data_dir, capital_kb_file)
+        engine = open_engine(make_config(data_dir))
+        newest = engine.current_name()
+        _damage(engine, newest)
+        for _ in range(5):  # the server's watcher asks every second: one log line, not one per second
+            service.refresh()
+    assert service.state.version.name == older
+    assert service.fallback.wanted == newest and "is damaged: vectors.npy" in service.fallback.reason
+    assert [r.getMessage() for r in caplog.records if "instead" in r.getMessage()] == [
+        f"{service.fallback.reason}; serving {older} instead"]
+    assert service.search(SearchRequest(query="哥伦比亚的首都")).hits
+
+    started = SearchService(make_config(data_dir))  # starting with it: the newest intact version
+    assert started.state.version.name == older and started.fallback.wanted == newest
+
+    (data_dir / "embedded" / "CURRENT").write_text("garbage\n", encoding="utf-8")  # a pointer to nothing
+    fresh = SearchService(make_config(data_dir))
+    assert fresh.state.version.name == older and "CURRENT is missing" in fresh.fallback.reason
+
+    (data_dir / "embedded" / "CURRENT").write_text(older, encoding="utf-8")  # put right: no fallback any more
+    fresh.refresh()
+    assert fresh.fallback is None and fresh.state.version.name == older
+
+
+def test_readyz_names_the_fallback_and_a_metric_counts_it(tmp_path, capital_kb_file):
+    data_dir = loaded(tmp_path / "data", capital_kb_file)
+    loaded(data_dir, capital_kb_file)
+    engine = open_engine(make_config(data_dir))
+    _damage(engine, engine.current_name())
+    client = create_app(make_config(data_dir), watch=False).test_client()
+    ready = client.get("/readyz").get_json()
+    assert ready["status"] == "ready" and "is damaged" in ready["fallback"]["reason"]
+    assert ready["fallback"]["wanted"] == engine.current_name() != ready["index_version"]
+    scraped = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r"^kb_version_fallback (1\.0|1)$", scraped, re.M)
+    assert re.search(r"^kb_version_fallbacks_total [1-9]", scraped, re.M)

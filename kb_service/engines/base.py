@@ -49,6 +49,11 @@ class EngineError(KbError):
     http_status = 422
 
 
+class VersionUnusableError(UnavailableError):
+    """A version that exists but cannot be served (damaged files, another index format, vectors of another
+    size): the service falls back to an intact version rather than serve it."""
+
+
 class VersionNotFoundError(KbError):
     """No complete version of that name: it never finished building or was pruned."""
 

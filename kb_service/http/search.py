@@ -42,8 +42,11 @@ def readyz():
     if reason:
         return jsonify(error_body(503, reason)), 503
     state = service.state
-    return jsonify({"status": "ready", "index_version": state.version.name, "records": state.version.size,
-                    "config_version": state.config.version, "encoder": state.version.manifest.get("encoder")})
+    body = {"status": "ready", "index_version": state.version.name, "records": state.version.size,
+            "config_version": state.config.version, "encoder": state.version.manifest.get("encoder")}
+    if service.fallback:  # ready, but not on the version CURRENT names: say which and why
+        body["fallback"] = {"wanted": service.fallback.wanted, "reason": service.fallback.reason}
+    return jsonify(body)
 
 
 @blueprint.route("/search", methods=["GET", "POST"])
@@ -96,7 +99,8 @@ def publish_state(service: SearchService) -> None:
     except NotReadyError:
         state = None
     hits, misses = service.query_vector_cache()
-    metrics.publish_state(service, state.version.name if state else None, service.config.version, hits, misses)
+    metrics.publish_state(service, state.version.name if state else None, service.config.version, hits, misses,
+                          service.fallback is not None)
 
 
 @blueprint.get("/metrics")

@@ -19,8 +19,8 @@ import numpy as np
 
 from kb_service.config import ConfigError, EncoderConfig, ServiceConfig, location_of
 from kb_service.engines import open_engine
-from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion
-from kb_service.errors import ConflictError, InputError, UnavailableError
+from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion, VersionNotFoundError, VersionUnusableError
+from kb_service.errors import ConflictError, InputError, KbError, UnavailableError
 from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
 from kb_service.records import KnowledgeRecord
 from query_understanding import ParsedQuery, QueryUnderstander, segmenter
@@ -37,6 +37,23 @@ CANDIDATE_STATES = 4  # candidate configs (console A/B) kept ready, each with it
 
 class NotReadyError(UnavailableError):
     """No version is served yet."""
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Serving another version than the one CURRENT names: which one is wanted, why it is not served, and
+    which one is instead."""
+
+    wanted: str | None
+    reason: str
+    serving: str
+
+
+UNUSABLE = (VersionUnusableError, VersionNotFoundError, OSError, ValueError)  # a version's fault, not the engine's
+
+
+def _reason(err: Exception) -> str:
+    return str(err) if isinstance(err, KbError) else f"{type(err).__name__}: {err}"
 
 
 class DeadlineExceededError(UnavailableError):
@@ -121,6 +138,9 @@ class SearchService:
         self.pinned = pinned
         self._base_config = config
         self._state: ServingState | None = None
+        self._unusable: dict[str, str] = {}  # versions that failed to open, and why: not tried again
+        self._no_version: str | None = None  # why nothing is served, once every version has failed
+        self.fallback: Fallback | None = None
         self._swap_lock = threading.Lock()
         self._candidates: OrderedDict[tuple[str, str], ServingState] = OrderedDict()
         self._encode_cached = lru_cache(maxsize=2048)(self._encode)
@@ -177,22 +197,69 @@ class SearchService:
             log.warning("requests with mode=exact will fail on version %s: %s", version.name, problem)
 
     def refresh(self) -> bool:
-        """Serve the version named by CURRENT if it is not the one served; True when it switched."""
+        """Serve the version named by CURRENT if it is not the one served; True when it switched. A named
+        version that cannot be served (missing, damaged, another format or vector size) is logged once and
+        the served one kept, or at start the newest intact version served instead (`fallback` says which
+        and why); with `pinned`, that version or an error."""
         with self._swap_lock:
-            name = self.pinned or self.engine.current_name()
-            if name is None or (self._state and self._state.version.name == name):
+            if self.pinned:
+                if self._state is None or self._state.version.name != self.pinned:
+                    self._serve(self.pinned)
+                    return True
                 return False
-            started = time.monotonic()
-            config = self.config
-            version = self.engine.open(name)
-            if version.manifest.get("dims") != self.encoder.dims:
-                log.error("version %s has %s-d vectors but the encoder makes %d-d; not serving it",
-                          name, version.manifest.get("dims"), self.encoder.dims)
+            wanted = self.engine.current_name()
+            served = self._state.version.name if self._state else None
+            if wanted is not None and wanted == served:
+                self._set_fallback(None)
                 return False
-            self._state = self._serving_state(version, config)
-            log.info("serving index version %s (%d records, opened in %.1fs)", name, version.size,
-                     time.monotonic() - started)
+            if wanted is not None and wanted not in self._unusable:
+                try:
+                    self._serve(wanted)
+                    self._set_fallback(None)
+                    return True
+                except UNUSABLE as err:
+                    self._unusable[wanted] = _reason(err)
+            reason = (f"version {wanted} cannot be served: {self._unusable[wanted]}" if wanted is not None else
+                      "CURRENT is missing or names no complete version")
+            if self._state is not None or not self.engine.versions():
+                self._set_fallback(Fallback(wanted, reason, served) if served else None)
+                return False
+            return self._serve_newest_intact(wanted, reason)
+
+    def _serve_newest_intact(self, wanted: str | None, reason: str) -> bool:
+        """With nothing served yet: the newest version that opens, else nothing (search answers 503)."""
+        for info in reversed(self.engine.versions()):
+            if info.name == wanted or info.name in self._unusable:
+                continue
+            try:
+                self._serve(info.name)
+            except UNUSABLE as err:
+                self._unusable[info.name] = _reason(err)
+                log.error("version %s cannot be served either: %s", info.name, self._unusable[info.name])
+                continue
+            self._set_fallback(Fallback(wanted, reason, info.name))
             return True
+        if self._no_version != reason:
+            log.error("no intact version to serve: %s", reason)
+        self._no_version = reason
+        return False
+
+    def _serve(self, name: str) -> None:
+        """Open `name` and serve it (raises one of UNUSABLE when it cannot be served)."""
+        started = time.monotonic()
+        version = self.engine.open(name)
+        if version.manifest.get("dims") != self.encoder.dims:
+            raise VersionUnusableError(f"it has {version.manifest.get('dims')}-d vectors but the encoder makes "
+                                       f"{self.encoder.dims}-d")
+        self._state = self._serving_state(version, self.config)
+        self._no_version = None
+        log.info("serving index version %s (%d records, opened in %.1fs)", name, version.size,
+                 time.monotonic() - started)
+
+    def _set_fallback(self, fallback: Fallback | None) -> None:
+        if fallback != self.fallback and fallback is not None:
+            log.error("%s; serving %s instead", fallback.reason, fallback.serving)
+        self.fallback = fallback
 
     def reload_config(self, new: ServiceConfig) -> bool:
         """Apply a new config without a restart; sections that shape the index or the process cannot change
@@ -221,7 +288,7 @@ class SearchService:
     def unready_reason(self) -> str | None:
         """Why /readyz says no: nothing loaded yet, or the search engine not answering; None when ready."""
         if self._state is None:
-            return "no index version is loaded"
+            return f"no intact index version: {self._no_version}" if self._no_version else "no index version is loaded"
         if not self.engine.reachable():
             return "the search engine does not answer"
         return None

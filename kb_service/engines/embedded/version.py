@@ -21,12 +21,11 @@ import orjson
 import xxhash
 
 from kb_service.config import EngineConfig
-from kb_service.engines.base import EngineResult
+from kb_service.engines.base import EngineResult, VersionUnusableError
 from kb_service.engines.embedded.columns import KeywordColumn
 from kb_service.engines.embedded.lines import MappedLines
 from kb_service.engines.embedded.text_index import FieldTextIndex, Postings
 from kb_service.engines.embedded.vector_index import VectorIndex
-from kb_service.errors import UnavailableError
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord, epoch_seconds
 from query_understanding.understander import KbDictionary
@@ -103,11 +102,11 @@ def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.n
         **dictionary.to_json(), "centroid_categories": list(centroids)}, ensure_ascii=False), encoding="utf-8")
 
 
-class IndexFormatError(UnavailableError):
+class IndexFormatError(VersionUnusableError):
     """A version written by another release of the engine; it must be rebuilt with `kb load`."""
 
 
-class VersionCorruptError(UnavailableError):
+class VersionCorruptError(VersionUnusableError):
     """A version whose files no longer match the sizes and checksums sealed in its manifest (a truncated or
     overwritten file): it is refused rather than served with wrong answers."""
 
