@@ -214,6 +214,17 @@ def running_server(workdir: Path, data_dir: Path, config_path: Path | None = Non
             process.wait(timeout=10)
 
 
+def wait_for(condition, seconds: float = 30.0):
+    """The first truthy value `condition()` returns, polled every 0.1 s; fails the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
 def server_pid(base: str) -> int:
     """The pid of the `kb serve` parent listening at `base` (found by its --port argument)."""
     port = base.rsplit(":", 1)[1].encode()

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from kb_service.http.auth import digest, new_key
-from tests.conftest import config_text, loaded, running_server, server_pid
+from tests.conftest import config_text, loaded, running_server, server_pid, wait_for
 
 KEY = new_key()[0]
 
@@ -50,16 +50,6 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has exited
 
 
-def _wait_for(condition, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_sigterm_lets_a_slow_request_finish(deploy_dir):
     workdir, data_dir, config_path = deploy_dir
     with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
@@ -69,12 +59,12 @@ def test_sigterm_lets_a_slow_request_finish(deploy_dir):
             f"{base}/admin/reload", json={"wait": True, "force": True}, headers={"X-API-Key": KEY}, timeout=60)))
         slow.start()
         log_path = workdir / "server.log"
-        _wait_for(lambda: "reload (admin) by key" in log_path.read_text())  # under way in a worker
+        wait_for(lambda: "reload (admin) by key" in log_path.read_text())  # under way in a worker
         os.kill(parent, signal.SIGTERM)
         slow.join(timeout=60)
         assert answer and answer[0].status_code == 200, answer and answer[0].text
         assert answer[0].json()["status"] == "succeeded"
-        _wait_for(lambda: not _alive(parent), 20)
+        wait_for(lambda: not _alive(parent), 20)
         log = log_path.read_text()
         assert log.index("draining (signal 15)") < log.index("reload 1 succeeded"), "the signal came mid-request"
         assert log.rstrip().endswith("stopped")
@@ -85,7 +75,7 @@ def test_sighup_replaces_every_worker_under_load_without_a_failed_request(deploy
     log_path = workdir / "server.log"
     with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
         parent = server_pid(base)
-        first = _wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
+        first = wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
         stop, statuses, errors = threading.Event(), [], []
 
         def load() -> None:  # a new connection per request, as many clients behind a balancer open
@@ -102,7 +92,7 @@ def test_sighup_replaces_every_worker_under_load_without_a_failed_request(deploy
         try:
             for roll in (1, 2):
                 os.kill(parent, signal.SIGHUP)
-                _wait_for(lambda roll=roll: log_path.read_text().count("every worker replaced") >= roll, 60)
+                wait_for(lambda roll=roll: log_path.read_text().count("every worker replaced") >= roll, 60)
         finally:
             stop.set()
             for thread in threads:
@@ -117,7 +107,7 @@ def test_a_killed_parent_takes_its_workers_and_the_port_is_free_at_once(deploy_d
     workdir, data_dir, config_path = deploy_dir
     log_path = workdir / "server.log"
     with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
-        workers = _wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
+        workers = wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
         os.kill(server_pid(base), signal.SIGKILL)
         time.sleep(2)
         assert [pid for pid in workers.values() if _alive(pid)] == []
@@ -130,11 +120,11 @@ def test_a_frozen_worker_is_replaced(deploy_dir):
     workdir, data_dir, config_path = deploy_dir
     log_path = workdir / "server.log"
     with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
-        workers = _wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
+        workers = wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
         frozen = workers[2]
         os.kill(frozen, signal.SIGSTOP)  # stops answering anything, as a hung process does
-        replaced = _wait_for(lambda: _workers(log_path)[2] != frozen, 20)
+        replaced = wait_for(lambda: _workers(log_path)[2] != frozen, 20)
         assert replaced and "has not answered" in log_path.read_text()
-        _wait_for(lambda: not _alive(frozen), 10)
+        wait_for(lambda: not _alive(frozen), 10)
         answers = {requests.get(f"{base}/search", params={"q": "伦敦"}, timeout=10).status_code for _ in range(10)}
         assert answers == {200}

@@ -9,13 +9,12 @@ import json
 import os
 import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
-from tests.conftest import config_text, loaded, read_jsonl, running_server, write_jsonl
+from tests.conftest import config_text, loaded, read_jsonl, running_server, wait_for, write_jsonl
 
 SEARCHES = 80
 
@@ -39,16 +38,6 @@ def _answering_pids(log_path) -> set[int]:
     return pids
 
 
-def _wait_for(condition, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
-
-
 def test_workers_share_metrics_lockout_and_versions(tmp_path, capital_kb_file):
     data_dir = loaded(tmp_path / "data", capital_kb_file)
     config_path = tmp_path / "config.yaml"
@@ -57,7 +46,7 @@ def test_workers_share_metrics_lockout_and_versions(tmp_path, capital_kb_file):
         ("  failures_allowed: 5 ", "  failures_allowed: 4 ")), encoding="utf-8")
     with running_server(tmp_path, data_dir, config_path, serve_args=("--workers", "2")) as base:
         log_path = tmp_path / "server.log"
-        started = dict(_wait_for(lambda: re.findall(r"worker (\d) started \(pid (\d+)\)", log_path.read_text())
+        started = dict(wait_for(lambda: re.findall(r"worker (\d) started \(pid (\d+)\)", log_path.read_text())
                                  if log_path.read_text().count("started (pid") >= 2 else None))
         queries = [row["knowledge"] + "的" + row["attribute"] for row in read_jsonl(capital_kb_file)]
 
@@ -87,15 +76,15 @@ def test_workers_share_metrics_lockout_and_versions(tmp_path, capital_kb_file):
             text = requests.get(f"{base}/metrics", timeout=10).text
             return len(re.findall(rf'kb_served_version{{[^}}]*index_version="{current}"[^}}]*}} 1\.0', text)) == 2
 
-        _wait_for(both_serve_it)
+        wait_for(both_serve_it)
         # the parent follows it too (it maps the new version's vectors), so a replacement worker forks from it
         parent = int(Path(f"/proc/{started['1']}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        _wait_for(lambda: f"/{current}/vectors.npy" in Path(f"/proc/{parent}/maps").read_text())
+        wait_for(lambda: f"/{current}/vectors.npy" in Path(f"/proc/{parent}/maps").read_text())
 
         # a worker killed with -9 is replaced, and the server keeps answering
         victim = int(started["2"])
         os.kill(victim, signal.SIGKILL)
-        replacement = int(_wait_for(lambda: re.findall(r"worker 2 started \(pid (\d+)\)", log_path.read_text())[1:])[0])
+        replacement = int(wait_for(lambda: re.findall(r"worker 2 started \(pid (\d+)\)", log_path.read_text())[1:])[0])
         assert replacement != victim
         with ThreadPoolExecutor(4) as pool:
             assert set(pool.map(search, range(20))) == {200}
