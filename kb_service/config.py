@@ -55,6 +55,17 @@ class EngineKind(StrEnum):
     OPENSEARCH = "opensearch"
 
 
+class Secret(str):
+    """A credential from the config: equal to its text, but shown as *** by repr and never quoted back in a
+    config problem, so it cannot reach a log line, an error message or a response by accident."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+SECRET_KEYS = frozenset({"password", "api_key"})  # keys whose values are Secret wherever they appear
+
+
 class ConfigError(InputError):
     """A config file that cannot be used; `problems` lists every one as `file:line: key.path: problem`."""
 
@@ -124,10 +135,24 @@ class ElasticsearchConfig:
     bulk_chunk_size: int = 500
     bulk_threads: int = 2
     knn_num_candidates_factor: float = 2.0
+    ca_certs: str | None = None  # PEM bundle trusted for the nodes' certificates; None: the system's store
+    verify_certs: bool = True
+    client_cert: str | None = None  # PEM certificate (and its key) for clusters that authenticate clients by it
+    client_key: str | None = None
+    username: str | None = None  # basic auth, with `password`
+    password: Secret | None = None
+    password_file: str | None = None
+    api_key: Secret | None = None  # Elasticsearch: an API key's encoded form or "id:key"
+    api_key_file: str | None = None
 
     def __post_init__(self):
         if not self.hosts:
             raise ValueError("hosts must name at least one node URL")
+        for secret in ("password", "api_key"):
+            if getattr(self, secret) is not None and getattr(self, f"{secret}_file") is not None:
+                raise ValueError(f"{secret}: set {secret} or {secret}_file, not both")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
         for name in (self.index_prefix, self.read_alias, self.meta_index):
             if not name or name != name.lower() or name.startswith(("_", "-", "+")):
                 raise ValueError(f"index names must be lower case and not start with _, - or +: {name!r}")
@@ -499,6 +524,8 @@ class _Builder:
             return float(raw)
         if kind in (int, str, bool) and type(raw) is kind:
             return raw
+        if kind is Secret:
+            return Secret(raw) if isinstance(raw, str) else self.fail(path, "expected a string (value not shown)")
         return self.fail(path, f"expected {kind.__name__}, got {type(raw).__name__} {raw!r}")
 
     def _dataclass(self, kind, raw, path):
@@ -543,8 +570,19 @@ def parse_config(text: str, source: str = "<string>", bases: dict[str, Path] | N
     config = builder.build(ServiceConfig, raw, ())
     if builder.problems:
         raise ConfigError(builder.problems)
-    version = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:12]
+    shown = json.dumps(_without_secrets(raw), sort_keys=True, default=str)
+    version = hashlib.sha256(shown.encode("utf-8")).hexdigest()[:12]
     return dataclasses.replace(config, source=source, version=version)
+
+
+def _without_secrets(raw: object) -> object:
+    """The YAML values with every secret replaced by a marker: the config version is public (every search
+    answer carries it), so it must not be a hash a password could be guessed against."""
+    if isinstance(raw, dict):
+        return {k: "<secret>" if k in SECRET_KEYS and v is not None else _without_secrets(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_without_secrets(v) for v in raw]
+    return raw
 
 
 def default_config_path() -> Path:

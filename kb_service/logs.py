@@ -17,13 +17,33 @@ def _escape(match: re.Match) -> str:
     return match.group(0).encode("unicode_escape").decode("ascii")
 
 
+_MASKED: set[str] = set()
+
+
+def mask(secret: str) -> None:
+    """Hides `secret` in every log line from now on (a cluster password, an API key): a client library's
+    debug line or a traceback that quotes it shows *** instead."""
+    if len(secret) >= 4:
+        _MASKED.add(secret)
+
+
+def _masked(text: str) -> str:
+    for secret in _MASKED:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 class OneLineFormatter(logging.Formatter):
     """Escapes control characters in the message (`\\n` stays visible as the two characters `\\n`); a
-    traceback that follows is the process's own and keeps its lines."""
+    traceback that follows is the process's own and keeps its lines. Masked secrets never appear."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = _CONTROL.sub(_escape, record.message)
         return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _masked(super().format(record))
 
 
 def configure(verbose: bool) -> None:
@@ -32,3 +52,5 @@ def configure(verbose: bool) -> None:
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("elastic_transport").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # opensearch-py logs every failed request as a warning; the service reports each failure itself
+    logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose else logging.ERROR)

@@ -282,6 +282,35 @@ def opensearch_url() -> str:
     yield from _engine_node("KB_OS_URL", "os-local", "OpenSearch")
 
 
+@dataclass(frozen=True)
+class SecuredNode:
+    """A node with the security plugin: its URL, the CA bundle that signed its certificate, a user and the
+    file holding that user's password."""
+
+    url: str
+    ca_certs: Path
+    username: str
+    password_file: Path
+
+
+@pytest.fixture(scope="session")
+def secured_opensearch() -> SecuredNode:
+    """A real OpenSearch node with TLS and the security plugin, started by `KB_OS_SECURE=1 scripts/os-local`
+    (stopped after the session if this fixture started it); skips, saying why, only when it cannot start."""
+    environment = {**os.environ, "KB_OS_SECURE": "1", "KB_OS_HEAP": os.environ.get("KB_OS_SECURE_HEAP", "1g")}
+    script = str(REPO / "scripts" / "os-local")
+    already_running = subprocess.run([script, "status"], capture_output=True, env=environment).returncode == 0
+    started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=900, env=environment)
+    if started.returncode != 0:
+        pytest.skip("no secured OpenSearch: KB_OS_SECURE=1 scripts/os-local could not start a node "
+                    f"({started.stderr.strip().splitlines()[-1] if started.stderr.strip() else 'no output'})")
+    secrets = subprocess.run([script, "secrets"], capture_output=True, text=True, env=environment, check=True)
+    ca_certs, username, password_file = secrets.stdout.split()
+    yield SecuredNode(started.stdout.strip().splitlines()[-1], Path(ca_certs), username, Path(password_file))
+    if not already_running:
+        subprocess.run([script, "stop"], capture_output=True, timeout=120, env=environment)
+
+
 class TcpRelay:
     """A TCP relay between the service and a search engine node that a test can cut and mend: a real network
     failure, without stopping the node other tests share."""

@@ -3,8 +3,9 @@
 # The caller sets ENGINE (a label), DIST (the unpacked distribution), BIN (its start script, relative to
 # DIST), CONF (the settings file name), VAR_PREFIX (ES or OPENSEARCH: the distribution's *_JAVA_HOME,
 # *_JAVA_OPTS and *_PATH_CONF variables), RUN_AS, PORT, TRANSPORT_OFFSET, NODES, HEAP, HOME_DIR, and defines
-# `fetch` and `extra_settings` (lines added to every node's settings). Node i answers HTTP on PORT+i-1 and
-# talks to the others on PORT+TRANSPORT_OFFSET+i-1.
+# `fetch` and `extra_settings` (lines added to every node's settings); optionally SCHEME (http) and CURL_OPTS
+# (how curl reaches a node: a CA and a user for a secured one). Node i answers HTTP on PORT+i-1 and talks to
+# the others on PORT+TRANSPORT_OFFSET+i-1.
 
 # Where a local engine keeps its distribution, data and logs. Not under the checkout: as root the engine runs
 # as an unprivileged system user, which cannot enter a checkout inside a 0700 directory (root's home, a
@@ -16,12 +17,15 @@ engine_home() {
     echo "${KB_ENGINE_STATE:-/var/tmp/kb-service-$(id -un)}/$1-$checkout_id"
 }
 
+SCHEME="${SCHEME:-http}"
+[[ -v CURL_OPTS ]] || CURL_OPTS=()
 say() { echo "$ENGINE: $*" >&2; }
-url() { echo "http://127.0.0.1:$PORT"; }
-answers() { curl -fsS -m 2 "$(url)/_cluster/health" >/dev/null 2>&1; }
+url() { echo "$SCHEME://127.0.0.1:$PORT"; }
+node_curl() { curl -fsS "${CURL_OPTS[@]}" "$@"; }
+answers() { node_curl -m 2 "$(url)/_cluster/health" >/dev/null 2>&1; }
 node_dir() { echo "$HOME_DIR/node-$1"; }
 node_pid() { cat "$(node_dir "$1")/node.pid" 2>/dev/null || echo 0; }
-urls() { local i; for i in $(seq 1 "$NODES"); do printf 'http://127.0.0.1:%d\n' $((PORT + i - 1)); done; }
+urls() { local i; for i in $(seq 1 "$NODES"); do printf '%s://127.0.0.1:%d\n' "$SCHEME" $((PORT + i - 1)); done; }
 
 java_home() {
     local named="${VAR_PREFIX}_JAVA_HOME"
@@ -96,13 +100,13 @@ wait_green() {
                 exit 1
             fi
         done
-        if curl -fsS -m 3 "$(url)/_cluster/health?wait_for_status=green&wait_for_nodes=$NODES&timeout=2s" \
+        if node_curl -m 3 "$(url)/_cluster/health?wait_for_status=green&wait_for_nodes=$NODES&timeout=2s" \
                 >/dev/null 2>&1; then
             return
         fi
         if [[ "$NODES" == 1 ]]; then
             # indices left by an earlier multi-node run keep replicas one node cannot hold (yellow forever)
-            curl -fsS -m 3 -X PUT -H 'Content-Type: application/json' "$(url)/_all/_settings" \
+            node_curl -m 3 -X PUT -H 'Content-Type: application/json' "$(url)/_all/_settings" \
                 -d '{"index": {"number_of_replicas": 0}}' >/dev/null 2>&1 || true
         fi
         sleep 1

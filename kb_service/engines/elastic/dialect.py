@@ -9,9 +9,15 @@ painless reads a document's vector.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from kb_service import logs
 from kb_service.config import ElasticsearchConfig, EngineKind
 from kb_service.engines.base import SEARCH_DEADLINE, EngineError, EngineUnavailableError, seconds_left
 from scoring.expressions import OPENSEARCH_PAINLESS_VARIABLES, PAINLESS_VARIABLES
@@ -20,8 +26,81 @@ JSON = {"accept": "application/json", "content-type": "application/json"}
 NDJSON = {"accept": "application/json", "content-type": "application/x-ndjson"}
 
 
+log = logging.getLogger(__name__)
+MAX_SECRET_BYTES = 65_536  # a password or API key file; anything longer is not one
+
+
 class ClusterRequestError(EngineError):
     """The cluster refused a request as malformed (a 4xx other than the ones the caller expects)."""
+
+
+class ClusterSettingError(EngineUnavailableError):
+    """The cluster cannot be used with the configured connection settings (a credential file that cannot be
+    read, a certificate not trusted, credentials refused); the message names the setting to fix."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach and authenticate to the cluster, with every secret resolved: the environment
+    ($KB_ES_* or $KB_OS_*) wins over a `*_file` setting, which wins over the value in the config."""
+
+    hosts: tuple[str, ...]
+    ca_certs: str | None
+    verify_certs: bool
+    client_cert: str | None
+    client_key: str | None
+    basic_auth: tuple[str, str] | None
+    api_key: str | None
+
+    @classmethod
+    def resolve(cls, kind: EngineKind, settings: ElasticsearchConfig, hosts: tuple[str, ...]) -> Connection:
+        prefix = "KB_OS_" if kind is EngineKind.OPENSEARCH else "KB_ES_"
+        for host in hosts:
+            if urlsplit(host if "//" in host else f"//{host}").password is not None:
+                raise ClusterSettingError("elasticsearch.hosts: a node URL carries a password; set "
+                                          "elasticsearch.username and password_file (URLs reach logs)")
+        for name in ("ca_certs", "client_cert", "client_key"):
+            path = getattr(settings, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ClusterSettingError(f"elasticsearch.{name}: cannot read {path}")
+        username = os.environ.get(f"{prefix}USERNAME") or settings.username
+        password = _secret(settings, "password", f"{prefix}PASSWORD")
+        api_key = _secret(settings, "api_key", f"{prefix}API_KEY")
+        if (username is None) != (password is None):
+            raise ClusterSettingError("elasticsearch.username and elasticsearch.password go together "
+                                      f"(password_file or ${prefix}PASSWORD)")
+        if api_key is not None and username is not None:
+            raise ClusterSettingError("elasticsearch.api_key: set an API key or username and password, not both")
+        if api_key is not None and kind is EngineKind.OPENSEARCH:
+            raise ClusterSettingError("elasticsearch.api_key: OpenSearch has no API keys; use username and "
+                                      "password or a client certificate")
+        for secret in (password, api_key):
+            if secret:
+                logs.mask(secret)
+        if not settings.verify_certs:
+            log.warning("elasticsearch.verify_certs is false: the cluster's TLS certificate is not checked "
+                        "(anyone on the path can read and change every request)")
+        return cls(hosts, settings.ca_certs, settings.verify_certs, settings.client_cert, settings.client_key,
+                   (username, password) if username is not None and password is not None else None, api_key)
+
+
+def _secret(settings: ElasticsearchConfig, name: str, variable: str) -> str | None:
+    """A credential from the environment, a file (first line, at most MAX_SECRET_BYTES) or the config."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = getattr(settings, f"{name}_file")
+    if path is None:
+        value = getattr(settings, name)
+        return str(value) if value is not None else None
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_SECRET_BYTES + 1)
+    except OSError as err:
+        raise ClusterSettingError(f"elasticsearch.{name}_file: cannot read {path}: {err.strerror}") from None
+    text = data.decode("utf-8", "replace").strip() if len(data) <= MAX_SECRET_BYTES else ""
+    if not text or "\n" in text:
+        raise ClusterSettingError(f"elasticsearch.{name}_file: {path} must hold the {name} alone, on one line")
+    return text
 
 
 class Dialect:
@@ -32,7 +111,7 @@ class Dialect:
     painless_variables: dict[str, str]
     named_scores_in_msearch = True  # `include_named_queries_score` honoured by _msearch, not only _search
 
-    def client(self, settings: ElasticsearchConfig, hosts: tuple[str, ...]) -> Any:
+    def client(self, settings: ElasticsearchConfig, connection: Connection) -> Any:
         raise NotImplementedError
 
     def perform(self, client: Any, method: str, path: str, params: dict | None, body: Any, headers: dict,
@@ -46,6 +125,10 @@ class Dialect:
         raise NotImplementedError
 
     def is_client_error(self, error: Exception) -> bool:
+        raise NotImplementedError
+
+    def is_tls_error(self, error: Exception) -> bool:
+        """A connection that failed in the TLS handshake (certificate not trusted, expired, wrong host)."""
         raise NotImplementedError
 
     def parallel_bulk(self, client: Any, actions: Iterable[dict], **options) -> Iterator[tuple[bool, dict]]:
@@ -71,11 +154,15 @@ class ElasticsearchDialect(Dialect):
     name = "Elasticsearch"
     painless_variables = PAINLESS_VARIABLES
 
-    def client(self, settings, hosts):
+    def client(self, settings, connection):
         from elasticsearch import Elasticsearch
 
-        return Elasticsearch(list(hosts), request_timeout=settings.request_timeout_s, max_retries=settings.max_retries,
-                             retry_on_timeout=settings.max_retries > 0)
+        return Elasticsearch(list(connection.hosts), request_timeout=settings.request_timeout_s,
+                             max_retries=settings.max_retries, retry_on_timeout=settings.max_retries > 0,
+                             ca_certs=connection.ca_certs, verify_certs=connection.verify_certs,
+                             ssl_show_warn=connection.verify_certs, client_cert=connection.client_cert,
+                             client_key=connection.client_key, basic_auth=connection.basic_auth,
+                             api_key=connection.api_key)
 
     def perform(self, client, method, path, params, body, headers, timeout, retry=True):
         if timeout is not None:
@@ -90,6 +177,11 @@ class ElasticsearchDialect(Dialect):
         from elasticsearch import ApiError
 
         return isinstance(error, ApiError | TransportError)
+
+    def is_tls_error(self, error):
+        from elastic_transport import TlsError
+
+        return isinstance(error, TlsError)
 
     def parallel_bulk(self, client, actions, **options):
         from elasticsearch import helpers
@@ -114,11 +206,14 @@ class OpenSearchDialect(Dialect):
     painless_variables = OPENSEARCH_PAINLESS_VARIABLES
     named_scores_in_msearch = False  # 2.19 refuses the parameter on _msearch and ignores it in the body
 
-    def client(self, settings, hosts):
+    def client(self, settings, connection):
         from opensearchpy import OpenSearch
 
-        return OpenSearch(list(hosts), timeout=settings.request_timeout_s, max_retries=settings.max_retries,
-                          retry_on_timeout=settings.max_retries > 0)
+        return OpenSearch(list(connection.hosts), timeout=settings.request_timeout_s,
+                          max_retries=settings.max_retries, retry_on_timeout=settings.max_retries > 0,
+                          ca_certs=connection.ca_certs, verify_certs=connection.verify_certs,
+                          ssl_show_warn=connection.verify_certs, client_cert=connection.client_cert,
+                          client_key=connection.client_key, http_auth=connection.basic_auth)
 
     def perform(self, client, method, path, params, body, headers, timeout, retry=True):
         if isinstance(body, str):
@@ -134,6 +229,11 @@ class OpenSearchDialect(Dialect):
         from opensearchpy.exceptions import TransportError
 
         return isinstance(error, TransportError)
+
+    def is_tls_error(self, error):
+        from opensearchpy.exceptions import SSLError
+
+        return isinstance(error, SSLError)
 
     def parallel_bulk(self, client, actions, **options):
         from opensearchpy import helpers
@@ -164,7 +264,7 @@ class Cluster:
 
     def __init__(self, dialect: Dialect, settings: ElasticsearchConfig, hosts: tuple[str, ...]):
         self.dialect = dialect
-        self.client = dialect.client(settings, hosts)
+        self.client = dialect.client(settings, Connection.resolve(dialect.kind, settings, hosts))
         self.timeout_s = settings.request_timeout_s
 
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None,
@@ -183,6 +283,14 @@ class Cluster:
             status = self.dialect.status_of(err)
             if status in ignore:
                 return None
+            if status is None and self.dialect.is_tls_error(err):
+                raise ClusterSettingError(f"{self.dialect.name}'s TLS certificate {_tls_problem(err)}") from err
+            if status == 401:
+                raise ClusterSettingError(f"{self.dialect.name} refused the credentials (401): check "
+                                          "elasticsearch.username and password, or api_key") from err
+            if status == 403 and "security_exception" in str(err):
+                raise ClusterSettingError(f"{self.dialect.name} does not let elasticsearch.username do "
+                                          f"{method} {path} (403): grant its role this index's privileges") from err
             raise _failure(self.dialect.name, method, path, status, err) from err
 
     def msearch(self, index: str, searches: list[dict], params: dict | None = None) -> list[dict]:
@@ -198,6 +306,29 @@ class Cluster:
                 raise _failure(self.dialect.name, "POST", f"/{index}/_msearch", answer.get("status", 500),
                                answer["error"])
         return response["responses"]
+
+
+EXPIRED, HOST_MISMATCH = 10, 62  # OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED and X509_V_ERR_HOSTNAME_MISMATCH
+
+
+def _tls_problem(error: BaseException) -> str:
+    """What is wrong with the node's certificate, in the verifier's words ("self-signed certificate in
+    certificate chain", found down the chain of causes the clients wrap them in), and the setting to fix."""
+    import ssl
+
+    seen: BaseException | None = error
+    while seen is not None:
+        for candidate in (seen, *getattr(seen, "args", ())):
+            if isinstance(candidate, ssl.SSLCertVerificationError):
+                reason = candidate.verify_message or str(candidate)
+                if candidate.verify_code == EXPIRED:
+                    return (f"has expired ({reason}): renew the node's certificate (elasticsearch.verify_certs: "
+                            "false skips the check, on a throwaway node only)")
+                if candidate.verify_code == HOST_MISMATCH:
+                    return f"does not name the host ({reason}): use the name it was issued for in elasticsearch.hosts"
+                return f"is not trusted ({reason}): set elasticsearch.ca_certs to the CA that signed it"
+        seen = seen.__cause__ or seen.__context__
+    return "could not be checked (the TLS handshake failed): check elasticsearch.hosts and elasticsearch.ca_certs"
 
 
 def _param(value: Any) -> str:
