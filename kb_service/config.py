@@ -324,6 +324,24 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where events, judgments, the query log, reload history and the lockout live (kb_service/state.py)."""
+
+    database: str | None = None  # SQLAlchemy URL shared by every host; None: SQLite files in the data directory
+    password_file: str | None = None  # the database password ($KB_STATE_PASSWORD wins), kept out of the URL
+    instance: str | None = None  # this host's name in shared rows (the reload history); None: the host name
+    query_log_queue: int = 10_000  # searches waiting to be tallied; beyond it they are dropped and counted
+
+    def __post_init__(self):
+        if self.query_log_queue < 1:
+            raise ValueError("query_log_queue must be >= 1")
+        if self.database is not None and "@" in self.database.split("//", 1)[-1].split("/", 1)[0] and \
+                ":" in self.database.split("//", 1)[-1].split("@", 1)[0]:
+            raise ValueError("database: the URL carries a password; put it in password_file or $KB_STATE_PASSWORD "
+                             "(URLs reach logs and the config version)")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     data_dir: str = "data"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -337,6 +355,7 @@ class ServiceConfig:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     source: str = "<defaults>"
     version: str = "defaults"
 
@@ -412,12 +431,20 @@ def _expanded_size(node, sizes: dict[int, int]) -> int:
 
 
 def _key_lines(node, source: str, path=(), lines=None) -> dict[tuple, str]:
-    """Where each key path is written, as 'file:line' (the caller has bounded the expanded size)."""
+    """Where each key path is written, as 'file:line' (the caller has bounded the expanded size); a key
+    written twice in one mapping is refused, since YAML would silently keep only the later value."""
     lines = {} if lines is None else lines
     if isinstance(node, yaml.MappingNode):
+        seen: set = set()
         for key_node, value_node in node.value:
             child = (*path, key_node.value)
-            lines[child] = f"{source}:{key_node.start_mark.line + 1}"
+            where = f"{source}:{key_node.start_mark.line + 1}"
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise ConfigError([f"{where}: {'.'.join(map(str, child))}: written twice in one mapping "
+                                       f"(first at {lines[child]})"])
+                seen.add(key_node.value)
+            lines[child] = where
             _key_lines(value_node, source, child, lines)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

@@ -87,3 +87,10 @@ def test_the_english_preset_changes_the_encoder_and_nothing_else():
     assert english.encoder.provider == "sentence-transformers" != default.encoder.provider
     assert english.encoder.model == "all-mpnet-base-v2"
     assert english.scoring == default.scoring and english.query_understanding == default.query_understanding
+
+
+def test_a_key_written_twice_is_refused_naming_both_lines():
+    """YAML keeps the later of two equal keys without a word: a setting pasted twice must not silently win."""
+    with pytest.raises(ConfigError, match=r"<string>:3: server.port: written twice in one mapping "
+                                          r"\(first at <string>:2\)"):
+        parse_config("server:\n  port: 8001\n  port: 8002\n")
