@@ -27,6 +27,9 @@ FALLBACK = Gauge("kb_version_fallback", "1 while a process serves another versio
                  "missing or unusable); /readyz says why", multiprocess_mode="liveall")
 FALLBACKS = Counter("kb_version_fallbacks", "Times a process began serving a fallback version")
 RELOADS = Counter("kb_reloads", "Reload runs by outcome", ["status"])
+QUERY_LOG_DROPPED = Counter("kb_query_log_dropped", "Searches left out of the query log because its queue was full "
+                            "(the state database is slow or down); searches themselves never wait for it")
+QUERY_LOG_FAILED = Counter("kb_query_log_failed_batches", "Query-log batches the state database refused")
 RELOAD_SECONDS = Histogram("kb_reload_seconds", "Duration of reload runs", ["status"],
                            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800))
 

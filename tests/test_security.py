@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import make_url
 
 from kb_service.feedback.events import Action, EventStore, SearchEvent
 from kb_service.http.app import POLL_SECONDS, create_app
 from kb_service.http.auth import client_address, digest, new_key
 from kb_service.logs import OneLineFormatter
+from kb_service.state import StateDatabase
 from tests.conftest import config_text, loaded, make_config, running_server, server_pid
 
 ADMIN, SPARE, ANALYST, SEARCHER = (new_key()[0] for _ in range(4))  # SPARE: an admin key never used yet
@@ -364,7 +366,8 @@ def test_a_batch_with_a_bad_event_is_refused_whole(capital_data):
 
 
 def test_stored_events_stay_within_their_byte_bound(tmp_path):
-    store = EventStore(tmp_path / "events.sqlite", max_events=1_000_000, max_bytes=256 * 1024)
+    store = EventStore(StateDatabase(make_url(f"sqlite:///{tmp_path / 'events.sqlite'}")), max_events=1_000_000,
+                       max_bytes=256 * 1024)
     event = SearchEvent("q" * 256, "查询" * 1000, "k" * 256, 1, Action.CLICK, 1.7e9)
     for _ in range(50):
         store.add([event] * 40)  # 2,000 events of ~4.5 KB: ~9 MB unbounded

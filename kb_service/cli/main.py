@@ -131,9 +131,7 @@ def cmd_reload(config: ServiceConfig, args) -> int:
 def cmd_reloads(config: ServiceConfig, args) -> int:
     from kb_service.reload.run import history_of
 
-    history = history_of(config)
-    runs = history.runs(args.limit)
-    history.close()
+    runs = history_of(config).runs(args.limit)
     if args.json:
         _print_json([run.to_dict() for run in runs])
         return 0
@@ -226,25 +224,19 @@ def cmd_judgments(config: ServiceConfig, args) -> int:
     from kb_service.feedback.click_model import judgments_from_events
     from kb_service.feedback.events import EventStore
     from kb_service.feedback.judgments import JudgmentStore
+    from kb_service.state import open_state
 
     if args.action in ("export", "import"):
-        judged = JudgmentStore(config.data_path / "judgments.sqlite")
-        try:
-            if args.action == "export":
-                count = judged.export(Path(args.qrels), Path(args.queries) if args.queries else None)
-                print(f"{count} judgments → {args.qrels}")
-            else:
-                count = judged.import_qrels(Path(args.qrels), Path(args.queries), args.rater)
-                print(f"{count} judgments imported from {args.qrels}")
-        finally:
-            judged.close()
+        judged = JudgmentStore(open_state(config, "judgments"))
+        if args.action == "export":
+            count = judged.export(Path(args.qrels), Path(args.queries) if args.queries else None)
+            print(f"{count} judgments → {args.qrels}")
+        else:
+            count = judged.import_qrels(Path(args.qrels), Path(args.queries), args.rater)
+            print(f"{count} judgments imported from {args.qrels}")
         return 0
 
-    store = EventStore(config.data_path / "events.sqlite", config.feedback.max_events)
-    try:
-        events = store.all()
-    finally:
-        store.close()
+    events = EventStore(open_state(config, "events"), config.feedback.max_events).all()
     judgments = judgments_from_events(events, args.min_impressions)
     queries = {j.query: f"clicks:{hashlib.sha1(j.query.encode()).hexdigest()[:10]}" for j in judgments}
     with open(args.qrels, "w", encoding="utf-8") as handle:

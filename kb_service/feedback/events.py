@@ -1,21 +1,21 @@
 """Search events from the front end, in the spirit of User Behavior Insights: every search response carries a
 `query_id`; the front end posts what it showed (impressions) and what the user did (clicks) under that id.
 
-Events are validated one by one (a 400 names the event and field) and stored in SQLite in the data
-directory, bounded: beyond `max_events`, or once the file's pages hold more than `max_bytes`, the oldest are
-dropped, so neither a chatty front end nor a hostile one can fill the disk.
+Events are validated one by one (a 400 names the event and field) and stored in the state database (every
+host behind a balancer adds to the same rows), bounded: beyond `max_events`, or once they take more than
+`max_bytes`, the oldest are dropped, so neither a chatty front end nor a hostile one can fill the disk.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, delete, func, select
 
 from kb_service.errors import InputError
-from kb_service.feedback.sqlite import open_database
+from kb_service.state import StateDatabase
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_TEXT = 2000
@@ -75,44 +75,52 @@ def parse_events(body: object) -> list[SearchEvent]:
     return [SearchEvent.parse(raw, i) for i, raw in enumerate(events)]
 
 
-class EventStore:
-    """Events in `path` (SQLite), at most `max_events` kept and at most `max_bytes` of pages used (oldest
-    dropped first; SQLite reuses the freed pages, so the file stays near that size)."""
+events = Table(
+    "events", MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("query_id", Text, nullable=False),
+    Column("query", Text, nullable=False),
+    Column("kid", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("timestamp", Float, nullable=False),
+)
 
-    def __init__(self, path: Path, max_events: int = 1_000_000, max_bytes: int = 256 * 2**20):
+
+class EventStore:
+    """Events in the state database, at most `max_events` kept and at most `max_bytes` used (oldest dropped
+    first; the space they held is reused, so the store stays near that size)."""
+
+    def __init__(self, state: StateDatabase, max_events: int = 1_000_000, max_bytes: int = 256 * 2**20):
+        self.state = state
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._db = open_database(path, "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, query_id TEXT "
-                                       "NOT NULL, query TEXT NOT NULL, kid TEXT NOT NULL, position INTEGER NOT NULL, "
-                                       "action TEXT NOT NULL, timestamp REAL NOT NULL)")
 
-    def add(self, events: list[SearchEvent]) -> int:
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT INTO events (query_id, query, kid, position, action, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
-                [(e.query_id, e.query, e.kid, e.position, e.action.value, e.timestamp) for e in events])
-            self._db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (self.max_events,))
-            while self.used_bytes() > self.max_bytes:  # drop the oldest tenth until the pages fit
-                self._db.execute("DELETE FROM events WHERE id <= (SELECT MIN(id) FROM events) + "
-                                 "(SELECT COUNT(*) FROM events) / 10")
-        return len(events)
+    def add(self, batch: list[SearchEvent]) -> int:
+        engine = self.state.ready(events)
+        with engine.begin() as connection:
+            connection.execute(events.insert(), [
+                {"query_id": e.query_id, "query": e.query, "kid": e.kid, "position": e.position,
+                 "action": e.action.value, "timestamp": e.timestamp} for e in batch])
+            newest = select(func.max(events.c.id)).scalar_subquery()
+            connection.execute(delete(events).where(events.c.id <= newest - self.max_events))
+        while self.used_bytes() > self.max_bytes:  # drop the oldest tenth until the rows fit
+            with engine.begin() as connection:
+                oldest = connection.execute(select(func.min(events.c.id), func.count())).one()
+                if not oldest[1]:  # other tables fill a shared SQLite file: nothing of ours left to drop
+                    break
+                connection.execute(delete(events).where(events.c.id <= oldest[0] + oldest[1] // 10))
+        return len(batch)
 
     def used_bytes(self) -> int:
-        """The bytes of the file's pages that hold data (free pages, which SQLite reuses, not counted)."""
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0] - self._db.execute("PRAGMA freelist_count"
-                                                                                        ).fetchone()[0]
-        return pages * self._db.execute("PRAGMA page_size").fetchone()[0]
+        return self.state.bytes_used(events, events.c.id.desc())
 
     def all(self) -> list[SearchEvent]:
-        with self._lock:
-            rows = self._db.execute("SELECT query_id, query, kid, position, action, timestamp FROM events "
-                                    "ORDER BY id").fetchall()
+        with self.state.ready(events).connect() as connection:
+            rows = connection.execute(select(events.c.query_id, events.c.query, events.c.kid, events.c.position,
+                                             events.c.action, events.c.timestamp).order_by(events.c.id)).all()
         return [SearchEvent(q, text, kid, position, Action(action), ts) for q, text, kid, position, action, ts in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
+        with self.state.ready(events).connect() as connection:
+            return connection.execute(select(func.count()).select_from(events)).scalar_one()

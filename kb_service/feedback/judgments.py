@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, func, select
+
 from kb_service.errors import InputError
-from kb_service.feedback.sqlite import open_database
+from kb_service.state import StateDatabase
 
 GRADES = range(0, 4)
 
@@ -33,34 +34,41 @@ def query_id(query: str) -> str:
     return "judged:" + hashlib.sha1(query.encode("utf-8")).hexdigest()[:10]
 
 
-class JudgmentStore:
-    """Ratings in SQLite; the latest rating of a (query, kid) is its judgment."""
+ratings = Table(
+    "ratings", MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("query", Text, nullable=False),
+    Column("kid", Text, nullable=False),
+    Column("grade", Integer, nullable=False),
+    Column("rater", Text, nullable=False),
+    Column("rated_at", Float, nullable=False),
+    Column("config_version", Text, nullable=False),
+    Column("index_version", Text, nullable=False),
+)
+RATING_COLUMNS = ("query", "kid", "grade", "rater", "rated_at", "config_version", "index_version")
 
-    def __init__(self, path: Path):
-        self._lock = threading.Lock()
-        self._db = open_database(path, "CREATE TABLE IF NOT EXISTS ratings (id INTEGER PRIMARY KEY, query TEXT "
-                                       "NOT NULL, kid TEXT NOT NULL, grade INTEGER NOT NULL, rater TEXT NOT NULL, "
-                                       "rated_at REAL NOT NULL, config_version TEXT NOT NULL, index_version TEXT "
-                                       "NOT NULL)")
+
+class JudgmentStore:
+    """Ratings in the state database; the latest rating of a (query, kid) is its judgment."""
+
+    def __init__(self, state: StateDatabase):
+        self.state = state
 
     def rate(self, rating: Rating) -> None:
         if rating.grade not in GRADES:
             raise InputError("expected a grade from 0 (not relevant) to 3 (exactly what was asked)", "grade")
         if not rating.query.strip() or not rating.kid.strip():
             raise InputError("expected the query and the kid rated", "query" if not rating.query.strip() else "kid")
-        with self._lock, self._db:
-            self._db.execute("INSERT INTO ratings (query, kid, grade, rater, rated_at, config_version, index_version) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (rating.query, rating.kid, rating.grade, rating.rater,
-                                                              rating.rated_at, rating.config_version,
-                                                              rating.index_version))
+        with self.state.ready(ratings).begin() as connection:
+            connection.execute(ratings.insert().values({name: getattr(rating, name) for name in RATING_COLUMNS}))
 
     def judgments(self) -> list[Rating]:
         """The latest rating of every (query, kid)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT query, kid, grade, rater, rated_at, config_version, index_version FROM ratings r WHERE id = "
-                "(SELECT MAX(id) FROM ratings WHERE query = r.query AND kid = r.kid) ORDER BY query, kid").fetchall()
-        return [Rating(*row) for row in rows]
+        latest = select(func.max(ratings.c.id)).group_by(ratings.c.query, ratings.c.kid)
+        with self.state.ready(ratings).connect() as connection:
+            rows = connection.execute(select(*(ratings.c[name] for name in RATING_COLUMNS))
+                                      .where(ratings.c.id.in_(latest)).order_by(ratings.c.query, ratings.c.kid))
+            return [Rating(*row) for row in rows]
 
     def export(self, qrels: Path, queries: Path | None = None) -> int:
         judged = self.judgments()
@@ -100,5 +108,3 @@ class JudgmentStore:
             count += 1
         return count
 
-    def close(self) -> None:
-        self._db.close()

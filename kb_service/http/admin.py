@@ -79,11 +79,7 @@ def start_reload():
 @role_required(Role.ADMIN, "reloads.show")
 def reloads():
     limit = parse_int(request.args.get("limit", 20), "limit", 1, 10_000)
-    history = history_of(_service().config)
-    try:
-        return jsonify({"runs": [run.to_dict() for run in history.runs(limit)]})
-    finally:
-        history.close()
+    return jsonify({"runs": [run.to_dict() for run in history_of(_service().config).runs(limit)]})
 
 
 @blueprint.get("/versions")

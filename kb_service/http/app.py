@@ -28,6 +28,7 @@ from kb_service.feedback.query_log import QueryLog
 from kb_service.http import admin, console, search
 from kb_service.http.auth import AccessStore, client_address
 from kb_service.serving.service import ConfigReloadError, SearchService
+from kb_service.state import open_state
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("kb_service.access")
@@ -159,13 +160,13 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["kb_service"] = service
-    if service.config.feedback.enabled:
-        app.extensions["kb_events"] = EventStore(service.config.data_path / "events.sqlite",
-                                                 service.config.feedback.max_events,
-                                                 service.config.feedback.max_bytes)
-    app.extensions["kb_judgments"] = JudgmentStore(service.config.data_path / "judgments.sqlite")
-    app.extensions["kb_query_log"] = QueryLog(service.config.data_path / "query_log.sqlite")
-    app.extensions["kb_access"] = AccessStore(service.config.data_path / "access.sqlite")
+    live = service.config
+    if live.feedback.enabled:
+        app.extensions["kb_events"] = EventStore(open_state(live, "events"), live.feedback.max_events,
+                                                 live.feedback.max_bytes)
+    app.extensions["kb_judgments"] = JudgmentStore(open_state(live, "judgments"))
+    app.extensions["kb_query_log"] = QueryLog(open_state(live, "query_log"), queue_size=live.state.query_log_queue)
+    app.extensions["kb_access"] = AccessStore(open_state(live, "access"))
     app.extensions["kb_config_watcher"] = watcher
     if watch:
         stop = threading.Event()

@@ -18,16 +18,15 @@ import ipaddress
 import logging
 import math
 import secrets
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from flask import current_app, g, request
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, delete, select, update
 
 from kb_service.config import Role, SecurityConfig
 from kb_service.errors import AuthError, TooManyRequestsError
-from kb_service.feedback.sqlite import open_database
+from kb_service.state import StateDatabase
 
 audit = logging.getLogger("kb_service.audit")
 KEY_FIELD = "X-API-Key"
@@ -98,21 +97,37 @@ def client_address(trusted_proxies: tuple[str, ...]) -> str:
     return peer
 
 
+_access = MetaData()
+failures = Table("failures", _access, Column("address", Text, primary_key=True), Column("count", Integer),
+                 Column("until", Float), Column("strikes", Integer), Column("touched", Float))
+trusted = Table("trusted", _access, Column("address", Text, primary_key=True), Column("key_id", Text, primary_key=True),
+                Column("touched", Float))
+buckets = Table("buckets", _access, Column("name", Text, primary_key=True), Column("tokens", Float),
+                Column("touched", Float))
+
+
 class AccessStore:
     """Failed keys and lockouts per client address, the (address, key id) pairs that have worked, and token
-    buckets for rate limits, shared by the worker processes through SQLite. Bounded: the least recently
-    touched addresses and buckets are forgotten first."""
+    buckets for rate limits, in the state database: shared by the worker processes, and with a shared
+    `state.database` by every host, so a guesser gains nothing by spreading tries over them. Each check is
+    one transaction holding the address's row (SQLite: the writer lock; PostgreSQL: the row lock), so a
+    concurrent burst gets no more tries than a sequence. Bounded: the least recently touched rows go first."""
 
     MAX_ROWS = 10_000
-    SCHEMA = ("CREATE TABLE IF NOT EXISTS failures (address TEXT PRIMARY KEY, count INTEGER, until REAL, "
-              "strikes INTEGER, touched REAL);"
-              "CREATE TABLE IF NOT EXISTS trusted (address TEXT, key_id TEXT, touched REAL, "
-              "PRIMARY KEY (address, key_id));"
-              "CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL, touched REAL)")
 
-    def __init__(self, path: Path):
-        self._db = open_database(path, self.SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, state: StateDatabase):
+        self.state = state
+
+    def _locked(self, connection, table: Table, key: dict, defaults: dict):
+        """The row with `key`, created from `defaults` when missing (the table trimmed then), locked until
+        the transaction ends."""
+        connection.execute(self.state.upsert(table, {**key, **defaults}, tuple(key), lambda new: {
+            "touched": table.c.touched}))
+        condition = [table.c[name] == value for name, value in key.items()]
+        row = connection.execute(select(table).where(*condition).with_for_update()).one()
+        if row.touched == defaults["touched"]:
+            self._trim(connection, table)
+        return row
 
     def admit(self, address: str, key_id: str | None, policy: SecurityConfig) -> int:
         """Whether a key check may go ahead: 0, or the seconds the address must still wait. A key id that has
@@ -120,13 +135,12 @@ class AccessStore:
         front (undone by `succeeded`), so a concurrent burst gets no more tries than a sequence. The same
         statements run whatever the key, so timing tells a locked-out guesser nothing."""
         now = time.time()
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            known = self._db.execute("SELECT 1 FROM trusted WHERE address = ? AND key_id = ?",
-                                     (address, key_id or "")).fetchone()
-            row = self._db.execute("SELECT count, until, strikes, touched FROM failures WHERE address = ?",
-                                   (address,)).fetchone()
-            count, until, strikes, touched = row or (0, 0.0, 0, now)
+        with self.state.ready(failures, trusted, buckets).begin() as connection:
+            row = self._locked(connection, failures, {"address": address},
+                               {"count": 0, "until": 0.0, "strikes": 0, "touched": now})
+            known = connection.execute(select(trusted.c.address).where(
+                trusted.c.address == address, trusted.c.key_id == (key_id or ""))).first()
+            count, until, strikes, touched = row.count, row.until, row.strikes, row.touched
             if now - touched > policy.lockout_max_s:  # quiet for a long while: start over
                 count, until, strikes = 0, 0.0, 0
             if known:
@@ -141,46 +155,38 @@ class AccessStore:
                 wait = math.ceil(until - now)
             else:
                 count, wait = count + 1, 0
-            self._db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?)",
-                             (address, count, until, strikes, now))
-            if row is None:
-                self._trim("failures", "address")
+            connection.execute(update(failures).where(failures.c.address == address).values(
+                count=count, until=until, strikes=strikes, touched=now))
             return wait
 
     def succeeded(self, address: str, key_id: str) -> None:
         """The key worked: remember the pair and take back the failure `admit` counted in advance."""
         now = time.time()
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("UPDATE failures SET count = MAX(0, count - 1) WHERE address = ? AND until = 0",
-                             (address,))
-            if not self._db.execute("UPDATE trusted SET touched = ? WHERE address = ? AND key_id = ?",
-                                    (now, address, key_id)).rowcount:
-                self._db.execute("INSERT INTO trusted VALUES (?, ?, ?)", (address, key_id, now))
-                self._trim("trusted", "address, key_id")
+        with self.state.ready(failures, trusted, buckets).begin() as connection:
+            connection.execute(update(failures).where(failures.c.address == address, failures.c.until == 0,
+                                                      failures.c.count > 0).values(count=failures.c.count - 1))
+            self._locked(connection, trusted, {"address": address, "key_id": key_id}, {"touched": now})
+            connection.execute(update(trusted).where(trusted.c.address == address, trusted.c.key_id == key_id)
+                               .values(touched=now))
 
     def take(self, name: str, per_minute: int) -> int:
         """One request from the token bucket `name` (a burst of `per_minute`, refilled evenly): 0, or the
         seconds until the next request would be allowed."""
         now = time.time()
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT tokens, touched FROM buckets WHERE name = ?", (name,)).fetchone()
-            tokens = float(per_minute) if row is None else min(per_minute, row[0] + (now - row[1]) * per_minute / 60)
+        with self.state.ready(failures, trusted, buckets).begin() as connection:
+            row = self._locked(connection, buckets, {"name": name}, {"tokens": float(per_minute), "touched": now})
+            tokens = min(per_minute, row.tokens + (now - row.touched) * per_minute / 60)
             if tokens < 1:
                 return max(1, math.ceil((1 - tokens) * 60 / per_minute))
-            self._db.execute("INSERT OR REPLACE INTO buckets VALUES (?, ?, ?)", (name, tokens - 1, now))
-            if row is None:
-                self._trim("buckets", "name")
+            connection.execute(update(buckets).where(buckets.c.name == name).values(tokens=tokens - 1, touched=now))
             return 0
 
-    def _trim(self, table: str, key: str) -> None:
-        """Forgets all but the MAX_ROWS most recently touched rows (run when a row is added)."""
-        self._db.execute(f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} ORDER BY touched DESC "
-                         "LIMIT -1 OFFSET ?)", (self.MAX_ROWS,))
-
-    def close(self) -> None:
-        self._db.close()
+    def _trim(self, connection, table: Table) -> None:
+        """Forgets all but the MAX_ROWS most recently touched rows."""
+        threshold = connection.execute(select(table.c.touched).order_by(table.c.touched.desc())
+                                       .offset(self.MAX_ROWS).limit(1)).scalar()
+        if threshold is not None:
+            connection.execute(delete(table).where(table.c.touched <= threshold))
 
 
 def _policy() -> SecurityConfig:

@@ -150,6 +150,7 @@ def insights():
     """Frequent queries the service understood poorly, per problem: what to add to the KB or the synonyms."""
     _service()
     log: QueryLog = current_app.extensions["kb_query_log"]
+    log.flush(timeout_s=1.0)  # this worker's searches so far are in the tally the page shows
     return render_template("insights.html", lists={problem: log.frequent(problem) for problem in PROBLEMS})
 
 

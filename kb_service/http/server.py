@@ -196,6 +196,9 @@ def run_server(app, server: ServerConfig, listener: socket.socket,
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     edge.run()
+    query_log = app.extensions.get("kb_query_log")
+    if query_log is not None:  # the tally of the searches just answered, before the process goes
+        query_log.flush(timeout_s=min(5.0, server.drain_s))
     log.info("drained")
 
 

@@ -1,35 +1,42 @@
 """The persistent history of reload jobs, and the snapshot of what the last switched reload served.
 
-One SQLite file in the data directory, shared by every process on the host: the CLI, the API and the
-scheduler read and write the same rows. A run left `running` by a killed process is marked `crashed` by
-the next reload, which holds the reload lock and so knows nobody else is running.
+Rows in the state database: the CLI, the API and the scheduler of every process, and with a shared
+`state.database` every host, read and write the same history; each run names the instance that ran it. A run
+left `running` by a killed process is marked `crashed` by that instance's next reload, which holds the reload
+lock and so knows none of its own is running.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from pathlib import Path
+
+from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, delete, inspect, select, text, update
 
 from kb_service.records import now_timestamp
+from kb_service.state import StateDatabase
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS reload_runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    trigger TEXT NOT NULL,
-    started TEXT NOT NULL,
-    ended TEXT,
-    status TEXT NOT NULL,
-    version TEXT,
-    counts TEXT NOT NULL DEFAULT '{}',
-    gates TEXT NOT NULL DEFAULT '[]',
-    duration_s REAL,
-    message TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS served_snapshot (kid TEXT PRIMARY KEY, content TEXT NOT NULL);
-"""
+metadata = MetaData()
+reload_runs = Table(
+    "reload_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trigger", Text, nullable=False),
+    Column("started", Text, nullable=False),
+    Column("ended", Text),
+    Column("status", Text, nullable=False),
+    Column("version", Text),
+    Column("counts", Text, nullable=False, server_default="{}"),
+    Column("gates", Text, nullable=False, server_default="[]"),
+    Column("duration_s", Float),
+    Column("message", Text, nullable=False, server_default=""),
+    Column("instance", Text, nullable=False, server_default=""),
+)
+served_snapshot = Table(
+    "served_snapshot", metadata,
+    Column("kid", Text, primary_key=True),
+    Column("content", Text, nullable=False),
+)
 
 
 class RunStatus(StrEnum):
@@ -75,54 +82,61 @@ class ReloadRun:
     gates: list[GateResult] = field(default_factory=list)
     duration_s: float | None = None
     message: str = ""
+    instance: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class ReloadHistory:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.executescript(SCHEMA)
+    def __init__(self, state: StateDatabase, instance: str):
+        self.state = state
+        self.instance = instance
+        self.engine = state.ready(reload_runs, served_snapshot)
+        if "instance" not in {c["name"] for c in inspect(self.engine).get_columns("reload_runs")}:
+            with self.engine.begin() as connection:  # a history written before runs named their instance
+                connection.execute(text("ALTER TABLE reload_runs ADD COLUMN instance TEXT NOT NULL DEFAULT ''"))
 
     def start(self, trigger: str) -> ReloadRun:
         started = now_timestamp()
-        cursor = self.connection.execute("INSERT INTO reload_runs (trigger, started, status) VALUES (?, ?, ?)",
-                                         (trigger, started, RunStatus.RUNNING))
-        return ReloadRun(cursor.lastrowid, trigger, started, RunStatus.RUNNING)
+        with self.engine.begin() as connection:
+            run_id = connection.execute(reload_runs.insert().values(
+                trigger=trigger, started=started, status=RunStatus.RUNNING.value, instance=self.instance)
+                .returning(reload_runs.c.id)).scalar_one()
+        return ReloadRun(run_id, trigger, started, RunStatus.RUNNING, instance=self.instance)
 
     def finish(self, run: ReloadRun) -> None:
         run.ended = now_timestamp()
-        self.connection.execute(
-            "UPDATE reload_runs SET ended=?, status=?, version=?, counts=?, gates=?, duration_s=?, message=? "
-            "WHERE id=?",
-            (run.ended, run.status, run.version, json.dumps(asdict(run.counts)),
-             json.dumps([asdict(g) for g in run.gates], ensure_ascii=False), run.duration_s, run.message, run.id))
+        with self.engine.begin() as connection:
+            connection.execute(update(reload_runs).where(reload_runs.c.id == run.id).values(
+                ended=run.ended, status=run.status.value, version=run.version, counts=json.dumps(asdict(run.counts)),
+                gates=json.dumps([asdict(g) for g in run.gates], ensure_ascii=False), duration_s=run.duration_s,
+                message=run.message))
 
     def mark_crashed(self) -> int:
-        """Runs still `running` while the caller holds the reload lock were killed mid-way."""
-        return self.connection.execute(
-            "UPDATE reload_runs SET status=?, message='the process running it died' WHERE status=?",
-            (RunStatus.CRASHED, RunStatus.RUNNING)).rowcount
+        """This instance's runs still `running` while it holds the reload lock were killed mid-way."""
+        with self.engine.begin() as connection:
+            return connection.execute(update(reload_runs).where(
+                reload_runs.c.status == RunStatus.RUNNING.value, reload_runs.c.instance == self.instance)
+                .values(status=RunStatus.CRASHED.value, message="the process running it died")).rowcount
 
     def runs(self, limit: int = 20) -> list[ReloadRun]:
-        rows = self.connection.execute(
-            "SELECT id, trigger, started, status, ended, version, counts, gates, duration_s, message "
-            "FROM reload_runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(
+                reload_runs.c.id, reload_runs.c.trigger, reload_runs.c.started, reload_runs.c.status,
+                reload_runs.c.ended, reload_runs.c.version, reload_runs.c.counts, reload_runs.c.gates,
+                reload_runs.c.duration_s, reload_runs.c.message, reload_runs.c.instance,
+            ).order_by(reload_runs.c.id.desc()).limit(limit)).all()
         return [ReloadRun(r[0], r[1], r[2], RunStatus(r[3]), r[4], r[5], ReloadCounts(**json.loads(r[6])),
-                          [GateResult(**g) for g in json.loads(r[7])], r[8], r[9]) for r in rows]
+                          [GateResult(**g) for g in json.loads(r[7])], r[8], r[9], r[10]) for r in rows]
 
     def snapshot(self) -> dict[str, str]:
         """kid → content hash of what the last switched reload served (empty before the first)."""
-        return dict(self.connection.execute("SELECT kid, content FROM served_snapshot"))
+        with self.engine.connect() as connection:
+            return dict(connection.execute(select(served_snapshot.c.kid, served_snapshot.c.content)).all())
 
     def replace_snapshot(self, contents: dict[str, str]) -> None:
-        with self.connection:
-            self.connection.execute("BEGIN")
-            self.connection.execute("DELETE FROM served_snapshot")
-            self.connection.executemany("INSERT INTO served_snapshot VALUES (?, ?)", contents.items())
-
-    def close(self) -> None:
-        self.connection.close()
+        with self.engine.begin() as connection:
+            connection.execute(delete(served_snapshot))
+            if contents:
+                connection.execute(served_snapshot.insert(), [{"kid": k, "content": v} for k, v in contents.items()])

@@ -25,6 +25,7 @@ from kb_service.ingest.readers import read_records
 from kb_service.records import KnowledgeRecord, now_timestamp
 from kb_service.reload.history import GateResult, ReloadCounts, ReloadHistory, ReloadRun, RunStatus
 from kb_service.reload.review import ReviewDatabase
+from kb_service.state import instance_name, open_state
 from scoring.planner import SearchRequest
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ReloadRefusedError(ConflictError):
 
 
 def history_of(config: ServiceConfig) -> ReloadHistory:
-    return ReloadHistory(config.data_path / "reloads.sqlite")
+    return ReloadHistory(open_state(config, "reloads"), instance_name(config))
 
 
 def reload_lock(engine: Engine):
@@ -144,7 +145,6 @@ def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = Fal
             metrics.RELOADS.labels(run.status.value).inc()
             metrics.RELOAD_SECONDS.labels(run.status.value).observe(run.duration_s)
             history.finish(run)
-            history.close()
             log.info("reload %d %s in %.1fs: %s", run.id, run.status, run.duration_s, run.counts)
         return run
 

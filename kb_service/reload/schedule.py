@@ -29,12 +29,9 @@ def scheduled_reload(config: ServiceConfig) -> None:
         run_reload(config, trigger="schedule")
     except ReloadBusyError as err:
         history = history_of(config)
-        try:
-            run = history.start("schedule")
-            run.status, run.message = RunStatus.SKIPPED, str(err)
-            history.finish(run)
-        finally:
-            history.close()
+        run = history.start("schedule")
+        run.status, run.message = RunStatus.SKIPPED, str(err)
+        history.finish(run)
         metrics.RELOADS.labels(RunStatus.SKIPPED.value).inc()
         log.info("scheduled reload skipped: %s", err)
     except ReloadRefusedError as err:
