@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, Table, create_engine, event, func, make_url, select, text
+from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, func, make_url, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError
 
@@ -28,6 +28,7 @@ from kb_service.errors import InputError
 STATE_FILES = {"events": "events.sqlite", "judgments": "judgments.sqlite", "query_log": "query_log.sqlite",
                "reloads": "reloads.sqlite", "access": "access.sqlite"}
 MAX_SECRET_BYTES = 4096
+SCHEMA_LOCK = 0x6B62_7374_6174_65  # the advisory lock taken while creating tables ("kbstate")
 
 _engines: dict[tuple[int, str], StateDatabase] = {}
 _engines_lock = threading.Lock()
@@ -50,20 +51,25 @@ class StateDatabase:
             event.listen(self.engine, "connect", _sqlite_connected)
             event.listen(self.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=10)
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=10,
+                                        connect_args={"connect_timeout": 5})
 
         self._created: set[str] = set()
         self._create_lock = threading.Lock()
 
-    def ready(self, *tables: Table) -> Engine:
-        """The engine, with `tables` created if missing: done at first use rather than at start, so a state
-        database that is down when the server starts costs its own routes, never search."""
+    def ready(self, *tables: Table, upgrade: Callable[[Connection], None] | None = None) -> Engine:
+        """The engine, with `tables` created if missing (and `upgrade` run on them): done at first use rather
+        than at start, so a state database that is down when the server starts costs its own routes, never
+        search; under a database-wide lock, so hosts starting together do not race to create them."""
         if not self._created.issuperset(t.name for t in tables):
-            with self._create_lock:
+            with self._create_lock, self.engine.begin() as connection:
+                if not self.is_sqlite:  # SQLite's BEGIN IMMEDIATE has already serialised this
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
                 for table in tables:
-                    if table.name not in self._created:
-                        table.create(self.engine, checkfirst=True)
-                        self._created.add(table.name)
+                    table.create(connection, checkfirst=True)
+                if upgrade is not None:
+                    upgrade(connection)
+                self._created.update(t.name for t in tables)
         return self.engine
 
     def upsert(self, table: Table, rows: list[dict] | dict, keys: tuple[str, ...],
@@ -85,8 +91,8 @@ class StateDatabase:
                 pages = connection.exec_driver_sql("PRAGMA page_count").scalar_one()
                 free = connection.exec_driver_sql("PRAGMA freelist_count").scalar_one()
                 return (pages - free) * connection.exec_driver_sql("PRAGMA page_size").scalar_one()
-            sample = select(table).order_by(newest_first).limit(1000).subquery()
-            mean = connection.execute(select(func.avg(func.pg_column_size(text(f"{sample.name}.*"))))
+            sample = select(table).order_by(newest_first).limit(1000).subquery("sample")
+            mean = connection.execute(select(func.avg(func.pg_column_size(text("sample.*"))))
                                       .select_from(sample)).scalar_one()
             rows = connection.execute(select(func.count()).select_from(table)).scalar_one()
             return int(rows * float(mean or 0))

@@ -311,6 +311,34 @@ def secured_opensearch() -> SecuredNode:
         subprocess.run([script, "stop"], capture_output=True, timeout=120, env=environment)
 
 
+@dataclass(frozen=True)
+class PostgresNode:
+    """A PostgreSQL cluster from Debian's packages: its URL (no password) and the password's file."""
+
+    url: str
+    password_file: Path
+
+    def schema_url(self, schema: str) -> str:
+        """The URL with `schema` first on the search path: each test's tables apart from every other's."""
+        return f"{self.url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresNode:
+    """A real PostgreSQL started by scripts/pg-local (stopped after the session if this fixture started it);
+    skips, saying why, only when it cannot start (no postgresql package)."""
+    script = str(REPO / "scripts" / "pg-local")
+    already_running = subprocess.run([script, "status"], capture_output=True).returncode == 0
+    started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=300)
+    if started.returncode != 0:
+        pytest.skip(f"no PostgreSQL: scripts/pg-local could not start one "
+                    f"({started.stderr.strip().splitlines()[-1] if started.stderr.strip() else 'no output'})")
+    secrets = subprocess.run([script, "secrets"], capture_output=True, text=True, check=True)
+    yield PostgresNode(started.stdout.strip().splitlines()[-1], Path(secrets.stdout.strip()))
+    if not already_running:
+        subprocess.run([script, "stop"], capture_output=True, timeout=120)
+
+
 class TcpRelay:
     """A TCP relay between the service and a search engine node that a test can cut and mend: a real network
     failure, without stopping the node other tests share."""

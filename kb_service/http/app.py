@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from kb_service import metrics
@@ -93,6 +94,10 @@ def _error_response(err: Exception):
                                                                              'charset="UTF-8"'}
     if isinstance(err, KbError):
         return jsonify(err.to_json()), err.http_status
+    if isinstance(err, OperationalError | InterfaceError):  # the state database is down or unreachable
+        log.warning("state database unavailable: %s", type(err.orig).__name__ if err.orig else type(err).__name__)
+        return jsonify(error_body(503, "the state database is unavailable; retry later", None,
+                                  code="state_unavailable")), 503, {"Retry-After": "5"}
     if isinstance(err, RequestEntityTooLarge):
         return jsonify(error_body(413, "the request body is larger than server.max_body_bytes", "body")), 413
     if isinstance(err, HTTPException):  # keeps werkzeug's headers: a 405 says what is Allowed (RFC 9110)

@@ -88,14 +88,17 @@ class ReloadRun:
         return asdict(self)
 
 
+def _name_instances(connection) -> None:
+    """A history written before runs named their instance gains the column (its runs name none)."""
+    if "instance" not in {c["name"] for c in inspect(connection).get_columns("reload_runs")}:
+        connection.execute(text("ALTER TABLE reload_runs ADD COLUMN instance TEXT NOT NULL DEFAULT ''"))
+
+
 class ReloadHistory:
     def __init__(self, state: StateDatabase, instance: str):
         self.state = state
         self.instance = instance
-        self.engine = state.ready(reload_runs, served_snapshot)
-        if "instance" not in {c["name"] for c in inspect(self.engine).get_columns("reload_runs")}:
-            with self.engine.begin() as connection:  # a history written before runs named their instance
-                connection.execute(text("ALTER TABLE reload_runs ADD COLUMN instance TEXT NOT NULL DEFAULT ''"))
+        self.engine = state.ready(reload_runs, served_snapshot, upgrade=_name_instances)
 
     def start(self, trigger: str) -> ReloadRun:
         started = now_timestamp()
