@@ -215,6 +215,13 @@ class ReloadConfig:
         return self.database or f"sqlite:///{data_path / 'review.sqlite'}"
 
 
+class LogFormat(StrEnum):
+    """How every process of the service logs: text lines for a person, JSON lines for a log shipper."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -228,6 +235,7 @@ class ServerConfig:
     request_timeout_s: float = 10.0
     drain_s: float = 30.0
     worker_timeout_s: float = 30.0
+    log_format: LogFormat = LogFormat.TEXT
 
     def __post_init__(self):
         if self.max_body_bytes < 1024 or self.connection_limit < 4:

@@ -1,14 +1,22 @@
-"""The process's log format: one line per record, whatever a request put into the message.
+"""The process's log format: one line per record, whatever a request put into the message; text for a
+person, or one JSON object per line (`server.log_format: json`) for a log shipper.
 
 A message carries values a caller chose (a version name, an address, a query); a newline or another control
-character in one would let that caller forge a log line, so the formatter escapes them in every message.
+character in one would let that caller forge a log line, so the text formatter escapes them in every message
+and the JSON one encodes them. Every JSON line names the worker's pid, the request being answered (if any),
+and the index and config versions the process serves.
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
+import os
 import re
 import sys
+import threading
+import time
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
@@ -46,11 +54,55 @@ class OneLineFormatter(logging.Formatter):
         return _masked(super().format(record))
 
 
-def configure(verbose: bool) -> None:
-    """Logs to standard error, escaped, at INFO (DEBUG when `verbose`)."""
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("kb_request_id", default=None)
+_context: dict[str, str] = {}  # what the process serves: index_version, config_version
+
+
+def set_context(**fields: str | None) -> None:
+    """Fields every JSON line of this process carries from now on (None removes one)."""
+    for name, value in fields.items():
+        if value is None:
+            _context.pop(name, None)
+        else:
+            _context[name] = value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, pid, the request id and served
+    versions when known, the message, structured `fields` a caller passed (`extra={"fields": {...}}`), and a
+    traceback as one string."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "pid": record.process or os.getpid(), **_context}
+        request_id = REQUEST_ID.get()
+        if request_id:
+            line["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return _masked(json.dumps(line, ensure_ascii=False, default=str))
+
+
+def configure(verbose: bool, log_format: str = "text") -> None:
+    """Logs to standard error at INFO (DEBUG when `verbose`): escaped text lines, or JSON lines, in which
+    Python's warnings and the tracebacks of failing threads arrive as records too (nothing else writes to
+    standard error)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)
+        threading.excepthook = lambda hook: logging.getLogger("kb_service.thread").error(
+            "thread %s failed", hook.thread.name if hook.thread else "?",
+            exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
+    else:
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     logging.getLogger("elastic_transport").setLevel(logging.DEBUG if verbose else logging.WARNING)
     # opensearch-py logs every failed request as a warning; the service reports each failure itself
     logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose else logging.ERROR)

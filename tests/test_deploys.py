@@ -4,10 +4,13 @@ worker that stops working (SIGSTOP: a real freeze, no test hook in the product) 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,6 +19,7 @@ import pytest
 import requests
 
 from kb_service.http.auth import digest, new_key
+from kb_service.http.server import fresh_metrics_dir
 from tests.conftest import config_text, loaded, running_server, server_pid, wait_for
 
 KEY = new_key()[0]
@@ -76,17 +80,20 @@ def test_sighup_replaces_every_worker_under_load_without_a_failed_request(deploy
     with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
         parent = server_pid(base)
         first = wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
-        stop, statuses, errors = threading.Event(), [], []
+        stop, statuses, errors, closing = threading.Event(), [], [], []
 
-        def load() -> None:  # a new connection per request, as many clients behind a balancer open
+        def load(client) -> None:  # a new connection per request (`requests`), or one kept alive (a Session)
             while not stop.is_set():
                 try:
-                    answer = requests.get(f"{base}/search", params={"q": "哥伦比亚的首都"}, timeout=30)
+                    answer = client.get(f"{base}/search", params={"q": "哥伦比亚的首都"}, timeout=30)
                     statuses.append(answer.status_code)
+                    if answer.headers.get("Connection") == "close":  # from a draining worker
+                        closing.append(client)
                 except requests.RequestException as err:
                     errors.append(repr(err))
 
-        threads = [threading.Thread(target=load) for _ in range(4)]
+        clients = [requests, requests, requests.Session(), requests.Session()]
+        threads = [threading.Thread(target=load, args=(client,)) for client in clients]
         for thread in threads:
             thread.start()
         try:
@@ -98,6 +105,7 @@ def test_sighup_replaces_every_worker_under_load_without_a_failed_request(deploy
             for thread in threads:
                 thread.join()
         assert errors == [] and set(statuses) == {200} and len(statuses) > 50, (errors[:3], len(statuses))
+        assert any(isinstance(client, requests.Session) for client in closing), "keep-alive clients were moved"
         last = _workers(log_path)
         assert not set(last.values()) & set(first.values()), "every worker was replaced"
         assert all(not _alive(pid) for pid in first.values())
@@ -108,12 +116,17 @@ def test_a_killed_parent_takes_its_workers_and_the_port_is_free_at_once(deploy_d
     log_path = workdir / "server.log"
     with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
         workers = wait_for(lambda: _workers(log_path) if len(_workers(log_path)) == 2 else None)
-        os.kill(server_pid(base), signal.SIGKILL)
+        parent = server_pid(base)
+        os.kill(parent, signal.SIGKILL)
         time.sleep(2)
         assert [pid for pid in workers.values() if _alive(pid)] == []
         port = int(base.rsplit(":", 1)[1])
         with socket.create_server(("127.0.0.1", port)):  # what a restarted `kb serve` does first
             pass
+    left = list(Path(tempfile.gettempdir()).glob(f"kb-metrics-{parent}-*"))
+    assert left, "the killed server could not remove its metrics directory"
+    shutil.rmtree(fresh_metrics_dir())  # what the next `kb serve` on this host does: the dead one's goes
+    assert not any(path.exists() for path in left)
 
 
 def test_a_frozen_worker_is_replaced(deploy_dir):
@@ -128,3 +141,31 @@ def test_a_frozen_worker_is_replaced(deploy_dir):
         wait_for(lambda: not _alive(frozen), 10)
         answers = {requests.get(f"{base}/search", params={"q": "伦敦"}, timeout=10).status_code for _ in range(10)}
         assert answers == {200}
+
+
+def test_json_logs_put_every_line_in_one_object_with_request_and_versions(deploy_dir):
+    workdir, data_dir, config_path = deploy_dir
+    config_path.write_text(config_path.read_text().replace("  log_format: text ", "  log_format: json "))
+    log_path = workdir / "server.log"
+    with running_server(workdir, data_dir, config_path, serve_args=("--workers", "2")) as base:
+        found = requests.get(f"{base}/search", params={"q": "哥伦比亚的首都"}, headers={"X-Request-Id": "req-1"},
+                             timeout=30)
+        assert found.status_code == 200
+        assert requests.post(f"{base}/admin/reload", headers={"X-API-Key": "wrong"}, timeout=30).status_code == 401
+        reloaded = requests.post(f"{base}/admin/reload", json={"wait": True, "force": True},
+                                 headers={"X-API-Key": KEY}, timeout=60)
+        assert reloaded.status_code == 200
+        wait_for(lambda: '"req-1"' in log_path.read_text())
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]  # each one JSON
+    access = next(line for line in lines if line.get("request_id") == "req-1" and line["logger"] == "kb_service.access")
+    assert access["status"] == 200 and access["path"] == "/search" and access["pid"] != server_pid_of(lines)
+    assert access["index_version"] == found.json()["index_version"]
+    assert access["config_version"] == found.json()["config_version"]
+    assert any(line["logger"] == "kb_service.audit" and line["level"] == "WARNING" and "request_id" in line
+               for line in lines)
+    assert any("reload 1 succeeded" in line.get("message", "") for line in lines)
+
+
+def server_pid_of(lines: list[dict]) -> int:
+    """The parent's pid: the process that logged that it is listening."""
+    return next(line["pid"] for line in lines if "listening on" in line.get("message", ""))

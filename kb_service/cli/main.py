@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from kb_service import logs
-from kb_service.config import Role, ServiceConfig, load_config
+from kb_service.config import LogFormat, Role, ServiceConfig, load_config
 from kb_service.errors import KbError
 from kb_service.reload.review import ReviewStatus
 from scoring.plan import Mode
@@ -409,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.verbose)
     try:
         config = load_config(args.config)
+        if config.server.log_format is not LogFormat.TEXT:
+            logs.configure(args.verbose, config.server.log_format.value)
         return args.handler(config, args)
     except KbError as err:
         print(f"kb: {err}", file=sys.stderr)

@@ -20,7 +20,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from kb_service import metrics
+from kb_service import logs, metrics
 from kb_service.config import ConfigError, ServiceConfig, load_config
 from kb_service.errors import AuthError, KbError, TooManyRequestsError, error_body
 from kb_service.feedback.events import EventStore
@@ -112,6 +112,7 @@ def _start_request() -> None:
     g.started = time.perf_counter()
     presented = request.headers.get("X-Request-Id", "")
     g.request_id = presented if _REQUEST_ID.fullmatch(presented) else uuid.uuid4().hex
+    logs.REQUEST_ID.set(g.request_id)  # request threads are reused: set afresh for every request
 
 
 def csp_nonce() -> str:
@@ -148,10 +149,10 @@ def _finish_request(response: Response) -> Response:
     mode = g.get("search_mode", "")
     metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code), mode).inc()
     metrics.REQUEST_SECONDS.labels(endpoint, mode).observe(seconds)
-    access.info(json.dumps({"request_id": request_id, "pid": os.getpid(), "method": request.method,
-                            "path": request.path,
-                            "endpoint": endpoint, "status": response.status_code, "ms": round(seconds * 1000, 2),
-                            "mode": mode or None, "remote": remote}, ensure_ascii=False))
+    fields = {"request_id": request_id, "pid": os.getpid(), "method": request.method, "path": request.path,
+              "endpoint": endpoint, "status": response.status_code, "ms": round(seconds * 1000, 2),
+              "mode": mode or None, "remote": remote}
+    access.info(json.dumps(fields, ensure_ascii=False), extra={"fields": fields})
     return response
 
 
@@ -174,6 +175,7 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.extensions["kb_access"] = AccessStore(open_state(live, "access"))
     app.extensions["kb_config_watcher"] = watcher
     if watch:
+        search.publish_state(service)  # metrics and log lines name the served version from the first request
         stop = threading.Event()
         threading.Thread(target=_watch, args=(service, watcher if config.server.watch_config else None, stop),
                          daemon=True, name="kb-watch").start()
@@ -185,4 +187,5 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.before_request(_start_request)
     app.after_request(_finish_request)
+    app.teardown_request(lambda _error: logs.REQUEST_ID.set(None))
     return app

@@ -237,7 +237,9 @@ class Prefork:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Every worker drains (SIGTERM), then whatever outlasts `drain_s` is killed."""
+        """The port closes (as each worker lets go of it, new connections are refused, not queued for no one),
+        every worker drains (SIGTERM), then whatever outlasts `drain_s` is killed."""
+        self.listener.close()
         for pid in list(self.children):
             self.retiring.add(pid)
             with contextlib.suppress(ProcessLookupError):
@@ -250,5 +252,4 @@ class Prefork:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             self._reap(pid, block=True)
-        self.listener.close()
         log.info("stopped")

@@ -6,7 +6,7 @@ import uuid
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from kb_service import metrics
+from kb_service import logs, metrics
 from kb_service.config import Role
 from kb_service.errors import InputError, NotFoundError, error_body
 from kb_service.feedback.events import parse_events
@@ -99,6 +99,7 @@ def publish_state(service: SearchService) -> None:
     except NotReadyError:
         state = None
     hits, misses = service.query_vector_cache()
+    logs.set_context(index_version=state.version.name if state else None, config_version=service.config.version)
     metrics.publish_state(service, state.version.name if state else None, service.config.version, hits, misses,
                           service.fallback is not None)
 

@@ -14,6 +14,7 @@ so slow or stalled clients cannot keep a normal one out.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -24,21 +25,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
+from kb_service import logs
 from kb_service.config import ServerConfig, ServiceConfig
 from kb_service.errors import error_body
 from kb_service.http.prefork import Prefork
 
 log = logging.getLogger(__name__)
 SHED_PER_ACCEPT = 8  # connections shed at once when full, so a flood does not cost a scan per accept
-FIRST_REQUEST_GRACE_S = 2.0  # a draining worker still serves a connection it accepted this recently
+DRAIN_IDLE_S = 2.0  # a draining worker closes a connection once it has been quiet this long
 ERROR_FIELDS = {413: "body", 431: "headers"}
 
 
@@ -70,14 +73,23 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+class DrainingTask(WSGITask):
+    """While the worker drains, every answer says `Connection: close`, so a keep-alive client sends its next
+    request on a new connection (to another worker) instead of racing the close of this one."""
+
+    def build_response_header(self):
+        if getattr(self.channel.server, "drain_until", None) is not None:
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
 class EdgeChannel(HTTPChannel):
-    """A connection that remembers when the request it is still receiving began, and whether it has sent a
-    whole request yet."""
+    """A connection that remembers when the request it is still receiving began."""
 
     parser_class = Utf8RequestLineParser
+    task_class = DrainingTask
     error_task_class = JsonErrorTask
     request_started: float | None = None
-    has_requested = False
 
     def received(self, data: bytes) -> bool:
         if self.request_started is None and data:
@@ -85,8 +97,6 @@ class EdgeChannel(HTTPChannel):
         handled = super().received(data)
         if self.request is None:  # nothing half-received is left
             self.request_started = None
-        if self.requests:
-            self.has_requested = True
         return handled
 
     def sheddable(self) -> bool:
@@ -94,11 +104,12 @@ class EdgeChannel(HTTPChannel):
         return not (self.requests or self.will_close or self.close_when_flushed or self.total_outbufs_len)
 
     def idle_between_requests(self, now: float) -> bool:
-        """A drain may close it: a keep-alive connection between requests, or one accepted a while ago that
-        has sent nothing; a new connection about to send its first request is served instead."""
+        """A drain may close it: nothing of it is in flight and it has been quiet for `DRAIN_IDLE_S` (a busy
+        keep-alive client gets `Connection: close` on its next answer instead, and a connection just accepted
+        is served), so no client's request meets a connection closing under it."""
         if not self.sheddable() or self.request_started is not None:
             return False
-        return self.has_requested or now - self.creation_time > FIRST_REQUEST_GRACE_S
+        return now - self.last_activity > DRAIN_IDLE_S
 
 
 class _Probe:
@@ -139,9 +150,23 @@ class EdgeServer(TcpWSGIServer):
             self.task_dispatcher.add_task(self._probe)
 
     def drain(self, seconds: float) -> None:
-        """Stop accepting; the loop ends once every in-flight request is answered or `seconds` have passed."""
+        """Stop accepting and let go of the listening socket (the other workers, or the parent, still hold it:
+        connections waiting to be accepted go to them, and once the last holder lets go new ones are refused
+        rather than left to be reset); the loop ends once every in-flight request is answered or `seconds`
+        have passed."""
         self.drain_until = time.time() + seconds
         self.accepting = False
+
+    def _let_go(self) -> None:
+        """Take the connections the kernel has already queued (they are answered, with `Connection: close`),
+        then close the listening socket. Done inside the loop, where it is never polled again: closed by the
+        signal handler it could vanish between the loop listing the descriptors to wait on and the wait."""
+        for _ in range(self.adj.backlog):
+            waiting = len(self._map)
+            self.handle_accept()  # non-blocking: nothing queued, nothing added
+            if len(self._map) == waiting:
+                break
+        self.socket.close()
 
     def _open(self) -> list[EdgeChannel]:
         return [c for c in self.active_channels.values() if not (c.will_close or c.close_when_flushed)]
@@ -152,6 +177,8 @@ class EdgeServer(TcpWSGIServer):
             self.next_channel_cleanup = now + self.adj.cleanup_interval
             self.maintenance(now)
         if self.drain_until is not None:
+            if self.socket.fileno() >= 0:
+                self._let_go()
             busy = False
             for channel in self.active_channels.values():
                 if channel.idle_between_requests(now):  # its client's next request goes to another worker
@@ -208,6 +235,16 @@ def worker_count(config: ServiceConfig, requested: int | None) -> int:
     return workers or os.cpu_count() or 1
 
 
+def fresh_metrics_dir() -> str:
+    """A new directory for the workers' metric files, named by this server's pid; those of servers that were
+    killed before they could remove theirs (no process has that pid any more) are removed first."""
+    for stale in Path(tempfile.gettempdir()).glob("kb-metrics-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and stale.owner() == getpass.getuser() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"kb-metrics-{os.getpid()}-")
+
+
 def serve(config: ServiceConfig, host: str | None = None, port: int | None = None,
           workers: int | None = None) -> None:
     """Serve with waitress in `workers` processes forked after the encoder and the served version are loaded
@@ -218,7 +255,7 @@ def serve(config: ServiceConfig, host: str | None = None, port: int | None = Non
     workers = worker_count(config, workers)
     # every worker's metrics through files; set before prometheus_client is first imported
     assert "prometheus_client" not in sys.modules, "multi-process metrics need the directory set first"
-    metrics_dir = tempfile.mkdtemp(prefix="kb-metrics-")
+    metrics_dir = fresh_metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from prometheus_client import multiprocess
 
@@ -258,6 +295,8 @@ def serve(config: ServiceConfig, host: str | None = None, port: int | None = Non
         else:
             serving["service"].reload_config(settings)
         serving["config"] = settings
+        if settings.server.log_format is not current.server.log_format:  # new workers inherit the handler
+            logs.configure(log.isEnabledFor(logging.DEBUG), settings.server.log_format.value)
         log.info("SIGHUP: config %s from %s; replacing the workers one at a time", settings.version, settings.source)
 
     scheduler = build_scheduler(config)
