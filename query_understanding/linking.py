@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 
+import ahocorasick
 from pypinyin import lazy_pinyin
 from rapidfuzz import fuzz, process
 
 from query_understanding.normalise import alias_key
 from query_understanding.parsed_query import LinkedSpan
 
-MAX_LINK_CHARS = 24
 MAX_PINYIN_CHARS = 8
 MIN_ALIAS_CHARS = 2
 MIN_PINYIN_ALIAS_LETTERS = 5
@@ -25,8 +25,13 @@ _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN_RUN = re.compile(r"[^\0\s\u4e00-\u9fff]+(?: [^\0\s\u4e00-\u9fff]+)*")
 
 
+_SEPARATORS = frozenset("-‐‑‒–—_,/·・")  # written or left out between the words of one name
+
+
 def _is_word_char(ch: str) -> bool:
-    return ch.isascii() and ch.isalnum()
+    """Letters and digits of scripts that separate words with spaces (Latin, Greek, Cyrillic); Chinese has
+    no word boundaries to respect."""
+    return ch.isalnum() and ord(ch) < 0x0590
 
 
 def _on_word_boundaries(text: str, start: int, end: int) -> bool:
@@ -36,25 +41,72 @@ def _on_word_boundaries(text: str, start: int, end: int) -> bool:
     return not (_is_word_char(text[end - 1]) and end < len(text) and _is_word_char(text[end]))
 
 
-def longest_matches(text: str, names: Container[str], min_chars: int) -> list[LinkedSpan]:
-    """Greedy left-to-right longest match of known normalised names; each span's `name` is the matched key."""
-    spans, i = [], 0
-    while i < len(text):
-        matched = None
-        for length in range(min(MAX_LINK_CHARS, len(text) - i), 0, -1):
-            piece = text[i:i + length]
-            if piece not in names or (length < min_chars and piece != text):
+def folded(text: str) -> tuple[str, list[int] | None]:
+    """`text` with hyphens, commas and the like read as spaces and runs of spaces as one ("lower-case" and
+    "lower case", "X, Deluxe" and "x deluxe" fold alike), and the position in `text` of each folded
+    character (None when folding changed nothing)."""
+    if _SEPARATORS.isdisjoint(text) and "  " not in text:
+        return text, None
+    characters: list[str] = []
+    positions: list[int] = []
+    for index, ch in enumerate(text):
+        ch = " " if ch in _SEPARATORS else ch
+        if ch == " " and (not characters or characters[-1] == " "):
+            continue
+        characters.append(ch)
+        positions.append(index)
+    while characters and characters[-1] == " ":
+        characters.pop()
+        positions.pop()
+    return "".join(characters), positions
+
+
+class NameIndex:
+    """Every occurrence of every known name in one pass over the text (an Aho–Corasick automaton), whatever
+    the names' length or script, compared in folded form (`folded`). Built when a version is opened: the
+    build is cheap beside reading the version, so no second on-disk format is needed for it."""
+
+    def __init__(self, names: Iterable[str]):
+        self._automaton = ahocorasick.Automaton()
+        keys: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            key = folded(name)[0]
+            if key:
+                keys[key].append(name)
+        for key, spellings in keys.items():
+            self._automaton.add_word(key, (len(key), tuple(spellings)))
+        if keys:
+            self._automaton.make_automaton()
+
+    def __len__(self) -> int:
+        return len(self._automaton)
+
+    def longest_matches(self, text: str, min_chars: int) -> list[LinkedSpan]:
+        """Leftmost-longest occurrences of known names that start and end on word boundaries, each span
+        naming the stored name (the one spelled as typed when folding joins several); a name shorter than
+        `min_chars` counts only when it is the whole text."""
+        if not len(self._automaton):
+            return []
+        key, positions = folded(text)
+        longest: dict[int, tuple[int, tuple[str, ...]]] = {}  # start in text → (end in text, names)
+        for last, (length, names) in self._automaton.iter(key):
+            first = last - length + 1
+            start, end = (first, last + 1) if positions is None else (positions[first], positions[last] + 1)
+            if end - start < min_chars and (start, end) != (0, len(text)):
                 continue
-            if not _on_word_boundaries(text, i, i + length):
+            if not _on_word_boundaries(text, start, end) or end <= longest.get(start, (0,))[0]:
                 continue
-            matched = LinkedSpan(text=piece, name=piece, tokens=(), start=i, end=i + length, confidence=1.0)
-            break
-        if matched:
-            spans.append(matched)
-            i = matched.end
-        else:
-            i += 1
-    return spans
+            longest[start] = (end, names)
+        spans, covered = [], 0
+        for start in sorted(longest):
+            if start < covered:
+                continue
+            end, names = longest[start]
+            piece = text[start:end]
+            spans.append(LinkedSpan(text=piece, name=piece if piece in names else names[0], tokens=(), start=start,
+                                    end=end, confidence=1.0))
+            covered = end
+        return spans
 
 
 def pinyin_key(name: str) -> str | None:

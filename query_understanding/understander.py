@@ -9,6 +9,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from query_understanding.classifiers import (
     IntentRule,
 )
 from query_understanding.evidence import MAX_EXAMPLES, LinkModel, SpanContext, span_features, synthesise_examples
-from query_understanding.linking import MIN_ALIAS_CHARS, AliasLinker, FuzzyLinker, longest_matches
+from query_understanding.linking import MIN_ALIAS_CHARS, AliasLinker, FuzzyLinker, NameIndex
 from query_understanding.normalise import alias_key, is_punctuation, normalise_text
 from query_understanding.parsed_query import LinkedSpan, ParsedQuery
 from query_understanding.segmenter import Segmenter
@@ -146,10 +147,15 @@ class KbDictionary:
         mentions: Counter = Counter()
         for entity, _, value in counted:
             own = normalise_text(entity)
-            found = {span.name for span in longest_matches(normalise_text(value), self.entity_names, 2)}
+            found = {span.name for span in self.name_index.longest_matches(normalise_text(value), 2)}
             mentions.update(found - {own})
         return replace(self, mentions=dict(mentions), mention_sample=len(counted), samples=list(kept),
                        category_attributes={c: sorted(a) for c, a in by_category.items()})
+
+    @cached_property
+    def name_index(self) -> NameIndex:
+        """Every entity name in one automaton, built once per opened version."""
+        return NameIndex(self.entity_names)
 
     def ordinary_rate(self, name: str) -> float:
         """How often `name` (a normalised entity name) occurs inside other records' values, smoothed."""
@@ -199,6 +205,8 @@ class QueryUnderstander:
                     self._attribute_names.setdefault(normalise_text(synonym), attribute)
         self._question_words = {normalise_text(word): attribute for attribute, words in
                                 config.attribute_questions.items() if attribute in known for word in words}
+        self._attribute_index = NameIndex(self._attribute_names)
+        self._question_index = NameIndex(self._question_words)
         self._aliases = AliasLinker(dictionary.aliases, pinyin_confidence=config.pinyin_confidence)
         self._fuzzy = (FuzzyLinker.build(dictionary.entity_names, config.pinyin_confidence,
                                          config.min_latin_similarity, dictionary.pinyin_keys)
@@ -265,7 +273,7 @@ class QueryUnderstander:
         """Every name the text holds, by string: entity spans (exact, alias, by sound), lexicon attributes,
         stop words. Whether an entity span is meant is decided afterwards, from its evidence."""
         positions = _token_positions(normalised, tokens)
-        entities = longest_matches(normalised, self.dictionary.entity_names, self.config.min_entity_chars)
+        entities = self.dictionary.name_index.longest_matches(normalised, self.config.min_entity_chars)
         if len(entities) > 1:  # "definition of grapevine": a name that is also an attribute's word asks for it
             entities = [e for e in entities if e.name not in self._attribute_names] or entities
         attributes = self._link_attributes(normalised, entities)
@@ -276,7 +284,7 @@ class QueryUnderstander:
             entities = self._fuzzy.link(_masked(normalised, attributes))
         if entities and not attributes:
             attributes = [replace(span, name=self._question_words[span.name]) for span in
-                          longest_matches(_masked(normalised, entities), self._question_words, min_chars=1)]
+                          self._question_index.longest_matches(_masked(normalised, entities), min_chars=1)]
         words = tuple(p for t, p in zip(tokens, positions, strict=True) if p[0] >= 0 and not is_punctuation(t))
         return _Candidates(tuple(entities), tuple(attributes), tuple(stops), words)
 
@@ -339,7 +347,7 @@ class QueryUnderstander:
                 "fitted_on": model.fitted_on}
 
     def _find_names(self, text: str) -> list[LinkedSpan]:
-        return longest_matches(normalise_text(text), self.dictionary.entity_names, self.config.min_entity_chars)
+        return self.dictionary.name_index.longest_matches(normalise_text(text), self.config.min_entity_chars)
 
     def _content_tokens(self, tokens: tuple[str, ...]) -> tuple[str, ...]:
         """The tokens text clauses match: stop words out; a long query keeps its first `max_text_terms`
@@ -379,7 +387,7 @@ class QueryUnderstander:
     def _link_attributes(self, normalised: str, entities: list[LinkedSpan]) -> list[LinkedSpan]:
         """Attributes are searched outside entity spans, so 人口 inside an entity name is not an attribute."""
         return [replace(span, name=self._attribute_names[span.name])
-                for span in longest_matches(_masked(normalised, entities), self._attribute_names, min_chars=1)]
+                for span in self._attribute_index.longest_matches(_masked(normalised, entities), min_chars=1)]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""Test KBs of shapes the dev sets lack, made here (fictional entities, no data set's names or wordings):
+
+- `workshop`: English tools whose names run from 10 to 80 characters, most long ones containing another
+  entity's shorter name ("Harbor Lantern" / "Harbor Lantern with Brass Hood and Storm Glass"), with
+  hyphenated spellings a user may type with a space ("Heavy-Duty" / "heavy duty");
+- `gadgets`: a Chinese KB of products with Latin-script model names ("Zephyr X1 Carbon Gen 12"), asked in
+  Chinese with or without a space before the question.
+
+Each returns (records, questions): a question is (text, the kid it asks for, the entity it names).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+BASES = ("Harbor Lantern", "Copperleaf Kettle", "Northwind Anemometer", "Juniper Field Stove", "Quarry Hand Drill",
+         "Bramble Seed Spreader", "Tidewater Rain Gauge", "Foxglove Sewing Machine", "Ironbark Splitting Maul",
+         "Meadowlark Egg Incubator", "Saltmarsh Wader Boots", "Granite Pestle", "Ember Forge Blower",
+         "Willow Fishing Reel", "Cobalt Soldering Iron", "Lichen Moisture Meter")
+VARIANTS = ("{} with Brass Hood", "{} with Folding Stand and Travel Case", "Heavy-Duty {} with Reinforced Steel Frame",
+            "{} for Cold Climates, Deluxe Edition", "Compact {} with Rechargeable Battery Pack and Carry Strap")
+DESIGNERS = ("Mara Oyelaran", "Tobias Venn", "Ilse Marchetti", "Corwin Abara", "Priya Halvorsen", "Dmitri Ostrova")
+MATERIALS = ("brushed aluminium", "cast iron", "walnut and brass", "stainless steel", "recycled polymer")
+COUNTRIES = ("Portugal", "Canada", "Vietnam", "Chile", "Norway", "Morocco")
+# attribute → (how the value is made, questions in words no config list holds)
+WORKSHOP_ATTRIBUTES = {
+    "weight": (lambda r: f"{r.randint(2, 90) / 10:.1f} kg", ("how heavy is the {}", "what does the {} weigh")),
+    "designer": (lambda r: r.choice(DESIGNERS), ("who designed the {}", "who came up with the {}")),
+    "year introduced": (lambda r: str(r.randint(1961, 2024)), ("when did the {} first come out",
+                                                               "what year was the {} launched")),
+    "material": (lambda r: r.choice(MATERIALS), ("what is the {} made of", "what material is the {} built from")),
+    "price": (lambda r: f"{r.randint(19, 900)} EUR", ("how much does the {} cost", "what is the price of the {}")),
+    "country of manufacture": (lambda r: r.choice(COUNTRIES), ("where is the {} manufactured",
+                                                              "which country makes the {}")),
+}
+
+PRODUCT_NAMES = ("Zephyr X1 Carbon Gen 12 Aura Edition", "Zephyr X1 Carbon Gen 12", "Zephyr X1 Carbon",
+                 "Zephyr X1", "Nova 7", "Nova 7 Pro", "Nova 7 Pro Max", "AeroBook Air 15 M3 Midnight 2026",
+                 "AeroBook Air 15 M3", "AeroBook Air 13", "Lumen Pad 11 Ultra 2026", "Lumen Pad 11",
+                 "Kestrel K40 Mini", "Kestrel K40", "Orbit Watch S9 LTE", "Orbit Watch S9", "Quill E-Reader 6",
+                 "Quill E-Reader 6 Plus", "星河 Vega 3 Pro", "星河 Vega 3")
+# 属性 → (取值, 问法): the questions are everyday Chinese, none of them a config list's word
+GADGET_ATTRIBUTES = {
+    "重量": (lambda r: f"{r.randint(150, 2400)}克", ("{}的重量", "{} 有多重")),
+    "售价": (lambda r: f"{r.randint(9, 199) * 100 - 1}元", ("{}多少钱", "{} 卖多少钱")),
+    "电池容量": (lambda r: f"{r.randint(20, 99) * 100}毫安时", ("{}的电池容量", "{} 电池有多大")),
+    "屏幕尺寸": (lambda r: f"{r.randint(13, 170) / 10:.1f}英寸", ("{}屏幕多大", "{} 的屏幕尺寸")),
+    "上市时间": (lambda r: f"{r.randint(2019, 2026)}年{r.randint(1, 12)}月", ("{}什么时候上市", "{} 哪年发布的")),
+}
+
+
+def workshop() -> tuple[list[dict], list[tuple[str, str, str]]]:
+    rng = random.Random(2612)
+    names = [*BASES, *(variant.format(base) for base in BASES for variant in VARIANTS)]
+    return _build(names, WORKSHOP_ATTRIBUTES, "tool", "workshop", rng, typed=_typed_english)
+
+
+def gadgets() -> tuple[list[dict], list[tuple[str, str, str]]]:
+    return _build(list(PRODUCT_NAMES), GADGET_ATTRIBUTES, "数码产品", "gadget", random.Random(511),
+                  typed=lambda name, _rng: name)
+
+
+def _typed_english(name: str, rng: random.Random) -> str:
+    """How a user types a name: lower case, a hyphen sometimes as a space, the comma often left out."""
+    typed = name.lower()
+    if rng.random() < 0.5:
+        typed = typed.replace("-", " ")
+    if rng.random() < 0.5:
+        typed = typed.replace(",", "")
+    return typed
+
+
+def _build(names, attributes, category, prefix, rng, typed) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    records, questions = [], []
+    for number, name in enumerate(names):
+        for attribute, (value, wordings) in attributes.items():
+            kid = f"{prefix}:{number}:{attribute}"
+            records.append({"kid": kid, "knowledge": name, "attribute": attribute, "value": value(rng),
+                            "category": category, "ref": f"{prefix}-catalogue#{number}"})
+            questions += [(wording.format(typed(name, rng)), kid, name) for wording in wordings]
+    return records, questions
+
+
+def write_jsonl(records: list[dict], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path

@@ -1,0 +1,47 @@
+"""Linking names of any length and script on KBs of shapes the dev sets lack (tests/kb_shapes.py): long
+English names that contain other entities' names, and Chinese questions about Latin-script product names.
+Accuracy is the share of questions whose first confident entity is the one asked about."""
+
+import pytest
+
+from query_understanding.linking import NameIndex
+from tests.conftest import loaded, serving
+from tests.kb_shapes import gadgets, workshop, write_jsonl
+
+LONG = 24  # the old linking window: names longer than this could not be linked at all
+
+
+def _accuracy(service, questions) -> dict[str, float]:
+    groups: dict[str, list[bool]] = {}
+    for text, _kid, name in questions:
+        linked = [e.name for e in service.understand(text).entities if e.confident]
+        groups.setdefault("long" if len(name) > LONG else "short", []).append(linked[:1] == [name])
+    return {group: sum(hits) / len(hits) for group, hits in groups.items()}
+
+
+@pytest.mark.parametrize("make", [workshop, gadgets])
+def test_names_of_every_length_link_as_well_as_short_ones(make, tmp_path):
+    records, questions = make()
+    service = serving(loaded(tmp_path, write_jsonl(records, tmp_path / "kb.jsonl")))
+    accuracy = _accuracy(service, questions)
+    assert set(accuracy) == {"short", "long"} and min(accuracy.values()) >= 0.98, accuracy
+
+
+def test_the_longest_name_wins_and_spelling_variants_fold():
+    index = NameIndex(["harbor lantern", "harbor lantern with brass hood", "heavy-duty drill",
+                       "x1 carbon, deluxe edition", "杭州"])
+    assert [s.name for s in index.longest_matches("is the harbor lantern with brass hood heavy", 2)] == [
+        "harbor lantern with brass hood"]
+    assert [s.name for s in index.longest_matches("the harbor lantern with a hood", 2)] == ["harbor lantern"]
+    spans = index.longest_matches("weight of the heavy duty drill", 2)
+    assert [(s.name, s.text) for s in spans] == [("heavy-duty drill", "heavy duty drill")]
+    spans = index.longest_matches("x1 carbon deluxe edition多重", 2)
+    assert [(s.name, s.start, s.end) for s in spans] == [("x1 carbon, deluxe edition", 0, 24)]
+    assert index.longest_matches("harbor lanterns", 2) == []  # not on a word boundary
+    assert [s.name for s in index.longest_matches("杭州人口", 2)] == ["杭州"]
+
+
+def test_names_sharing_a_folded_form_keep_the_spelling_typed():
+    index = NameIndex(["lower-case", "lower case"])
+    assert [s.name for s in index.longest_matches("what is lower case", 2)] == ["lower case"]
+    assert [s.name for s in index.longest_matches("what is lower-case", 2)] == ["lower-case"]
