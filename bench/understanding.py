@@ -31,6 +31,9 @@ from query_understanding.normalise import normalise_text
 from query_understanding.segmenter import Segmenter
 from scoring.planner import SearchRequest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.kb_shapes import OVERVIEW_WORDINGS
+
 PARAPHRASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "paraphrases.jsonl"
 SIGNALS = {"lexicon only": (), "+ overlap": ("overlap",), "+ embeddings": ("overlap", "embedding")}
 
@@ -108,12 +111,42 @@ def leave_phrasing_out(folder: Path, data_dir: Path) -> None:
     print("  |---|---|---|")
     for signal in SIGNALS:
         print(f"  | {signal} | {totals[signal, 'linked'] / n:.3f} | {totals[signal, 'rr'] / n:.3f} |")
+    service.reload_config(dataclasses.replace(base, version="overview"))
+    overview_ranks(service, base, folder)
     service.reload_config(dataclasses.replace(base, version="paraphrases"))
     ranks = paraphrase_ranks(service, folder.name)
     first = sum(rank == 1 for _, rank in ranks)
     print(f"  tests/data/paraphrases.jsonl ({folder.name}, n={len(ranks)}): exact record first "
           f"{first / len(ranks):.3f}, MRR@10 {sum(1 / r for _, r in ranks if r) / len(ranks):.3f}; not first: "
           + ", ".join(f"{q} ({r})" for q, r in ranks if r != 1))
+
+
+def overview_ranks(service: SearchService, config, folder: Path, entities: int = 40) -> None:
+    """The overview class: for `entities` sampled entities of each category with an overview attribute,
+    every held-out overview wording; the overview record of the named entity (namesakes alike) must rank
+    first. Prints the share first and MRR@10."""
+    import random
+
+    overview = next((s.overview_attributes for s in config.scoring.rescoring if hasattr(s, "overview_attributes")),
+                    {})
+    records = [r for r in read_records([folder / "kb.jsonl.gz"]).records if overview.get(r.category) == r.attribute]
+    names = sorted({r.knowledge for r in records})
+    sample = random.Random(5).sample(names, min(entities, len(names)))
+    first = reciprocal = 0.0
+    misses = []
+    for wording in OVERVIEW_WORDINGS:
+        for name in sample:
+            text = wording.format(name)
+            hits = service.search(SearchRequest(query=text, size=10)).hits
+            rank = next((rank for rank, hit in enumerate(hits, 1) if hit.record.knowledge == name
+                         and overview.get(hit.record.category) == hit.record.attribute), None)
+            first += rank == 1
+            reciprocal += 1 / rank if rank else 0.0
+            if rank != 1 and len(misses) < 6:
+                misses.append(f"{text} ({rank}: {hits[0].record.attribute if hits else '-'} first)")
+    n = len(OVERVIEW_WORDINGS) * len(sample)
+    print(f"  overview questions in held-out wordings ({folder.name}, n={n}): overview record first "
+          f"{first / n:.3f}, MRR@10 {reciprocal / n:.3f}; e.g. not first: {'; '.join(misses) or '-'}")
 
 
 def paraphrase_ranks(service: SearchService, kb: str) -> list[tuple[str, int | None]]:

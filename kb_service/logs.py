@@ -89,11 +89,25 @@ class JsonFormatter(logging.Formatter):
         return _masked(json.dumps(line, ensure_ascii=False, default=str))
 
 
+class _StandardError(logging.StreamHandler):
+    """Writes to the standard error of the moment, not the one at configuration, so a later redirection (a
+    test's capture, a supervisor reopening it) takes the log lines along instead of leaving them to a closed
+    stream."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure(verbose: bool, log_format: str = "text") -> None:
     """Logs to standard error at INFO (DEBUG when `verbose`): escaped text lines, or JSON lines, in which
     Python's warnings and the tracebacks of failing threads arrive as records too (nothing else writes to
     standard error)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StandardError()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
         logging.captureWarnings(True)

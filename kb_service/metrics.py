@@ -48,8 +48,9 @@ def publish_state(owner: object, version: str | None, config_version: str, cache
     (_falling_back.add if fallback else _falling_back.discard)(id(owner))
     FALLBACK.set(1 if fallback else 0)
     previous = _published.get(id(owner))
-    if previous and previous != (version, config_version):
-        SERVED.labels(*previous).set(0)
+    others = {label for key, label in _published.items() if key != id(owner)}
+    if previous and previous != (version, config_version) and previous not in others:
+        SERVED.labels(*previous).set(0)  # unless another service of this process still serves it
     if version is not None:
         SERVED.labels(version, config_version).set(1)
         _published[id(owner)] = (version, config_version)

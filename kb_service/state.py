@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,8 +104,19 @@ class StateDatabase:
 
 
 def _sqlite_connected(connection, _record) -> None:
-    connection.isolation_level = None  # SQLAlchemy's "begin" hook issues BEGIN IMMEDIATE itself
-    connection.execute("PRAGMA journal_mode=WAL")
+    """Autocommit for the driver (the "begin" hook issues BEGIN IMMEDIATE itself) and WAL, so readers never
+    wait for a writer. Switching a file to WAL can fail at once with "database is locked" while another
+    connection is setting it up (SQLite's busy timeout does not cover it), so that is retried for a while."""
+    connection.isolation_level = None
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def state_url(config: ServiceConfig, store: str) -> URL:

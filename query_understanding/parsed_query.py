@@ -40,6 +40,9 @@ class ParsedQuery:
     # on the KB centroids alone: only a prediction so backed may restrict the hits.
     category_evidence: float = 0.0
     embedding_text: str = ""
+    # The probability that the query asks about its entity as a whole rather than for an attribute: 1 for a
+    # bare name, 0 when the lexicon names the attribute, the ranker's overview class otherwise.
+    overview: float = 1.0
 
     def confident_entities(self) -> tuple[LinkedSpan, ...]:
         return tuple(span for span in self.entities if span.confident)

@@ -240,6 +240,7 @@ class QueryUnderstander:
         cased = _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip()
         entities = self._weighed(found, cased if len(cased) == len(normalised) else normalised)
         attributes = found.attributes
+        overview = 0.0 if attributes else 1.0  # a listed attribute word asks for it; a bare name, for the whole
         embedding_text = normalised[:self.config.max_embedding_chars]
         vector = self.embed(embedding_text) if self.embed else None
         named = [e for e in entities if e.confident]
@@ -248,7 +249,7 @@ class QueryUnderstander:
             if possible:  # a listed word for an attribute the named entity cannot have is not what is asked
                 attributes = tuple(a for a in attributes if a.name in possible)
             if not attributes:
-                attributes = self._ranked_attributes(normalised, found, named, possible)
+                attributes, overview = self._ranked_attributes(normalised, found, named, possible)
         entities = self._with_tokens([self._stored_spelling(span, text) for span in entities])
         attributes = self._with_tokens(attributes)
         named = tuple(e for e in entities if e.confident)
@@ -267,6 +268,7 @@ class QueryUnderstander:
             categories=categories,
             category_evidence=category_evidence,
             embedding_text=embedding_text,
+            overview=overview,
         )
 
     def _candidates(self, normalised: str, tokens: tuple[str, ...]) -> _Candidates:
@@ -307,19 +309,21 @@ class QueryUnderstander:
         return {a for c in categories for a in self.dictionary.category_attributes.get(c, ())}
 
     def _ranked_attributes(self, normalised: str, found: _Candidates, entities: list[LinkedSpan],
-                           possible: set[str]) -> list[LinkedSpan]:
+                           possible: set[str]) -> tuple[tuple[LinkedSpan, ...], float]:
         """The question part (outside the entity and stop words) ranked against the attributes the entity
-        can have; empty for a bare name, which the overview attributes answer."""
+        can have and against the overview, with the overview's probability; no attribute for a bare name,
+        which the overview attributes answer."""
         rest = _masked(normalised, [*entities, *found.stops])
         pieces = [(m.start(), m.end()) for m in _QUESTION_PIECE.finditer(rest)]
         if not pieces:
-            return []
+            return (), 1.0
         question = " ".join(rest[start:end] for start, end in pieces)
         vector = self.embed(question) if self.embed else None
         start, end = pieces[0][0], pieces[-1][1]
-        return [LinkedSpan(question, ranked.name, (), start, end, ranked.probability,
-                           {"overlap": ranked.overlap, "cosine": ranked.cosine})
-                for ranked in self._attribute_ranker.rank(question, vector, possible or None)]
+        ranking = self._attribute_ranker.rank(question, vector, possible or None)
+        return tuple(LinkedSpan(question, ranked.name, (), start, end, ranked.probability,
+                                {"overlap": ranked.overlap, "cosine": ranked.cosine})
+                     for ranked in ranking.attributes), ranking.overview
 
     def _fit_link_model(self) -> LinkModel:
         """The entity-link model fitted on examples made from this KB's sampled records (the defaults for a

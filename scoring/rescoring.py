@@ -27,17 +27,26 @@ def register_strategy(cls):
 @dataclass(frozen=True)
 class RescoreContext:
     """What strategies may consult besides the hits: `entities` and `attributes` map the stored names the
-    query linked to (query understanding's LinkedSpan names) to the probability that they are meant."""
+    query linked to (query understanding's LinkedSpan names) to the probability that they are meant;
+    `overview` is the probability that the query asks about its entity as a whole (by default 1 when no
+    attribute is linked, else 0)."""
 
     null_confidence: float
     now: datetime = field(default_factory=datetime.now)
     entities: Mapping[str, float] = field(default_factory=dict)
     attributes: Mapping[str, float] = field(default_factory=dict)
+    overview: float | None = None
+
+    def __post_init__(self):
+        if self.overview is None:
+            object.__setattr__(self, "overview", 0.0 if self.attributes else 1.0)
 
     @classmethod
-    def of(cls, null_confidence: float, entities: Iterable, attributes: Iterable = ()) -> RescoreContext:
+    def of(cls, null_confidence: float, entities: Iterable, attributes: Iterable = (),
+           overview: float | None = None) -> RescoreContext:
         """From linked spans, the likeliest link of each name counting."""
-        return cls(null_confidence, entities=_likeliest(entities), attributes=_likeliest(attributes))
+        return cls(null_confidence, entities=_likeliest(entities), attributes=_likeliest(attributes),
+                   overview=overview)
 
 
 def _likeliest(spans: Iterable) -> dict[str, float]:
@@ -118,7 +127,8 @@ class LinkedAnswerBoost(RescoringStrategy):
     attribute `overview_attributes` gives for the record's category, the fact that says what the entity is
     (a city's country, an idiom's meaning); categories not listed have no such answer. The boost scales
     with how probable the links are: a weak link (one word of a sentence) barely moves a record, and a
-    question whose attribute is uncertain shares it among the likeliest attributes.
+    question whose attribute is uncertain shares it among the likeliest attributes and the overview, each
+    by its probability, so a question about the entity as a whole puts the overview record first.
 
     Text scores cannot rank these alone: an attribute term scores by idf, so a common attribute such as 拼音
     adds less than the entity's name inside another record's value (道听途说怎么读 put 例句 above 拼音)."""
@@ -133,11 +143,10 @@ class LinkedAnswerBoost(RescoringStrategy):
             raise ValueError("sibling_share must be in [0, 1]")
 
     def _answers(self, record, context: RescoreContext) -> float:
-        if context.attributes:
-            return answer_probability(record, context)
-        if self.overview_attributes.get(record.category) != record.attribute:
-            return 0.0
-        return context.entities.get(record.knowledge, 0.0)
+        share = answer_probability(record, context)
+        if self.overview_attributes.get(record.category) == record.attribute:
+            share += (context.overview or 0.0) * context.entities.get(record.knowledge, 0.0)
+        return min(share, 1.0)
 
     def apply(self, hits, context):
         answers = [self._answers(hit.record, context) for hit in hits]

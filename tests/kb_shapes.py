@@ -4,7 +4,9 @@
   entity's shorter name ("Harbor Lantern" / "Harbor Lantern with Brass Hood and Storm Glass"), with
   hyphenated spellings a user may type with a space ("Heavy-Duty" / "heavy duty");
 - `gadgets`: a Chinese KB of products with Latin-script model names ("Zephyr X1 Carbon Gen 12"), asked in
-  Chinese with or without a space before the question.
+  Chinese with or without a space before the question;
+- `towns`: invented Chinese towns with a country (the city category's overview), population, time zone,
+  other names and coordinates, asked about as a whole in wordings no list or overview form holds.
 
 Each returns (records, questions): a question is (text, the kid it asks for, the entity it names).
 """
@@ -49,6 +51,30 @@ GADGET_ATTRIBUTES = {
     "屏幕尺寸": (lambda r: f"{r.randint(13, 170) / 10:.1f}英寸", ("{}屏幕多大", "{} 的屏幕尺寸")),
     "上市时间": (lambda r: f"{r.randint(2019, 2026)}年{r.randint(1, 12)}月", ("{}什么时候上市", "{} 哪年发布的")),
 }
+
+
+TOWN_SYLLABLES = ("云", "岚", "青", "溪", "松", "柏", "霞", "川", "枫", "桥", "梧", "桐", "澜", "屿", "苇", "塘")
+TOWN_COUNTRIES = ("北原国", "南湾国", "东岭国", "西沙国")
+# Questions about an entity as a whole in wordings that no config list, intent example or overview question
+# form of the product holds (query_understanding/attributes.py OVERVIEW_QUESTIONS): held out by construction.
+OVERVIEW_WORDINGS = ("{}给我讲讲", "说一说{}", "我想了解一下{}", "{}你知道些什么", "{}的相关知识", "{}大概是怎么回事",
+                     "科普一下{}")
+
+
+def towns() -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """Towns of the 城市 category; the questions ask about each town as a whole (its 国家 record answers)."""
+    rng = random.Random(77)
+    names = sorted({rng.choice(TOWN_SYLLABLES) + rng.choice(TOWN_SYLLABLES) + rng.choice("市镇") for _ in range(40)})
+    records, questions = [], []
+    for number, name in enumerate(names):
+        values = {"国家": rng.choice(TOWN_COUNTRIES), "人口": str(rng.randint(5_000, 900_000)),
+                  "时区": f"UTC+{rng.randint(5, 9)}", "别名": name[:2] + rng.choice(("堡", "营", "关")),
+                  "坐标": f"{rng.uniform(20, 45):.3f}, {rng.uniform(90, 130):.3f}"}
+        for attribute, value in values.items():
+            records.append({"kid": f"town:{number}:{attribute}", "knowledge": name, "attribute": attribute,
+                            "value": value, "category": "城市", "ref": f"atlas#{number}"})
+        questions += [(wording.format(name), f"town:{number}:国家", name) for wording in OVERVIEW_WORDINGS]
+    return records, questions
 
 
 def workshop() -> tuple[list[dict], list[tuple[str, str, str]]]:

@@ -1,12 +1,14 @@
-"""Linking names of any length and script on KBs of shapes the dev sets lack (tests/kb_shapes.py): long
-English names that contain other entities' names, and Chinese questions about Latin-script product names.
-Accuracy is the share of questions whose first confident entity is the one asked about."""
+"""KBs of shapes the dev sets lack (tests/kb_shapes.py): linking names of any length and script (long
+English names that contain other entities' names, Chinese questions about Latin-script product names;
+accuracy is the share of questions whose first confident entity is the one asked about), and questions
+about an entity as a whole in wordings no list holds."""
 
 import pytest
 
 from query_understanding.linking import NameIndex
+from scoring.planner import SearchRequest
 from tests.conftest import loaded, serving
-from tests.kb_shapes import gadgets, workshop, write_jsonl
+from tests.kb_shapes import gadgets, towns, workshop, write_jsonl
 
 LONG = 24  # the old linking window: names longer than this could not be linked at all
 
@@ -45,3 +47,16 @@ def test_names_sharing_a_folded_form_keep_the_spelling_typed():
     index = NameIndex(["lower-case", "lower case"])
     assert [s.name for s in index.longest_matches("what is lower case", 2)] == ["lower case"]
     assert [s.name for s in index.longest_matches("what is lower-case", 2)] == ["lower-case"]
+
+
+def test_a_question_about_the_whole_entity_puts_its_overview_record_first(tmp_path):
+    records, questions = towns()
+    service = serving(loaded(tmp_path, write_jsonl(records, tmp_path / "kb.jsonl")))
+    first = 0
+    for text, kid, _name in questions:
+        parsed = service.understand(text)
+        assert parsed.overview > max((a.confidence for a in parsed.attributes), default=0.0), text
+        first += service.search(SearchRequest(query=text, size=5)).hits[0].record.kid == kid
+    assert first >= 0.98 * len(questions), (first, len(questions))
+    asked = service.understand(f"{questions[0][2]}的人口有多少")  # an attribute the lexicon names: no overview
+    assert asked.overview == 0.0 and asked.attributes[0].name == "人口"

@@ -340,7 +340,8 @@ class SearchService:
         watch.lap("encode")
         engine = state.version.execute(plan, vector)
         watch.lap("engine")
-        context = RescoreContext.of(plan.formula.null_confidence, parsed.entities, parsed.attributes)
+        context = RescoreContext.of(plan.formula.null_confidence, parsed.entities, parsed.attributes,
+                                    parsed.overview)
         hits = rescore(engine.hits, state.config.scoring.rescoring, context)
         watch.lap("rescore")
         hits, expanded = expand_answer(hits, context, state.config.scoring.answer_expansion, plan,
