@@ -125,8 +125,9 @@ def test_metrics_count_requests_and_time_every_search_stage(client):
     for stage in ("understand", "encode", "engine", "rescore", "expansion"):
         counted = _sample(after, "kb_search_stage_seconds_count", stage=stage, mode="fast")
         assert counted - _sample(before, "kb_search_stage_seconds_count", stage=stage, mode="fast") == 2, stage
-    served = client.get("/readyz").get_json()["index_version"]
-    assert _sample(after, "kb_served_version", index_version=served) == 1
+    ready = client.get("/readyz").get_json()  # other tests' services may share the version name, not both labels
+    assert _sample(after, "kb_served_version", index_version=ready["index_version"],
+                   config_version=ready["config_version"]) == 1
     assert _sample(after, "kb_query_vector_cache", result="miss") >= 1
 
 
