@@ -114,8 +114,10 @@ def configure(verbose: bool, log_format: str = "text") -> None:
         threading.excepthook = lambda hook: logging.getLogger("kb_service.thread").error(
             "thread %s failed", hook.thread.name if hook.thread else "?",
             exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
-    else:
+    else:  # back to Python's own handling, should a reload switch from JSON to text
         handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.captureWarnings(False)
+        threading.excepthook = threading.__excepthook__
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     logging.getLogger("elastic_transport").setLevel(logging.DEBUG if verbose else logging.WARNING)
     # opensearch-py logs every failed request as a warning; the service reports each failure itself

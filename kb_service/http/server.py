@@ -78,7 +78,7 @@ class DrainingTask(WSGITask):
     request on a new connection (to another worker) instead of racing the close of this one."""
 
     def build_response_header(self):
-        if getattr(self.channel.server, "drain_until", None) is not None:
+        if self.channel.server.drain_until is not None:
             self.set_close_on_finish()
         return super().build_response_header()
 
