@@ -384,7 +384,7 @@ def main() -> None:
                 for mode in ("exact", "fast") if preset == "hybrid" else ("exact",):
                     log(f"relevance {kb} {encoder} {preset} {mode}")
                     rank, timings, _ = in_process_ranker(work.config(encoder, preset), data_dir, mode)
-                    tasks, _ = evaluate(queries, qrels, rank)
+                    tasks = evaluate(queries, qrels, rank).tasks
                     runs[(preset, mode)] = (tasks, timings)
             for task in [t.task for t in runs[("hybrid", "exact")][0]]:
                 by = {key: next(t for t in tasks if t.task == task) for key, (tasks, _) in runs.items()}
@@ -411,7 +411,7 @@ def peers(kb: str, queries, qrels, work: Workspace, data_dir: Path, no_es: bool)
     measured = {}
     for mode in ("fast", "exact"):
         rank, timings, service = in_process_ranker(work.config("usem3"), data_dir, mode)
-        measured[mode] = (evaluate(queries, qrels, rank)[0], timings)
+        measured[mode] = (evaluate(queries, qrels, rank).tasks, timings)
     ours_fast = percentile(measured["fast"][1], .5)
 
     def row(system: str, tasks, timings: list[float], build: float | str = "") -> list:
@@ -432,12 +432,12 @@ def peers(kb: str, queries, qrels, work: Workspace, data_dir: Path, no_es: bool)
     log(f"peers on {kb}: plain baseline")
     plain = PlainBaseline(index.records, vectors, index.segmenter, encode_one)
     rank, timings = timed(plain.rank)
-    rows.append(row("bm25s + numpy cosine (min-max sum)", evaluate(queries, qrels, rank)[0], timings,
+    rows.append(row("bm25s + numpy cosine (min-max sum)", evaluate(queries, qrels, rank).tasks, timings,
                     plain.build_seconds))
     log(f"peers on {kb}: LanceDB")
     lance = LanceHybrid(work.root / f"lance-{kb}", index.records, vectors, index.segmenter, encode_one)
     rank, timings = timed(lance.rank)
-    rows.append(row("LanceDB hybrid (FTS + vector, RRF)", evaluate(queries, qrels, rank)[0], timings,
+    rows.append(row("LanceDB hybrid (FTS + vector, RRF)", evaluate(queries, qrels, rank).tasks, timings,
                     lance.build_seconds))
     if not no_es and kb == "geo":
         for kind, name, modes in (("elasticsearch", "Elasticsearch", ("fast",)),
@@ -455,7 +455,7 @@ def peers(kb: str, queries, qrels, work: Workspace, data_dir: Path, no_es: bool)
             built = time.monotonic() - started
             for mode in modes:  # exact needs painless on the node: Elasticsearch's integ-test-zip has none
                 rank, timings, _ = in_process_ranker(config, data_dir, mode)
-                rows.append(row(f"kb-service on {name}, {mode}", evaluate(queries, qrels, rank)[0], timings, built))
+                rows.append(row(f"kb-service on {name}, {mode}", evaluate(queries, qrels, rank).tasks, timings, built))
                 rows[-1][1] += f" (bulk {report['records'] / report['wall']:,.0f} records/s)"
     return rows
 

@@ -1,18 +1,32 @@
-"""Relevance evaluation on TREC-style judgments: nDCG@10, MRR@10 on exact (grade-2) records, Recall@k.
+"""Relevance evaluation on TREC-style judgments, measured by ir-measures (trec_eval's definitions) with a paired
+significance test for every difference between configurations.
 
-Used by the slow relevance tests now and by `kb eval` for analysts.
+nDCG@10 uses trec_eval's linear gains, MRR@10 counts only exact (grade-2) records, R@k any graded record. A
+query with no judgment is skipped as trec_eval skips it; a judged query with no hits scores 0 (trec_eval -c).
+Used by `kb eval`, `kb tune`, the console's comparison, the slow relevance tests and the benchmarks.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import ir_measures
+import numpy as np
+from ir_measures import RR, R, nDCG
+from scipy.stats import permutation_test
+
 from kb_service.errors import InputError
+
+# Shown name -> ir-measures measure; the names are what tables, JSON and the console show.
+MEASURES = {"nDCG@10": nDCG @ 10, "MRR@10": RR(rel=2) @ 10, "R@10": R @ 10, "R@100": R @ 100}
+_NAMES = {str(measure): name for name, measure in MEASURES.items()}
+_FIELDS = dict(zip(MEASURES, ("ndcg10", "mrr10", "recall10", "recall100"), strict=True))  # TaskScores field
+SIGNIFICANCE = 0.05  # a difference whose paired randomisation test gives a lower p is marked as significant
+RESAMPLES = 9999  # sign flips drawn by the randomisation test (p is at least 1 / (RESAMPLES + 1))
 
 
 @dataclass(frozen=True)
@@ -54,23 +68,16 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return dict(judgments)
 
 
-def ndcg_at(ranked: list[str], grades: dict[str, int], k: int = 10) -> float:
-    gain = sum((2 ** grades.get(kid, 0) - 1) / math.log2(rank + 2) for rank, kid in enumerate(ranked[:k]))
-    ideal = sorted(grades.values(), reverse=True)[:k]
-    best = sum((2 ** g - 1) / math.log2(rank + 2) for rank, g in enumerate(ideal))
-    return gain / best if best else 0.0
-
-
-def mrr_at(ranked: list[str], grades: dict[str, int], k: int = 10, grade: int = 2) -> float:
-    for rank, kid in enumerate(ranked[:k], start=1):
-        if grades.get(kid, 0) >= grade:
-            return 1.0 / rank
-    return 0.0
-
-
-def recall_at(ranked: list[str], grades: dict[str, int], k: int) -> float:
-    relevant = {kid for kid, g in grades.items() if g > 0}
-    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
+def measure_rankings(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Every measure of every judged query in `rankings` (query id -> record ids, best first); the order is
+    passed as strictly decreasing scores, so trec_eval's tie-breaking by document id never reorders it."""
+    judged = {qid: qrels[qid] for qid in rankings if qrels.get(qid)}
+    run = {qid: {kid: float(len(ranked) - rank) for rank, kid in enumerate(dict.fromkeys(ranked))}
+           for qid, ranked in rankings.items() if qid in judged and ranked}
+    values = {qid: dict.fromkeys(MEASURES, 0.0) for qid in judged}
+    for metric in ir_measures.iter_calc(list(MEASURES.values()), judged, run):
+        values[metric.query_id][_NAMES[str(metric.measure)]] = float(metric.value)
+    return values
 
 
 @dataclass(frozen=True)
@@ -83,47 +90,91 @@ class TaskScores:
     recall100: float
 
 
-def evaluate(queries: list[EvalQuery], qrels: dict[str, dict[str, int]],
-             rank: Callable[[str], list[str]]) -> tuple[list[TaskScores], dict[str, float]]:
-    """Scores per task, and nDCG@10 per query (for wins and losses between configs)."""
-    per_task: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
-    per_query: dict[str, float] = {}
-    for query in queries:
-        grades = qrels.get(query.qid, {})
-        ranked = rank(query.text)
-        row = (ndcg_at(ranked, grades), mrr_at(ranked, grades), recall_at(ranked, grades, 10),
-               recall_at(ranked, grades, 100))
-        per_task[query.task].append(row)
-        per_query[query.qid] = row[0]
-    scores = [TaskScores(task, len(rows), *(sum(col) / len(rows) for col in zip(*rows, strict=True)))
-              for task, rows in sorted(per_task.items())]
-    return scores, per_query
-
-
 @dataclass(frozen=True)
 class ConfigRun:
-    """One configuration's scores over the same queries."""
+    """One configuration's scores over the same queries: per task, and per query and measure (for wins,
+    losses and significance)."""
 
     label: str
     tasks: list[TaskScores]
-    per_query: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    task_of: dict[str, str]
+
+    def ndcg(self) -> dict[str, float]:
+        return {qid: values["nDCG@10"] for qid, values in self.per_query.items()}
+
+
+def evaluate(queries: list[EvalQuery], qrels: dict[str, dict[str, int]], rank: Callable[[str], list[str]],
+             label: str = "") -> ConfigRun:
+    """Ranks every judged query with `rank` and measures it; queries without a judgment are not run."""
+    judged = [query for query in queries if qrels.get(query.qid)]
+    per_query = measure_rankings({query.qid: rank(query.text) for query in judged}, qrels)
+    task_of = {query.qid: query.task for query in judged}
+    by_task: dict[str, list[str]] = defaultdict(list)
+    for query in judged:
+        by_task[query.task].append(query.qid)
+    tasks = [TaskScores(task, len(ids), *(sum(per_query[q][name] for q in ids) / len(ids) for name in MEASURES))
+             for task, ids in sorted(by_task.items())]
+    return ConfigRun(label, tasks, per_query, task_of)
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean(x - y, axis=axis)
+
+
+def paired_p_value(before: list[float], after: list[float]) -> float:
+    """Two-sided paired randomisation (Fisher) test of the mean difference between two measurements of the
+    same queries, with a fixed seed so a report is reproducible; unlike a t-test it stays valid when every
+    query moves by the same amount. 1.0 where the two agree on every query."""
+    a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if not np.any(a != b):
+        return 1.0
+    result = permutation_test((b, a), _mean_difference, permutation_type="samples", vectorized=True,
+                              n_resamples=RESAMPLES, batch=1000, alternative="two-sided", rng=0)
+    return float(result.pvalue)
+
+
+def p_value(base: ConfigRun, other: ConfigRun, task: str, measure: str) -> float:
+    """`paired_p_value` of `measure` over the task's queries both runs measured."""
+    ids = [q for q, t in base.task_of.items() if t == task and q in other.per_query]
+    return paired_p_value([base.per_query[q][measure] for q in ids], [other.per_query[q][measure] for q in ids])
 
 
 def format_table(runs: list[ConfigRun]) -> str:
-    """Side-by-side table: one row per task and metric, one column per configuration."""
+    """Side-by-side table: one row per task and measure, one column per configuration; every configuration
+    after the first shows the p-value of its difference to the first (paired randomisation test), starred
+    below 0.05."""
     labels = [run.label for run in runs]
     lines = ["| task | metric | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
-    tasks = [t.task for t in runs[0].tasks]
-    metrics = (("nDCG@10", "ndcg10"), ("MRR@10", "mrr10"), ("R@10", "recall10"), ("R@100", "recall100"))
-    for index, task in enumerate(tasks):
-        for title, attribute in metrics:
-            cells = [f"{getattr(run.tasks[index], attribute):.3f}" for run in runs]
-            lines.append(f"| {task} (n={runs[0].tasks[index].queries}) | {title} | " + " | ".join(cells) + " |")
+    for index, task in enumerate(runs[0].tasks):
+        for name, attribute in _FIELDS.items():
+            cells = [f"{task_scores(run, task.task, attribute):.3f}" for run in runs[:1]]
+            for run in runs[1:]:
+                p = p_value(runs[0], run, task.task, name)
+                star = "*" if p < SIGNIFICANCE else ""
+                cells.append(f"{task_scores(run, task.task, attribute):.3f} (p={p:.3g}{star})")
+            lines.append(f"| {task.task} (n={runs[0].tasks[index].queries}) | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def task_scores(run: ConfigRun, task: str, attribute: str) -> float:
+    return next((getattr(t, attribute) for t in run.tasks if t.task == task), 0.0)
+
+
+def comparison(base: ConfigRun, other: ConfigRun) -> list[dict]:
+    """Per task and measure: both means, the difference and its p-value (for `kb eval --json`)."""
+    rows = []
+    for task in base.tasks:
+        for name, attribute in _FIELDS.items():
+            before, after = getattr(task, attribute), task_scores(other, task.task, attribute)
+            rows.append({"task": task.task, "measure": name, "base": before, "other": after,
+                         "difference": after - before, "p_value": p_value(base, other, task.task, name)})
+    return rows
 
 
 def wins_and_losses(base: ConfigRun, other: ConfigRun, margin: float = 1e-9) -> tuple[list[str], list[str]]:
     """Query ids where `other` has a higher / lower nDCG@10 than `base`."""
-    wins = [q for q, v in other.per_query.items() if v > base.per_query.get(q, 0.0) + margin]
-    losses = [q for q, v in other.per_query.items() if v < base.per_query.get(q, 0.0) - margin]
+    before, after = base.ndcg(), other.ndcg()
+    wins = [q for q, v in after.items() if v > before.get(q, 0.0) + margin]
+    losses = [q for q, v in after.items() if v < before.get(q, 0.0) - margin]
     return wins, losses

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from kb_service.config import ServiceConfig, parse_config, read_raw
-from kb_service.evaluation import EvalQuery, evaluate
+from kb_service.evaluation import EvalQuery, evaluate, paired_p_value
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 
@@ -100,9 +100,8 @@ class Tuner:
         config = parse_config(text, str(self.base_path.parent / "tuning-candidate.yaml"))
         self.service.reload_config(replace(config, version=f"tune-{self.evaluations}"))
         self.evaluations += 1
-        _, per_query = evaluate(queries, self.qrels, lambda q: [
-            h.record.kid for h in self.service.search(SearchRequest(query=q, size=10)).hits])
-        return per_query
+        return evaluate(queries, self.qrels, lambda q: [
+            h.record.kid for h in self.service.search(SearchRequest(query=q, size=10)).hits]).ndcg()
 
     def ascend(self, raw: dict, queries: list[EvalQuery], rounds: int,
                report: Callable[[str], None] = log.info) -> tuple[dict, float]:
@@ -150,8 +149,8 @@ def changed_weights(raw: dict, tuned: dict) -> list[str]:
 @dataclass(frozen=True)
 class CrossValidation:
     """Per fold: (fold, training queries, held-out queries, default nDCG@10, tuned nDCG@10, changes); per
-    task: (task, queries, default, tuned) over the held-out folds (each query is held out once); and the
-    weights tuned on every query."""
+    task: (task, queries, default, tuned, p-value of the difference) over the held-out folds (each query is
+    held out once); and the weights tuned on every query."""
 
     folds: list[tuple]
     tasks: list[tuple]
@@ -177,7 +176,8 @@ def cross_validate(config: ServiceConfig, queries: list[EvalQuery], qrels: dict[
     tasks = []
     for task in sorted({q.task for q in queries}):
         ids = [q.qid for q in queries if q.task == task]
-        tasks.append((task, len(ids), _mean(held_default[i] for i in ids), _mean(held_tuned[i] for i in ids)))
+        default, tuned = [held_default[i] for i in ids], [held_tuned[i] for i in ids]
+        tasks.append((task, len(ids), _mean(default), _mean(tuned), paired_p_value(default, tuned)))
     final, _ = tuner.ascend(raw, queries, rounds, report)
     return CrossValidation(rows, tasks, final)
 

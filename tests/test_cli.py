@@ -86,7 +86,9 @@ def test_eval_compares_configs_side_by_side(loaded_data_dir, tmp_path):
     runs = json.loads(result.stdout)
     assert [run["config"] for run in runs] == [str(REPO / "config.yaml"), str(text_only)]
     assert runs[0]["tasks"][0]["mrr10"] == 1.0
-    assert set(runs[1]["per_query_ndcg10"]) == {"q1", "q2"}
+    assert set(runs[1]["per_query"]) == {"q1", "q2"} and set(runs[1]["per_query"]["q1"]) >= {"nDCG@10", "MRR@10"}
+    compared = {(row["task"], row["measure"]): row for row in runs[1]["versus_first"]}
+    assert 0.0 <= compared[("geo-attr", "nDCG@10")]["p_value"] <= 1.0
 
 
 def test_review_backup_and_restore_through_the_cli(tmp_path, capital_kb_file):

@@ -27,8 +27,8 @@ def test_dev_queries_beat_the_naive_baselines(kb, tmp_path, embedding_cache):
     config = make_config(data_dir_sharing_cache(tmp_path / "data", embedding_cache))
     assert load_files(config, [str(shared_file(kb, "kb.jsonl.gz"))]).records == records
     service = SearchService(config)
-    scores, _ = evaluate(queries, qrels, lambda text: [
-        h.record.kid for h in service.search(SearchRequest(query=text, size=100)).hits])
+    scores = evaluate(queries, qrels, lambda text: [
+        h.record.kid for h in service.search(SearchRequest(query=text, size=100)).hits]).tasks
     by_task = {s.task: s for s in scores}
     for task in scores:
         print(f"{task.task}: nDCG@10 {task.ndcg10:.3f} MRR@10 {task.mrr10:.3f} R@100 {task.recall100:.3f}")

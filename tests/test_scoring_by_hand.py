@@ -1,14 +1,13 @@
 """What every relevance figure rests on, checked against numbers worked out by hand: Lucene's BM25 on three
 documents, phrase matching, the default formula on chosen inputs, and the metrics on tiny rankings."""
 
-import math
 
 import numpy as np
 import pytest
 
 from kb_service.engines.embedded.columns import KeywordColumn
 from kb_service.engines.embedded.text_index import FieldTextIndex
-from kb_service.evaluation import mrr_at, ndcg_at, recall_at
+from kb_service.evaluation import EvalQuery, evaluate, format_table, measure_rankings, p_value
 from scoring.numpy_functions import NUMPY_FUNCTIONS
 from tests.conftest import make_config
 
@@ -75,23 +74,49 @@ def test_the_default_formula_on_chosen_inputs():
 GRADES = {"y": 2, "z": 1}
 
 
-def test_ndcg_at_10_on_a_tiny_ranking():
-    """x, y, z with y graded 2 and z graded 1: DCG = 3 / log2 3 + 1 / log2 4 = 1.8927893 + 0.5 = 2.3927893;
-    ideal y, z: 3 / 1 + 1 / log2 3 = 3.6309298; nDCG = 0.6590018."""
-    assert ndcg_at(["x", "y", "z"], GRADES) == pytest.approx(0.6590018, abs=1e-6)
-    assert ndcg_at(["y", "z", "x"], GRADES) == pytest.approx(1.0)
-    assert ndcg_at(["x"] * 10 + ["y"], GRADES) == 0.0  # y at rank 11 is past the cut-off
-    assert ndcg_at(["x"], {}) == 0.0
+def _measured(ranked: list[str], grades: dict[str, int] = GRADES) -> dict[str, float]:
+    return measure_rankings({"q": ranked}, {"q": grades}).get("q", {})
+
+
+def test_ndcg_at_10_uses_trec_evals_linear_gains():
+    """x, y, z with y graded 2 and z graded 1: DCG = 2 / log2 3 + 1 / log2 4 = 1.2618595 + 0.5 = 1.7618595;
+    ideal y, z: 2 / 1 + 1 / log2 3 = 2.6309298; nDCG = 0.6696718 (2^g - 1 gains would give 0.6590018)."""
+    assert _measured(["x", "y", "z"])["nDCG@10"] == pytest.approx(0.6696718, abs=1e-6)
+    assert _measured(["y", "z", "x"])["nDCG@10"] == pytest.approx(1.0)
+    assert _measured([f"n{i}" for i in range(10)] + ["y"])["nDCG@10"] == 0.0  # rank 11 is past the cut-off
+    assert _measured([])["nDCG@10"] == 0.0  # a judged query with no hits scores 0
+    assert _measured(["x"], {}) == {}  # an unjudged query is not measured
+
+
+def test_the_ranking_order_is_kept_whatever_the_record_ids():
+    """trec_eval breaks score ties by document id; the ranking is passed as strictly decreasing scores."""
+    assert _measured(["a", "y"], {"y": 2})["MRR@10"] == 0.5
+    assert _measured(["z9", "y", "a"], {"a": 2})["MRR@10"] == pytest.approx(1 / 3)
 
 
 def test_mrr_at_10_counts_only_exact_records():
-    assert mrr_at(["x", "z", "y"], GRADES) == pytest.approx(1 / 3)  # z is graded 1, not an exact answer
-    assert mrr_at(["z", "x"], GRADES) == 0.0
-    assert mrr_at([f"n{i}" for i in range(10)] + ["y"], GRADES) == 0.0
+    assert _measured(["x", "z", "y"])["MRR@10"] == pytest.approx(1 / 3)  # z is graded 1, not an exact answer
+    assert _measured(["z", "x"])["MRR@10"] == 0.0
+    assert _measured([f"n{i}" for i in range(10)] + ["y"])["MRR@10"] == 0.0
 
 
 def test_recall_at_k():
-    assert recall_at(["x", "y"], GRADES, 2) == 0.5
-    assert recall_at(["z", "x", "y"], GRADES, 2) == 0.5
-    assert recall_at(["z", "x", "y"], GRADES, 3) == 1.0
-    assert math.isclose(recall_at(["x"], {}, 10), 0.0)
+    assert _measured(["x", "y"])["R@10"] == 0.5
+    assert _measured(["z", "x", "y"])["R@10"] == 1.0
+    assert _measured(["z"] + [f"n{i}" for i in range(10)] + ["y"]) == pytest.approx(
+        {"nDCG@10": 1 / 2.6309298, "MRR@10": 0.0, "R@10": 0.5, "R@100": 1.0}, abs=1e-6)
+
+
+def test_a_paired_test_tells_a_consistent_gain_from_noise():
+    """Twenty queries: a config that lifts the exact record from rank 2 to 1 on all of them differs
+    significantly; one that swaps it on a single query does not; identical runs give p = 1."""
+    queries = [EvalQuery(f"q{i}", "t", f"q{i}") for i in range(20)]
+    qrels = {f"q{i}": {f"right{i}": 2} for i in range(20)}
+    second = evaluate(queries, qrels, lambda q: ["wrong", "right" + q[1:]], "second")
+    first = evaluate(queries, qrels, lambda q: ["right" + q[1:], "wrong"], "first")
+    one = evaluate(queries, qrels, lambda q: ["right" + q[1:], "wrong"] if q == "q3" else ["wrong", "right" + q[1:]])
+    assert p_value(second, first, "t", "MRR@10") < 0.001
+    assert p_value(second, one, "t", "MRR@10") > 0.3
+    assert p_value(second, second, "t", "MRR@10") == 1.0
+    table = format_table([second, first])
+    assert "| t (n=20) | MRR@10 | 0.500 | 1.000 (p=0.0002*) |" in table, table

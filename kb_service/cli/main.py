@@ -187,7 +187,7 @@ def cmd_review(config: ServiceConfig, args) -> int:
 
 
 def cmd_eval(config: ServiceConfig, args) -> int:
-    from kb_service.evaluation import ConfigRun, evaluate, format_table, read_qrels, read_queries, wins_and_losses
+    from kb_service.evaluation import comparison, evaluate, format_table, read_qrels, read_queries, wins_and_losses
     from kb_service.serving.service import SearchService
     from scoring.planner import SearchRequest
 
@@ -202,11 +202,11 @@ def cmd_eval(config: ServiceConfig, args) -> int:
             response = service.search(SearchRequest(query=text, size=100, mode=args.mode))
             return [hit.record.kid for hit in response.hits]
 
-        tasks, per_query = evaluate(queries, qrels, rank)
-        runs.append(ConfigRun(run_config.source, tasks, per_query))
+        runs.append(evaluate(queries, qrels, rank, run_config.source))
     if args.json:
-        _print_json([{"config": run.label, "tasks": [t.__dict__ for t in run.tasks], "per_query_ndcg10": run.per_query}
-                     for run in runs])
+        _print_json([{"config": run.label, "tasks": [t.__dict__ for t in run.tasks], "per_query": run.per_query,
+                      **({"versus_first": comparison(runs[0], run)} if index else {})}
+                     for index, run in enumerate(runs)])
         return 0
     print(format_table(runs))
     for other in runs[1:]:
@@ -269,9 +269,10 @@ def cmd_tune(config: ServiceConfig, args) -> int:
         print(f"| {fold} | {train} | {held} | {default:.4f} | {best:.4f} | {'; '.join(changes) or '-'} |")
     mean = [sum(r[i] for r in result.folds) / len(result.folds) for i in (3, 4)]
     print(f"| mean | | | {mean[0]:.4f} | {mean[1]:.4f} | |")
-    print("\n| task (held out) | queries | default nDCG@10 | tuned nDCG@10 |\n|---|---|---|---|")
-    for task, count, default, best in result.tasks:
-        print(f"| {task} | {count} | {default:.4f} | {best:.4f} |")
+    print("\n| task (held out) | queries | default nDCG@10 | tuned nDCG@10 | p (paired randomisation) |")
+    print("|---|---|---|---|---|")
+    for task, count, default, best, p in result.tasks:
+        print(f"| {task} | {count} | {default:.4f} | {best:.4f} | {p:.3g} |")
     raw = read_raw(config.source)
     out.write_text(overlay(Path(config.source), raw, result.tuned), encoding="utf-8")
     print(f"tuned on all {len(queries)} queries: {'; '.join(changed_weights(raw, result.tuned)) or 'no change'} "

@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, g, render_template, request
 
 from kb_service.config import ConfigError, Role, ServiceConfig, parse_config
 from kb_service.errors import InputError, NotFoundError
-from kb_service.evaluation import ConfigRun, EvalQuery, evaluate, format_table, wins_and_losses
+from kb_service.evaluation import EvalQuery, evaluate, format_table, wins_and_losses
 from kb_service.feedback.judgments import JudgmentStore, Rating, query_id
 from kb_service.feedback.query_log import PROBLEMS, QueryLog
 from kb_service.http.auth import authorise, rate_limited
@@ -136,9 +136,8 @@ def _judged_comparison(service: SearchService, text: str, live_config: ServiceCo
     queries = [EvalQuery(query_id(q), "judged", q) for q in dict.fromkeys(r.query for r in ratings)]
     runs = []
     for label, config in (("live", None), ("candidate", candidate_config)):
-        tasks, per_query = evaluate(queries, qrels, lambda q, c=config: [
-            h.record.kid for h in service.search(SearchRequest(query=q, size=100), config=c).hits])
-        runs.append(ConfigRun(label, tasks, per_query))
+        runs.append(evaluate(queries, qrels, lambda q, c=config: [
+            h.record.kid for h in service.search(SearchRequest(query=q, size=100), config=c).hits], label))
     wins, losses = wins_and_losses(runs[0], runs[1])
     texts = {q.qid: q.text for q in queries}
     return {"table": format_table(runs), "wins": [texts[q] for q in wins], "losses": [texts[q] for q in losses],
