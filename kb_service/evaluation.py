@@ -68,6 +68,29 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return dict(judgments)
 
 
+def read_run(path: str | Path) -> dict[str, list[str]]:
+    """A TREC run (qid Q0 kid rank score tag), each query's records ordered by score, highest first; a bad
+    line is refused by file and line."""
+    scored: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for number, line in _lines(path):
+        parts = line.split()
+        try:
+            if len(parts) != 6:
+                raise ValueError
+            scored[parts[0]].append((-float(parts[4]), int(parts[3]), parts[2]))
+        except ValueError:
+            raise InputError("expected a TREC run: qid Q0 kid rank score tag", f"{path}:{number}") from None
+    return {qid: [kid for *_, kid in sorted(rows)] for qid, rows in scored.items()}
+
+
+def write_run(path: str | Path, rankings: dict[str, list[str]], tag: str) -> None:
+    """`rankings` as a TREC run that `kb eval --run` (or trec_eval) reads back in the same order."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for qid, ranked in rankings.items():
+            for rank, kid in enumerate(dict.fromkeys(ranked), start=1):
+                handle.write(f"{qid} Q0 {kid} {rank} {len(ranked) - rank + 1} {tag}\n")
+
+
 def measure_rankings(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
     """Every measure of every judged query in `rankings` (query id -> record ids, best first); the order is
     passed as strictly decreasing scores, so trec_eval's tie-breaking by document id never reorders it."""
@@ -104,11 +127,23 @@ class ConfigRun:
         return {qid: values["nDCG@10"] for qid, values in self.per_query.items()}
 
 
+def rank_judged(queries: list[EvalQuery], qrels: dict[str, dict[str, int]], rank: Callable[[str], list[str]]
+                ) -> dict[str, list[str]]:
+    """Every judged query's ranking by `rank`; queries without a judgment are not run."""
+    return {query.qid: rank(query.text) for query in queries if qrels.get(query.qid)}
+
+
 def evaluate(queries: list[EvalQuery], qrels: dict[str, dict[str, int]], rank: Callable[[str], list[str]],
              label: str = "") -> ConfigRun:
-    """Ranks every judged query with `rank` and measures it; queries without a judgment are not run."""
+    """Ranks every judged query with `rank` and measures it."""
+    return evaluate_rankings(queries, qrels, rank_judged(queries, qrels, rank), label)
+
+
+def evaluate_rankings(queries: list[EvalQuery], qrels: dict[str, dict[str, int]], rankings: dict[str, list[str]],
+                      label: str = "") -> ConfigRun:
+    """Measures rankings made earlier (a saved run: a query it lacks scores 0), per task and per query."""
     judged = [query for query in queries if qrels.get(query.qid)]
-    per_query = measure_rankings({query.qid: rank(query.text) for query in judged}, qrels)
+    per_query = measure_rankings({query.qid: rankings.get(query.qid, []) for query in judged}, qrels)
     task_of = {query.qid: query.task for query in judged}
     by_task: dict[str, list[str]] = defaultdict(list)
     for query in judged:

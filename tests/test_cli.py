@@ -71,6 +71,11 @@ def test_judged_query_files_are_checked_line_by_line(tmp_path):
     queries.write_text('{"qid": "q1", "task": "t", "query": "杭州"}\n', encoding="utf-8")
     bad = run_kb("eval", "--queries", str(queries), "--qrels", str(qrels), data_dir=tmp_path)
     assert bad.returncode == 2 and f"{qrels}:2: expected TREC qrels" in bad.stderr, bad.stderr
+    run = tmp_path / "saved.run"
+    run.write_text("q1 Q0 a 1 2.0 t\nq1 Q0 b two 1.0 t\n", encoding="utf-8")
+    qrels.write_text("q1 0 a 2\n", encoding="utf-8")
+    bad = run_kb("eval", "--queries", str(queries), "--qrels", str(qrels), "--run", str(run), data_dir=tmp_path)
+    assert bad.returncode == 2 and f"{run}:2: expected a TREC run" in bad.stderr, bad.stderr
 
 
 def test_eval_compares_configs_side_by_side(loaded_data_dir, tmp_path):
@@ -89,6 +94,14 @@ def test_eval_compares_configs_side_by_side(loaded_data_dir, tmp_path):
     assert set(runs[1]["per_query"]) == {"q1", "q2"} and set(runs[1]["per_query"]["q1"]) >= {"nDCG@10", "MRR@10"}
     compared = {(row["task"], row["measure"]): row for row in runs[1]["versus_first"]}
     assert 0.0 <= compared[("geo-attr", "nDCG@10")]["p_value"] <= 1.0
+    saved = run_kb("eval", "--queries", str(queries), "--qrels", str(qrels), "--config", str(text_only),
+                   "--save-runs", str(tmp_path / "runs"), data_dir=loaded_data_dir)
+    assert saved.returncode == 0, saved.stderr
+    again = run_kb("eval", "--queries", str(queries), "--qrels", str(qrels), "--run", str(tmp_path / "runs" /
+                   "bm25_only.run"), "--config", str(text_only), "--json", data_dir=loaded_data_dir)
+    replayed, live = json.loads(again.stdout)
+    assert replayed["per_query"] == live["per_query"] == runs[1]["per_query"], "a saved run measures as it ran"
+    assert all(row["p_value"] == 1.0 for row in live["versus_first"])
 
 
 def test_review_backup_and_restore_through_the_cli(tmp_path, capital_kb_file):

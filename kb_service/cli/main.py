@@ -187,22 +187,36 @@ def cmd_review(config: ServiceConfig, args) -> int:
 
 
 def cmd_eval(config: ServiceConfig, args) -> int:
-    from kb_service.evaluation import comparison, evaluate, format_table, read_qrels, read_queries, wins_and_losses
+    from kb_service.evaluation import (
+        comparison,
+        evaluate_rankings,
+        format_table,
+        rank_judged,
+        read_qrels,
+        read_queries,
+        read_run,
+        wins_and_losses,
+        write_run,
+    )
     from kb_service.serving.service import SearchService
     from scoring.planner import SearchRequest
 
     queries = read_queries(args.queries)
     qrels = read_qrels(args.qrels)
-    configs = [load_config(path) for path in args.configs] if args.configs else [config]
-    runs = []
-    for run_config in configs:
+    runs = [evaluate_rankings(queries, qrels, read_run(path), path) for path in args.runs or ()]
+    for run_config in [load_config(path) for path in args.configs] if args.configs else [config]:
         service = SearchService(run_config)
 
         def rank(text: str, service=service) -> list[str]:
             response = service.search(SearchRequest(query=text, size=100, mode=args.mode))
             return [hit.record.kid for hit in response.hits]
 
-        runs.append(evaluate(queries, qrels, rank, run_config.source))
+        rankings = rank_judged(queries, qrels, rank)
+        if args.save_runs:
+            Path(args.save_runs).mkdir(parents=True, exist_ok=True)
+            write_run(Path(args.save_runs) / f"{Path(run_config.source).stem}.run", rankings,
+                      Path(run_config.source).stem)
+        runs.append(evaluate_rankings(queries, qrels, rankings, run_config.source))
     if args.json:
         _print_json([{"config": run.label, "tasks": [t.__dict__ for t in run.tasks], "per_query": run.per_query,
                       **({"versus_first": comparison(runs[0], run)} if index else {})}
@@ -329,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--queries", required=True, help="JSONL: qid, task, query")
     evaluation.add_argument("--qrels", required=True, help="TREC qrels: qid 0 kid grade")
     evaluation.add_argument("--config", dest="configs", action="append", help="a config to compare (repeatable)")
+    evaluation.add_argument("--run", dest="runs", action="append",
+                            help="a saved TREC run to compare, listed before the configs (repeatable)")
+    evaluation.add_argument("--save-runs", metavar="DIR", help="write each config's rankings as DIR/<config>.run")
     evaluation.add_argument("--mode", choices=[mode.value for mode in Mode])
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(handler=cmd_eval)
