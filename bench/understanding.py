@@ -2,6 +2,9 @@
 
 Usage: python bench/understanding.py ../shared/data/geo ../shared/data/idioms
        python bench/understanding.py --leave-phrasing-out ../shared/data/geo=DATA_DIR …
+       python bench/understanding.py --shapes [--config C.yaml]
+The third form loads the test KBs of tests/kb_shapes.py (made here, questions in words no list holds) and
+prints, per KB and attribute, how often the asked attribute is linked first and the asked record's MRR@10.
 The second form needs each KB loaded in DATA_DIR (`KB_DATA_DIR=DATA_DIR kb load …/kb.jsonl.gz`): it groups the
 attribute questions by their question part (the query without the entity's name), holds out each group in
 turn with every list entry that occurs in its question part removed (attribute synonyms, question words,
@@ -32,7 +35,7 @@ from query_understanding.segmenter import Segmenter
 from scoring.planner import SearchRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.kb_shapes import OVERVIEW_WORDINGS
+from tests.kb_shapes import OVERVIEW_WORDINGS, gadgets, poems, trails, workshop, write_jsonl
 
 PARAPHRASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "paraphrases.jsonl"
 SIGNALS = {"lexicon only": (), "+ overlap": ("overlap",), "+ embeddings": ("overlap", "embedding")}
@@ -162,18 +165,73 @@ def paraphrase_ranks(service: SearchService, kb: str) -> list[tuple[str, int | N
 
 
 def _without_words_in(understanding, question: str):
-    """The understanding config with every list entry that occurs in `question` removed: those words are
-    the held-out phrasing's, and a list holding them would answer it by lookup."""
+    """The understanding config with every list entry and value-shape form that occurs in `question` removed:
+    those words are the held-out phrasing's, and a list holding them would answer it by lookup."""
     def kept(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         return {key: tuple(w for w in words if normalise_text(w) not in question) for key, words in table.items()}
 
     return dataclasses.replace(understanding, attribute_synonyms=kept(understanding.attribute_synonyms),
                                attribute_questions=kept(understanding.attribute_questions),
-                               attribute_examples=kept(understanding.attribute_examples))
+                               attribute_examples=kept(understanding.attribute_examples),
+                               value_shape_questions=kept(understanding.value_shape_questions))
+
+
+def shapes(config_path: str | None) -> None:
+    """Per KB and attribute: asked attribute linked first / asked record's MRR@10, with every form as it is and
+    with the forms (and list entries) that occur in each question's wording held out."""
+    import tempfile
+
+    from kb_service.ingest.loading import load_files
+
+    print("| KB, attribute | linked first | MRR@10 | linked first, forms held out | MRR@10, forms held out |")
+    print("|---|---|---|---|---|")
+    for make in (workshop, gadgets, poems, trails):
+        records, questions = make()
+        attribute_of = {r["kid"]: r["attribute"] for r in records}
+        wordings: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for text, kid, name in questions:
+            typed = next(form for form in (name, name.lower(), name.lower().replace("-", " "),
+                                           name.lower().replace(",", ""),
+                                           name.lower().replace("-", " ").replace(",", "")) if form in text)
+            wordings[text.replace(typed, "{}")].append((text, kid))
+        with tempfile.TemporaryDirectory() as folder:
+            base = dataclasses.replace(load_config(config_path), data_dir=folder)
+            load_files(base, [str(write_jsonl(records, Path(folder) / "kb.jsonl"))])
+            service = SearchService(base)
+            rows: dict[str, list[tuple[bool, float, bool, float]]] = defaultdict(list)
+            for number, (wording, members) in enumerate(sorted(wordings.items())):
+                measured = []
+                for held_out in (False, True):
+                    understanding = (_without_words_in(base.query_understanding, normalise_text(wording.replace(
+                        "{}", " "))) if held_out else base.query_understanding)
+                    service.reload_config(dataclasses.replace(base, version=f"shapes-{number}-{held_out}",
+                                                              query_understanding=understanding))
+                    measured.append([_linked_and_rank(service, text, kid, attribute_of) for text, kid in members])
+                for (kid, plain, held) in zip((kid for _, kid in members), *measured, strict=True):
+                    rows[attribute_of[kid]].append((*plain, *held))
+        every = [row for group in rows.values() for row in group]
+        print(f"| {make.__name__} (n={len(every)}) | " + " | ".join(f"{_mean(r[i] for r in every):.3f}"
+                                                               for i in range(4)) + " |")
+        for attribute, group in rows.items():
+            print(f"|   {attribute} | " + " | ".join(f"{_mean(r[i] for r in group):.3f}" for i in range(4)) + " |")
+
+
+def _linked_and_rank(service: SearchService, text: str, kid: str, attribute_of: dict[str, str]) -> tuple[bool, float]:
+    parsed = service.understand(text)
+    hits = service.search(SearchRequest(query=text, size=10)).hits
+    rank = next((rank for rank, hit in enumerate(hits, 1) if hit.record.kid == kid), None)
+    return bool(parsed.attributes) and parsed.attributes[0].name == attribute_of[kid], 1 / rank if rank else 0.0
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--leave-phrasing-out"]:
+    if sys.argv[1:2] == ["--shapes"]:
+        shapes(sys.argv[3] if sys.argv[2:3] == ["--config"] else None)
+    elif sys.argv[1:2] == ["--leave-phrasing-out"]:
         for argument in sys.argv[2:]:
             folder, _, data_dir = argument.partition("=")
             leave_phrasing_out(Path(folder), Path(data_dir))

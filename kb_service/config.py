@@ -583,8 +583,11 @@ class _Builder:
         try:
             return kind(**values)
         except (ValueError, TypeError) as err:
-            named = str(err).split(" ", 1)[0].rstrip(":")
-            return self.fail((*path, named) if named in values else path, str(err))
+            message = str(err)
+            named = message.split(" ", 1)[0].rstrip(":")
+            if named not in values:
+                return self.fail(path, message)
+            return self.fail((*path, named), message.removeprefix(f"{named}: "))
 
     def _registered(self, base, raw, path):
         discriminator, registry = REGISTRIES[base]

