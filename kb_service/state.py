@@ -28,7 +28,7 @@ from kb_service.config import ServiceConfig
 from kb_service.errors import InputError
 
 STATE_FILES = {"events": "events.sqlite", "judgments": "judgments.sqlite", "query_log": "query_log.sqlite",
-               "reloads": "reloads.sqlite", "access": "access.sqlite"}
+               "reloads": "reloads.sqlite", "access": "access.sqlite", "proposals": "proposals.sqlite"}
 MAX_SECRET_BYTES = 4096
 SCHEMA_LOCK = 0x6B62_7374_6174_65  # the advisory lock taken while creating tables ("kbstate")
 

@@ -120,6 +120,8 @@ class KbDictionary:
     pinyin_keys: dict[str, str] | None = None  # fuzzy linking's index keys, computed at build (None: not stored)
     segmenter_words: dict | None = None  # `Segmenter.added_words()` of the user words, computed at build
     attribute_shapes: dict[str, str] = field(default_factory=dict)  # what each attribute's values look like
+    # Example questions per attribute that an analyst approved from what users clicked (kb suggest-understanding)
+    learned_phrasings: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_pairs(cls, entity_category_pairs, attributes,
@@ -163,6 +165,18 @@ class KbDictionary:
                        category_attributes={c: sorted(a) for c, a in by_category.items()},
                        attribute_shapes=attribute_shapes((attribute, value) for _, attribute, value in records))
 
+    def with_learned(self, phrasings: dict[str, tuple[str, ...]], aliases: dict[str, str]) -> KbDictionary:
+        """This dictionary with approved phrasings of its attributes and approved aliases of its entities; those
+        naming an attribute or entity it lacks, or an alias that is already a name, do not apply."""
+        known = set(self.attribute_names.values())
+        entity_keys = {normalise_text(spelling): key for key, spellings in self.entity_names.items()
+                       for spelling in spellings}
+        added = {key: entity_keys[normalise_text(entity)] for alias, entity in aliases.items()
+                 if len(key := alias_key(alias)) >= MIN_ALIAS_CHARS and key not in self.entity_names
+                 and normalise_text(entity) in entity_keys}
+        return replace(self, aliases={**self.aliases, **added},
+                       learned_phrasings={a: sorted(texts) for a, texts in phrasings.items() if a in known})
+
     @cached_property
     def name_index(self) -> NameIndex:
         """Every entity name in one automaton, built once per opened version."""
@@ -179,7 +193,7 @@ class KbDictionary:
                    raw.get("mentions", {}), raw.get("mention_sample", 0),
                    [tuple(sample) for sample in raw.get("samples", [])], raw.get("category_attributes", {}),
                    raw.get("link_model", {}), raw.get("pinyin_keys"), raw.get("segmenter_words"),
-                   raw.get("attribute_shapes", {}))
+                   raw.get("attribute_shapes", {}), raw.get("learned_phrasings", {}))
 
     def to_json(self) -> dict:
         return {"entity_names": self.entity_names, "entity_categories": self.entity_categories,
@@ -187,7 +201,7 @@ class KbDictionary:
                 "mention_sample": self.mention_sample, "samples": self.samples,
                 "category_attributes": self.category_attributes, "link_model": self.link_model,
                 "pinyin_keys": self.pinyin_keys, "segmenter_words": self.segmenter_words,
-                "attribute_shapes": self.attribute_shapes}
+                "attribute_shapes": self.attribute_shapes, "learned_phrasings": self.learned_phrasings}
 
     def user_words(self) -> list[str]:
         return [*self.entity_names, *self.attribute_names]
@@ -227,7 +241,9 @@ class QueryUnderstander:
         self._intents = IntentClassifier(config.intent_rules, config.intent_examples, config.intent_rule_weight,
                                          config.intent_temperature, embed_many)
         self._attribute_ranker = AttributeRanker.build(
-            set(dictionary.attribute_names.values()), config.attribute_synonyms, config.attribute_examples,
+            set(dictionary.attribute_names.values()), config.attribute_synonyms,
+            {a: (*config.attribute_examples.get(a, ()), *dictionary.learned_phrasings.get(a, ()))
+             for a in {*config.attribute_examples, *dictionary.learned_phrasings}},
             dictionary.attribute_shapes, config.value_shape_questions, shape_weight=config.attribute_shape_weight,
             overlap_weight=config.attribute_overlap_weight, temperature=config.attribute_temperature,
             embed_many=embed_many if "embedding" in config.attribute_signals else None,

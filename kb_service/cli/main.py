@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -265,6 +266,36 @@ def cmd_judgments(config: ServiceConfig, args) -> int:
     return 0
 
 
+def cmd_suggest_understanding(config: ServiceConfig, args) -> int:
+    from kb_service.feedback.click_model import judgments_from_events
+    from kb_service.feedback.events import EventStore
+    from kb_service.feedback.learning import ProposalStore, mine
+    from kb_service.serving.service import SearchService
+    from kb_service.state import open_state
+
+    store = ProposalStore(open_state(config, "proposals"))
+    for status, ids in (("approved", args.approve), ("rejected", args.reject)):
+        if ids:
+            print(f"{status} {store.decide(ids, status, args.reviewer)} proposal(s) as {args.reviewer}; "
+                  "they apply from the next reload")
+    if not (args.approve or args.reject or args.status):
+        events = EventStore(open_state(config, "events"), config.feedback.max_events).all()
+        judgments = judgments_from_events(events, args.min_impressions)
+        service = SearchService(config)
+        mined = mine(judgments, service.understand, service.get, args.min_queries)
+        print(f"{len(mined)} proposals from {len(judgments)} judgments of {len(events)} events "
+              f"({store.save(mined)} new or pending)", file=sys.stderr)
+    listed = store.list(args.status or "pending")
+    if args.json:
+        _print_json([{"id": p.id, **dataclasses.asdict(p)} for p in listed])
+        return 0
+    print("| id | kind | text | → | queries | clicks | grade | e.g. | status |\n|---|---|---|---|---|---|---|---|---|")
+    for p in listed:
+        print(f"| {p.id} | {p.kind} | {p.text} | {p.target} | {p.queries} | {p.clicks} | {p.grade} | "
+              f"{'; '.join(p.examples[:2])} | {p.status} |")
+    return 0
+
+
 def cmd_tune(config: ServiceConfig, args) -> int:
     from kb_service.config import read_raw
     from kb_service.errors import InputError
@@ -415,6 +446,20 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--queries", required=True, help="JSONL qid, task, query: the texts the qids stand for")
     imported.add_argument("--rater", default="import", help="who the judgments are recorded as from")
     judgments.set_defaults(handler=cmd_judgments)
+
+    suggest = commands.add_parser(
+        "suggest-understanding", help="attribute phrasings and aliases mined from clicks, for an analyst to approve")
+    suggest.add_argument("--min-impressions", type=int, default=10,
+                         help="times a hit must have been shown for a query to be judged")
+    suggest.add_argument("--min-queries", type=int, default=3,
+                         help="entities a phrasing (clicks an alias) must have led to before it is proposed")
+    suggest.add_argument("--approve", nargs="+", metavar="ID", help="approve these proposals (next reload)")
+    suggest.add_argument("--reject", nargs="+", metavar="ID", help="reject these proposals")
+    suggest.add_argument("--reviewer", default="", help="who approves or rejects")
+    suggest.add_argument("--status", choices=["pending", "approved", "rejected"],
+                         help="list proposals with this status instead of mining")
+    suggest.add_argument("--json", action="store_true")
+    suggest.set_defaults(handler=cmd_suggest_understanding)
 
     versions = commands.add_parser("versions", help="list index versions (* marks the served one)")
     versions.add_argument("--json", action="store_true")
