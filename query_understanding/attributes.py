@@ -32,7 +32,6 @@ from functools import lru_cache
 import numpy as np
 
 from query_understanding.normalise import normalise_text
-from query_understanding.value_shapes import name_questions
 
 ATTRIBUTE_SIGNALS = ("overlap", "embedding")
 MAX_ATTRIBUTES = 3  # a question shares its boost among at most this many attributes …
@@ -84,7 +83,6 @@ class AttributeRanker:
 
     words: dict[str, tuple[str, ...]]  # attribute -> its name, synonyms and example questions, normalised
     shape_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> its values' shape's forms
-    name_forms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> its name in question templates
     shape_weight: float = 0.8
     overlap_weight: float = 0.5
     temperature: float = 0.05
@@ -109,8 +107,7 @@ class AttributeRanker:
                  for a in sorted(attributes)}
         forms = {a: tuple(dict.fromkeys(normalise_text(w) for w in shape_questions.get(shapes.get(a, ""), ())))
                  for a in words}
-        named = {a: tuple(normalise_text(w) for w in name_questions(a, shapes.get(a))) for a in words}
-        return cls(words, {a: f for a, f in forms.items() if f}, named, **settings)
+        return cls(words, {a: f for a, f in forms.items() if f}, **settings)
 
     def __post_init__(self):
         self._names = list(self.words)
@@ -127,7 +124,7 @@ class AttributeRanker:
                                                   tuple(f for f in own if not _HAN.search(f))) if group]
                           for a in self._names for own in (self.shape_forms.get(a, ()),)}
             shape_groups = sorted({group for groups in per_script.values() for group in groups})
-            groups = [*((*self.words[a], *self.name_forms.get(a, ())) for a in self._names), *forms, *shape_groups]
+            groups = [*(self.words[a] for a in self._names), *forms, *shape_groups]
             vectors = self.embed_many([w for words in groups for w in words])
             prototypes, position = [], 0
             for words in groups:
@@ -169,9 +166,12 @@ class AttributeRanker:
         if usable:
             cosine[:-1] = self._prototypes[rows] @ vector
             for position, i in enumerate(rows):
-                if len(self._shape_prototypes[i]):  # a blend keeps what tells attributes of one shape apart
+                if len(self._shape_prototypes[i]):
+                    # the shape can raise an attribute, never lower it (a label's forms are not how a country is
+                    # asked for), and a blend keeps what tells attributes of one shape apart
                     shaped = float((self._shape_prototypes[i] @ vector).max())
-                    cosine[position] = (cosine[position] + self.shape_weight * shaped) / (1 + self.shape_weight)
+                    blend = (cosine[position] + self.shape_weight * shaped) / (1 + self.shape_weight)
+                    cosine[position] = max(cosine[position], blend)
             cosine[-1] = float((self._overview_prototypes @ vector).max()) if len(self._overview_prototypes) else -1.0
         if not usable and not self.use_overlap:
             return Ranking([], 1.0)

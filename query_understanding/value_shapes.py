@@ -2,12 +2,14 @@
 
 An attribute's name and synonyms say what it is called; its values say what a question about it asks for. A
 value in pinyin or IPA answers "how is it pronounced", a year answers "when", a number with a unit "how
-much", a book title "which book", a person's name "who". Each attribute gets the shape most of its values
-have (decided when a version is built, over every record), and the attribute ranker treats that shape's
-question forms as weaker evidence for the attribute than its own name: a question in words no list holds
-("X怎么念" about a KB whose 读音 values are pinyin) then reaches the attribute whose values answer it. The
-shapes and their forms are about kinds of value, per language, so they hold for a KB the code has never seen;
-`query_understanding.value_shape_questions` in the config replaces the forms.
+much", a book title "which book", a person's name "who"; prose says nothing (a definition, an example
+sentence and a quoted source are all prose, asked for in different ways), so it has no shape. Each attribute
+gets the shape most of its values have (decided when a version is built, over every record), and the
+attribute ranker treats that shape's question forms as weaker evidence for the attribute than its own name:
+a question in words no list holds ("X怎么念" about a KB whose 读音 values are pinyin) then reaches the
+attribute whose values answer it. The shapes and their forms are about kinds of value, per language, so they
+hold for a KB the code has never seen; `query_understanding.value_shape_questions` in the config replaces
+the forms.
 """
 
 from __future__ import annotations
@@ -33,18 +35,9 @@ SHAPE_QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     "yes_no": {"zh": ("是否", "是不是", "有没有"), "en": ("is it", "does it", "whether")},
     "list": {"zh": ("有哪些", "都有什么", "包括"), "en": ("which ones", "what are", "list", "examples")},
     "name": {"zh": ("谁", "哪位", "什么人", "哪家"), "en": ("who", "by whom", "whose", "which company")},
-    "text": {"zh": ("什么意思", "意思", "含义", "解释", "说的是什么"),
-             "en": ("what does it mean", "meaning", "definition", "explain")},
     "label": {"zh": ("什么类型", "哪一类", "哪种", "类别"),
               "en": ("what kind", "what type", "which kind", "what sort")},
 }
-# Templates that put an attribute's own name into a question, per language and shape (None: any shape); they
-# make the attribute's prototype read like a question about it rather than like a bare label.
-NAME_TEMPLATES: dict[str, dict[str | None, tuple[str, ...]]] = {
-    "zh": {None: ("{}是什么",), "quantity": ("{}是多少",), "money": ("{}是多少",), "date": ("{}是什么时候",)},
-    "en": {None: ("what is the {}",), "quantity": ("how much is the {}",), "date": ("when is the {}",)},
-}
-
 _TONE_MARKS = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜ"
 _PINYIN = re.compile(rf"^[a-zü{_TONE_MARKS}'’\- ]+$", re.IGNORECASE)
 _IPA = re.compile(r"^[/\[].*[ˈˌːəɪʊæɑɒɔɛɜʌθðŋʃʒɹ].*[/\]]$")
@@ -75,7 +68,6 @@ _SURNAMES = frozenset("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林
                       "任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃"
                       "武戴莫孔向汤欧")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
-_LATIN_WORD = re.compile(r"[A-Za-z]+")
 SAMPLED_VALUES = 400  # values of each attribute read to decide its shape
 MAX_LABELS = 50  # an attribute of short values with at most this many distinct ones (and repeats) is a label
 
@@ -101,9 +93,7 @@ def value_shape(value: str) -> str | None:
         return "list"
     if _PROPER_NAME.match(text) or (_HAN_NAME.match(text) and text[0] in _SURNAMES):
         return "name"
-    if len(_HAN.findall(text)) >= 12 or len(_LATIN_WORD.findall(text)) >= 8:
-        return "text"
-    return None
+    return None  # prose (a definition, an example, a quoted source) says nothing about how it is asked for
 
 
 def attribute_shapes(records: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -125,12 +115,6 @@ def attribute_shapes(records: Iterable[tuple[str, str]]) -> dict[str, str]:
               and all(len(value) <= 24 for value in kept)):
             shapes[attribute] = "label"
     return shapes
-
-
-def name_questions(attribute: str, shape: str | None) -> tuple[str, ...]:
-    """The attribute's name put into question templates of its script's language."""
-    templates = NAME_TEMPLATES["zh" if _HAN.search(attribute) else "en"]
-    return tuple(t.format(attribute) for t in (*templates[None], *templates.get(shape, ())))
 
 
 def default_shape_questions() -> dict[str, tuple[str, ...]]:

@@ -18,7 +18,7 @@ from tests.kb_shapes import poems, trails, write_jsonl
     ("450 EUR", "money"), ("￥1299", "money"), ("《松风集》", "title"), ("30.125, 120.250", "place"),
     ("https://example.org/a", "link"), ("否", "yes_no"), ("Corwin Abara", "name"), ("林澜舟", "name"),
     ("Fig Tree Bay, Protaras, pu luo ta", "list"), ("gravel", None), ("qing xi", None),
-    ("a small tool for splitting logs along the grain, swung with both hands above the head", "text"),
+    ("a small tool for splitting logs along the grain, swung with both hands above the head", None),
 ])
 def test_a_values_shape_is_read_from_its_look(value, shape):
     assert value_shape(value) == shape
