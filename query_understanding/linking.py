@@ -8,7 +8,6 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from itertools import chain
 
 import ahocorasick
 from pypinyin import lazy_pinyin
@@ -20,7 +19,6 @@ from query_understanding.parsed_query import LinkedSpan
 MAX_PINYIN_CHARS = 8
 MIN_ALIAS_CHARS = 2
 MIN_PINYIN_ALIAS_LETTERS = 5
-MAX_ALIAS_WORDS = 4
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN_RUN = re.compile(r"[^\0\s\u4e00-\u9fff]+(?: [^\0\s\u4e00-\u9fff]+)*")
 
@@ -173,48 +171,75 @@ class FuzzyLinker:
         return links
 
 
-@dataclass(frozen=True)
 class AliasLinker:
     """Links a name the KB lists among an entity's other names (别名, 英文名, 拼音 values) to that entity:
     a Chinese alias as typed, a Chinese span by its pinyin against romanised aliases (宁乡县 → 'Ningxiang
-    Xian' → 玉潭), or Latin words by their folded spelling ('hua she tian zu' → 画蛇添足).
+    Xian' → 玉潭), or Latin words by their folded spelling ('hua she tian zu' → 画蛇添足), of any length.
 
-    Chinese spans are tried before Latin ones, longer before shorter (宁乡县 before 宁乡). The caller blanks
-    ('\\0') what cannot be part of a name: question words such as 哪里 are some place's alias somewhere.
+    Every alias key is in one Aho–Corasick automaton, searched over each run of Chinese characters (as typed,
+    and as the run's pinyin, where a match must start and end between syllables) and over each run of other
+    words in their folded form (where it must start and end on word boundaries). Chinese spans win over
+    Latin ones, longer over shorter, earlier over later, as typed over by sound. The caller blanks ('\\0')
+    what cannot be part of a name: question words such as 哪里 are some place's alias somewhere.
     """
 
-    aliases: Mapping[str, str]
-    confidence: float = 0.9
-    pinyin_confidence: float = 0.8
+    def __init__(self, aliases: Mapping[str, str], confidence: float = 0.9, pinyin_confidence: float = 0.8):
+        self.aliases = aliases
+        self.confidence = confidence
+        self.pinyin_confidence = pinyin_confidence
+        self._automaton = ahocorasick.Automaton()
+        for key in aliases:
+            if key:
+                self._automaton.add_word(key, len(key))
+        if len(self._automaton):
+            self._automaton.make_automaton()
 
     def link(self, text: str) -> list[LinkedSpan]:
-        if not self.aliases:
+        if not len(self._automaton):
             return []
-        for start, end, key, confidence in chain(self._han_candidates(text), self._latin_candidates(text)):
-            entity = self.aliases.get(key)
-            if entity is not None:
-                return [LinkedSpan(text[start:end], entity, (), start, end, confidence)]
+        for candidates in (self._han_candidates(text), self._latin_candidates(text)):
+            if candidates:
+                _, start, end, key, confidence = min(candidates)
+                return [LinkedSpan(text[start:end], self.aliases[key], (), start, end, confidence)]
         return []
 
-    def _han_candidates(self, text: str) -> Iterable[tuple[int, int, str, float]]:
-        """(start, end, key, confidence) of Chinese spans, MAX_PINYIN_CHARS characters down to 2."""
-        runs = [(m.start(), m.group(), lazy_pinyin(m.group(), v_to_u=True)) for m in _HAN_RUN.finditer(text)]
-        for length in range(MAX_PINYIN_CHARS, MIN_ALIAS_CHARS - 1, -1):
-            for begin, run, syllables in runs:
-                for offset in range(len(run) - length + 1):
-                    start, end = begin + offset, begin + offset + length
-                    yield start, end, alias_key(run[offset:offset + length]), self.confidence
-                    sound = alias_key("".join(syllables[offset:offset + length]))
-                    if len(sound) >= MIN_PINYIN_ALIAS_LETTERS:
-                        yield start, end, sound, self.pinyin_confidence
+    def _han_candidates(self, text: str) -> list[tuple[tuple[int, int, int], int, int, str, float]]:
+        """(priority, start, end, key, confidence) of the aliases found in each run of Chinese characters."""
+        found = []
+        for run in _HAN_RUN.finditer(text):
+            begin, characters = run.start(), run.group()
+            for last, length in self._automaton.iter(characters):
+                if length >= MIN_ALIAS_CHARS:
+                    start = begin + last - length + 1
+                    found.append(((-length, start, 0), start, start + length, characters[last - length + 1:last + 1],
+                                  self.confidence))
+            sound, between = "", {0: 0}  # offset in the sound string -> characters before it
+            for number, syllable in enumerate(lazy_pinyin(characters, v_to_u=True), start=1):
+                sound += alias_key(syllable)
+                between[len(sound)] = number
+            for last, length in self._automaton.iter(sound):
+                first = last - length + 1
+                if length < MIN_PINYIN_ALIAS_LETTERS or first not in between or last + 1 not in between:
+                    continue
+                start, end = begin + between[first], begin + between[last + 1]
+                if end - start >= MIN_ALIAS_CHARS:  # one character's sound names nothing (长 = zhang)
+                    found.append(((start - end, start, 1), start, end, sound[first:last + 1], self.pinyin_confidence))
+        return found
 
-    def _latin_candidates(self, text: str) -> Iterable[tuple[int, int, str, float]]:
-        """(start, end, key, confidence) of runs of MAX_ALIAS_WORDS down to 1 consecutive words."""
+    def _latin_candidates(self, text: str) -> list[tuple[tuple[int, int, int], int, int, str, float]]:
+        """(priority, start, end, key, confidence) of the aliases found in each run of other words, compared
+        in `alias_key`'s folded form and kept when they start and end on word boundaries."""
+        found = []
         for run in _LATIN_RUN.finditer(text):
-            words = [(m.start() + run.start(), m.end() + run.start()) for m in re.finditer(r"\S+", run.group())]
-            for size in range(min(MAX_ALIAS_WORDS, len(words)), 0, -1):
-                for first in range(len(words) - size + 1):
-                    start, end = words[first][0], words[first + size - 1][1]
-                    key = alias_key(text[start:end])
-                    if len(key) >= MIN_PINYIN_ALIAS_LETTERS:
-                        yield start, end, key, self.confidence
+            keyed, origin = [], []
+            for index in range(run.start(), run.end()):
+                for character in alias_key(text[index]):
+                    keyed.append(character)
+                    origin.append(index)
+            key_text = "".join(keyed)
+            for last, length in self._automaton.iter(key_text):
+                first = last - length + 1
+                start, end = origin[first], origin[last] + 1
+                if length >= MIN_PINYIN_ALIAS_LETTERS and _on_word_boundaries(text, start, end):
+                    found.append(((start - end, start, 0), start, end, key_text[first:last + 1], self.confidence))
+        return found

@@ -5,7 +5,8 @@ about an entity as a whole in wordings no list holds."""
 
 import pytest
 
-from query_understanding.linking import NameIndex
+from query_understanding.linking import AliasLinker, NameIndex
+from query_understanding.normalise import alias_key
 from scoring.planner import SearchRequest
 from tests.conftest import loaded, serving
 from tests.kb_shapes import gadgets, towns, workshop, write_jsonl
@@ -60,3 +61,19 @@ def test_a_question_about_the_whole_entity_puts_its_overview_record_first(tmp_pa
     assert first >= 0.98 * len(questions), (first, len(questions))
     asked = service.understand(f"{questions[0][2]}的人口有多少")  # an attribute the lexicon names: no overview
     assert asked.overview == 0.0 and asked.attributes[0].name == "人口"
+
+
+def test_aliases_of_any_length_link_as_typed_by_sound_and_by_folded_spelling():
+    """One automaton over every alias key: a romanised alias of five words, a Chinese name of eleven
+    characters heard through its pinyin, and no alias made of one character's sound."""
+    listed = (("Pu Luo Ta La Si", "普罗塔拉斯"), ("zhang", "姜镇"), ("宁乡县", "玉潭"),
+              ("sheng hu an bao di si ta tu si te pei ke", "圣胡安包蒂斯塔图斯特佩克"))
+    aliases = {alias_key(alias): entity for alias, entity in listed}
+    linker = AliasLinker(aliases)
+    [typed] = linker.link("where is pu luo-ta la si")
+    assert (typed.text, typed.name, typed.confidence) == ("pu luo-ta la si", "普罗塔拉斯", 0.9)
+    [heard] = linker.link("圣胡安包蒂斯塔图斯特佩克在哪里")
+    assert (heard.text, heard.name, heard.confidence) == ("圣胡安包蒂斯塔图斯特佩克", "圣胡安包蒂斯塔图斯特佩克", 0.8)
+    assert linker.link("长门市是哪里") == [] and linker.link("lupulotalasi") == []
+    [chinese] = linker.link("宁乡县的人口")
+    assert (chinese.text, chinese.name) == ("宁乡县", "玉潭")
