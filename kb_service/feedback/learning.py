@@ -24,14 +24,16 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Column, Float, MetaData, Table, Text, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from kb_service.config import ServiceConfig
 from kb_service.errors import InputError
 from kb_service.feedback.click_model import Judgment
 from kb_service.records import KnowledgeRecord
-from kb_service.state import StateDatabase, StateDatabaseError
+from kb_service.state import StateDatabase, StateDatabaseError, open_state, state_url
 from query_understanding.normalise import normalise_text
 from query_understanding.parsed_query import ParsedQuery
 
@@ -201,3 +203,18 @@ class ProposalStore:
             else:
                 aliases[proposal.text] = proposal.target
         return Learned({a: tuple(texts) for a, texts in phrasings.items()}, aliases)
+
+
+def approved_learning(config: ServiceConfig) -> Learned:
+    """What a version build adds from approved proposals. With the default SQLite state and no proposals
+    file yet there is nothing approved, and the build creates no file; a SQLite file read is let go at once,
+    so a build leaves no handle open in the data directory."""
+    url = state_url(config, "proposals")
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        return Learned()
+    state = open_state(config, "proposals")
+    try:
+        return ProposalStore(state).learned()
+    finally:
+        if state.is_sqlite:
+            state.dispose()

@@ -23,14 +23,13 @@ import numpy as np
 from kb_service.config import ServiceConfig
 from kb_service.engines import open_engine
 from kb_service.errors import InputError, StorageError
-from kb_service.feedback.learning import ProposalStore
+from kb_service.feedback.learning import approved_learning
 from kb_service.ingest.embedding_cache import EmbeddingCache
 from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
 from kb_service.ingest.readers import read_records
 from kb_service.ingest.segment_cache import CachedSegmenter
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord, now_timestamp
-from kb_service.state import open_state
 from query_understanding.linking import pinyin_key
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary, QueryUnderstander
@@ -152,7 +151,7 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
             vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
         finally:
             cache.close()
-        learned = ProposalStore(open_state(config, "proposals")).learned()
+        learned = approved_learning(config)
         dictionary = build_dictionary(records, config.query_understanding.alias_attributes,
                                       config.data_path / "cache").with_learned(learned.phrasings, learned.aliases)
         started = time.monotonic()
