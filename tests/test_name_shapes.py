@@ -77,3 +77,16 @@ def test_aliases_of_any_length_link_as_typed_by_sound_and_by_folded_spelling():
     assert linker.link("长门市是哪里") == [] and linker.link("lupulotalasi") == []
     [chinese] = linker.link("宁乡县的人口")
     assert (chinese.text, chinese.name) == ("宁乡县", "玉潭")
+
+
+def test_dictionaries_derived_in_a_build_share_one_name_automaton():
+    from dataclasses import replace
+
+    from query_understanding.understander import KbDictionary
+
+    dictionary = KbDictionary.from_pairs([("杭州", "城市"), ("Harbor Lantern", "tool")], {"人口"})
+    sampled = dictionary.with_samples([("杭州", "人口", "1200万", "城市")])
+    fitted = replace(sampled.with_learned({}, {}), link_model={"weights": []})
+    assert fitted.name_index is sampled.name_index is dictionary.name_index
+    other = KbDictionary.from_pairs([("杭州", "城市")], {"人口"})
+    assert other.name_index is not dictionary.name_index and len(other.name_index) == 1
