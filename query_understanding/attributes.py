@@ -119,6 +119,8 @@ class AttributeRanker:
         classes.append(set().union(*self._overview_units))
         frequency = Counter(unit for members in classes for unit in members)
         self._weights = {unit: math.log((len(classes) + 1) / count) for unit, count in frequency.items()}
+        self._totals = {u: sum(self._weights[x] for x in u) for wordings in (*self._units, self._overview_units)
+                        for u in wordings}  # each wording's weight, the denominator of its overlap
         if self.embed_many and self._names:
             per_script = {a: [group for group in (tuple(f for f in own if _HAN.search(f)),
                                                   tuple(f for f in own if not _HAN.search(f))) if group]
@@ -143,8 +145,8 @@ class AttributeRanker:
         """The largest share of one candidate wording's units that the question holds, each unit weighted by
         how few classes (attributes, the overview) use it: "how" of "how long" and "how is it pronounced"
         tells the classes apart less than "long" or "pronounced" does."""
-        return max((sum(self._weights[x] for x in asked & u) / sum(self._weights[x] for x in u)
-                    for u in candidates if u), default=0.0)
+        return max((sum(self._weights[x] for x in asked & u) / self._totals[u] for u in candidates if u),
+                   default=0.0)
 
     def rank(self, question: str, vector: np.ndarray | None = None, among: Collection[str] | None = None,
              context: str | None = None) -> Ranking:
