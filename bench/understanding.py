@@ -210,10 +210,13 @@ def shapes(config_path: str | None) -> None:
                 for (kid, plain, held) in zip((kid for _, kid in members), *measured, strict=True):
                     rows[attribute_of[kid]].append((*plain, *held))
         every = [row for group in rows.values() for row in group]
-        print(f"| {make.__name__} (n={len(every)}) | " + " | ".join(f"{_mean(r[i] for r in every):.3f}"
-                                                               for i in range(4)) + " |")
+        print(f"| {make.__name__} (n={len(every)}) | {_column_means(every)} |")
         for attribute, group in rows.items():
-            print(f"|   {attribute} | " + " | ".join(f"{_mean(r[i] for r in group):.3f}" for i in range(4)) + " |")
+            print(f"|   {attribute} | {_column_means(group)} |")
+
+
+def _column_means(rows: list[tuple]) -> str:
+    return " | ".join(f"{statistics.fmean(column):.3f}" for column in zip(*rows, strict=True))
 
 
 def _linked_and_rank(service: SearchService, text: str, kid: str, attribute_of: dict[str, str]) -> tuple[bool, float]:
@@ -221,11 +224,6 @@ def _linked_and_rank(service: SearchService, text: str, kid: str, attribute_of: 
     hits = service.search(SearchRequest(query=text, size=10)).hits
     rank = next((rank for rank, hit in enumerate(hits, 1) if hit.record.kid == kid), None)
     return bool(parsed.attributes) and parsed.attributes[0].name == attribute_of[kid], 1 / rank if rank else 0.0
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
 
 
 if __name__ == "__main__":
