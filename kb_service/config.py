@@ -69,6 +69,8 @@ SECRET_KEYS = frozenset({"password", "api_key"})  # keys whose values are Secret
 class ConfigError(InputError):
     """A config file that cannot be used; `problems` lists every one as `file:line: key.path: problem`."""
 
+    code = "invalid_config"
+
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems), "config",

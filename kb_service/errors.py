@@ -18,6 +18,7 @@ class KbError(Exception):
 
     http_status = 500
     exit_code = EXIT_INPUT
+    code = "internal"  # the machine-readable kind a client branches on; a raise may name a narrower one
 
     def __init__(self, message: str, field: str | None = None, **details: Any):
         super().__init__(message)
@@ -29,13 +30,20 @@ class KbError(Exception):
         return f"{self.field}: {self.message}" if self.field else self.message
 
     def to_json(self) -> dict:
-        """The body every error response has: status, message, the field at fault and any details."""
-        return error_body(self.http_status, self.message, self.field, **self.details)
+        """The body every error response has: status, code, message, the field at fault and any details."""
+        return error_body(self.http_status, self.message, self.field, **{"code": self.code, **self.details})
+
+
+STATUS_CODES = {400: "invalid_parameter", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 409: "conflict", 413: "body_too_large", 422: "unprocessable",
+                429: "rate_limited", 500: "internal", 503: "unavailable", 507: "storage_unavailable"}
 
 
 def error_body(status: int, message: str, field: str | None = None, **details: Any) -> dict:
-    """The JSON error shape of the API, for KbErrors and for the HTTP layer's own refusals alike."""
-    body: dict[str, Any] = {"status": status, "message": message}
+    """The JSON error shape of the API, for KbErrors and for the HTTP layer's own refusals alike; `code`
+    defaults to the status's general kind."""
+    body: dict[str, Any] = {"status": status, "code": details.pop("code", None) or STATUS_CODES.get(
+        status, "client_error" if status < 500 else "internal"), "message": message}
     if field:
         body["field"] = field
     body.update(details)
@@ -46,12 +54,14 @@ class InputError(KbError):
     """Bad input from the caller (a parameter, a body, a file); `field` names what is wrong."""
 
     http_status = 400
+    code = "invalid_parameter"
 
 
 class NotFoundError(KbError):
     """The named thing (a record, a version) does not exist."""
 
     http_status = 404
+    code = "not_found"
 
 
 class AuthError(KbError):
@@ -81,16 +91,19 @@ class ConflictError(KbError):
     live); nothing was changed."""
 
     http_status = 409
+    code = "conflict"
 
 
 class StorageError(KbError):
     """The data directory cannot take the write (disk full, read-only, over quota); nothing was changed."""
 
     http_status = 507
+    code = "storage_unavailable"
 
 
 class UnavailableError(KbError):
     """The service cannot answer now: no version served yet, or the search engine not answering."""
 
     http_status = 503
+    code = "unavailable"
 

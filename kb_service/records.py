@@ -12,7 +12,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from kb_service.errors import InputError
@@ -43,15 +43,23 @@ def now_timestamp() -> str:
     return time.strftime(TIMESTAMP_FORMAT)
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 @lru_cache(maxsize=65_536)
 def epoch_seconds(timestamp: str) -> float:
-    """A stored timestamp as epoch seconds; NaN when empty. Memoised: KBs loaded in batches share a few
-    timestamps, and strptime costs ~6 µs (8 s per column on a 1.3M-record KB)."""
-    return datetime.strptime(timestamp, TIMESTAMP_FORMAT).timestamp() if timestamp else math.nan
+    """A stored timestamp as epoch seconds, read as UTC as Elasticsearch reads it (any year from 1 to 9999);
+    NaN when empty. Memoised: KBs loaded in batches share a few timestamps, and strptime costs ~6 µs (8 s
+    per column on a 1.3M-record KB)."""
+    if not timestamp:
+        return math.nan
+    return (datetime.strptime(timestamp, TIMESTAMP_FORMAT) - _EPOCH).total_seconds()
 
 
 class RecordError(InputError):
     """A record that breaks the schema; names the field at fault so the reader can add file and line."""
+
+    code = "invalid_record"
 
     def __init__(self, field: str, message: str):
         super().__init__(message, field)
@@ -182,15 +190,38 @@ def _timestamp(raw: dict, name: str) -> str:
         return ""
     if not isinstance(value, str):
         raise RecordError(name, f"expected a timestamp string, got {type(value).__name__}")
+    try:
+        return normalise_timestamp(value)
+    except RecordError as err:
+        raise RecordError(name, err.message) from None
+
+
+def normalise_timestamp(value: str) -> str:
+    """A date and time in one of TIMESTAMP_FORMATS, or ISO 8601 (an offset is converted to UTC), as the
+    stored format; RecordError when it is none."""
     if _CANONICAL_TIMESTAMP.fullmatch(value):
         try:
             datetime.fromisoformat(value)
             return value
         except ValueError:
-            raise RecordError(name, f"not a valid date and time: {value!r}") from None
+            raise RecordError("timestamp", f"not a valid date and time: {value!r}") from None
     for fmt in TIMESTAMP_FORMATS:
         try:
-            return datetime.strptime(value.strip(), fmt).strftime(TIMESTAMP_FORMAT)
+            return _stored(datetime.strptime(value.strip(), fmt))
         except ValueError:
             continue
-    raise RecordError(name, f"expected 'YYYY-MM-DD HH:MM:SS', got {value!r}")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise RecordError("timestamp", f"expected 'YYYY-MM-DD HH:MM:SS', got {value!r}") from None
+    if moment.tzinfo is not None:
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # an offset past the first or last representable moment: that moment
+            moment = datetime.min if moment.year == 1 else datetime.max
+    return _stored(moment)
+
+
+def _stored(moment: datetime) -> str:
+    """TIMESTAMP_FORMAT with the year in four digits, which strftime leaves out before 1000."""
+    return moment.replace(microsecond=0).isoformat(sep=" ")

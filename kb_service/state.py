@@ -40,6 +40,8 @@ class StateDatabaseError(InputError):
     """`state.database` cannot be used (not a URL SQLAlchemy knows, a driver missing, a password file that
     cannot be read); the message names the setting."""
 
+    code = "state_unavailable"
+
 
 class StateDatabase:
     """One database's engine and the few statements whose spelling differs between SQLite and PostgreSQL."""

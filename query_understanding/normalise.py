@@ -52,6 +52,16 @@ def normalise_text(text: str) -> str:
 
 
 @lru_cache(maxsize=65536)
+def fold_character(char: str) -> str:
+    """One character as `normalise_text` folds it inside a text (possibly several characters, or none), for
+    mapping positions in normalised text back to the original."""
+    folded = _visible(unicodedata.normalize("NFKC", char))
+    if not _CONVERTIBLE.isdisjoint(folded):
+        folded = _TO_SIMPLIFIED(folded)
+    return _SPACES.sub(" ", folded).lower()
+
+
+@lru_cache(maxsize=65536)
 def alias_key(text: str) -> str:
     """A name with spelling variation folded away: case, accents, spacing, hyphens and apostrophes, and
     traditional characters, so 'Ning-hsiang Xian', 'ningxiang xian' and 'Ningxiàng Xian' share one key."""

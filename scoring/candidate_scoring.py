@@ -34,8 +34,10 @@ def formula_variables(formula: Formula, text_score: np.ndarray, cosine: Callable
 
 def top_hits(formula: Formula, variables: dict[str, np.ndarray], window: int, tie_break: np.ndarray,
              record_at: Callable[[int], RecordLike],
-             details_of: Callable[[np.ndarray], list[dict[str, float]]]) -> list[ScoredHit]:
-    """The `window` best candidates by the formula, each with one engine component per term.
+             details_of: Callable[[np.ndarray], list[dict[str, float]]],
+             order: np.ndarray | None = None) -> list[ScoredHit]:
+    """The `window` best candidates by the formula (or first by `order`, a sort's `order_key`, then by the
+    formula), each with one engine component per term.
 
     `tie_break` orders equal scores (the engine's document order); `record_at` takes a candidate's position
     in the input arrays, `details_of` the positions of all the hits at once (so an engine can vectorise).
@@ -48,8 +50,11 @@ def top_hits(formula: Formula, variables: dict[str, np.ndarray], window: int, ti
     window = min(window, count)
     if window == 0:
         return []
-    top = np.argpartition(-scores, window - 1)[:window]
-    top = top[np.lexsort((tie_break[top], -scores[top]))]
+    if order is not None:
+        top = np.lexsort((tie_break, -scores, order))[:window]
+    else:
+        top = np.argpartition(-scores, window - 1)[:window]
+        top = top[np.lexsort((tie_break[top], -scores[top]))]
     raw_of_top = {name: np.broadcast_to(raw, scores.shape)[top].tolist() for name, (_, raw) in terms.items()}
     hits = []
     details = details_of(top)

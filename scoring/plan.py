@@ -15,7 +15,12 @@ from scoring.formula import Formula
 ClauseKind = Literal["term", "match", "match_phrase"]
 TEXT_FIELD_SOURCES = {"knowledge_phrase": "knowledge", "attribute_phrase": "attribute", "value_phrase": "value"}
 TEXT_FIELDS = tuple(TEXT_FIELD_SOURCES)  # each holds the service's segmentation of its source keyword field
-KEYWORD_FIELDS = ("kid", "knowledge", "attribute", "value", "category")
+KEYWORD_FIELDS = ("kid", "knowledge", "attribute", "value", "category", "ref")
+FLAG_FIELDS = ("del", "available", "expert_verified")
+NUMBER_FIELDS = ("confidence",)
+DATE_FIELDS = ("create_timestamp", "update_timestamp", "expires_at")
+FACET_FIELDS = ("category", "attribute", "knowledge", "ref")
+SORT_FIELDS = (*NUMBER_FIELDS, *DATE_FIELDS, "knowledge", "attribute", "category", "kid")
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # how timestamp fields are written in records, indices and filters
 
 
@@ -42,6 +47,59 @@ class NotExpiredFilter:
 
 
 @dataclass(frozen=True)
+class RangeFilter:
+    """Keep documents whose number or date field lies within the bounds (dates as TIMESTAMP_FORMAT text);
+    a document without the field never does."""
+
+    field: str
+    gt: float | str | None = None
+    gte: float | str | None = None
+    lt: float | str | None = None
+    lte: float | str | None = None
+
+
+@dataclass(frozen=True)
+class ExistsFilter:
+    """Keep documents that hold a value in the field (a confidence, a timestamp, a non-empty ref)."""
+
+    field: str
+
+
+@dataclass(frozen=True)
+class BoolFilter:
+    """Every `must`, none of `must_not`, and at least one of `should` when there are any (Elasticsearch's
+    bool with `minimum_should_match: 1` stated, so both engines read `should` alike)."""
+
+    must: tuple[Filter, ...] = ()
+    should: tuple[Filter, ...] = ()
+    must_not: tuple[Filter, ...] = ()
+
+
+Filter = TermFilter | NotExpiredFilter | RangeFilter | ExistsFilter | BoolFilter
+
+
+def filtered_fields(filters: tuple[Filter, ...]) -> set[str]:
+    """Every field the filters test, however deeply nested."""
+    fields: set[str] = set()
+    stack = list(filters)
+    while stack:
+        each = stack.pop()
+        if isinstance(each, BoolFilter):
+            stack.extend((*each.must, *each.should, *each.must_not))
+        elif not isinstance(each, NotExpiredFilter):
+            fields.add(each.field)
+    return fields
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """Order hits by a record field, missing values last, ties by score (the default order is score alone)."""
+
+    field: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
 class Clause:
     """One scoring clause: Elasticsearch's term / match / match_phrase with a boost."""
 
@@ -54,9 +112,12 @@ class Clause:
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """`candidates` is fast mode's top-N per signal; `window` how many engine hits go to rescoring."""
+    """`candidates` is fast mode's top-N per signal (at least offset + size); `nearest` the vector half of
+    the matching set (records some text clause other than a category matches, or among the `nearest`
+    vectors), over which `total` and `facets` count, the same however deep a page is; `window` is how many
+    engine hits go to rescoring."""
 
-    filters: tuple[TermFilter | NotExpiredFilter, ...]
+    filters: tuple[Filter, ...]
     required_any: tuple[Clause, ...]
     should: tuple[Clause, ...]
     vector_text: str
@@ -66,3 +127,12 @@ class SearchPlan:
     offset: int
     candidates: int
     window: int
+    nearest: int = 200
+    sort: SortKey | None = None
+    facets: tuple[str, ...] = ()
+    facet_size: int = 10
+
+    def matching_clauses(self) -> tuple[Clause, ...]:
+        """The text clauses that make a record part of the matching set: every should clause but the
+        category ones, which hold for a whole category and say nothing about the query's words."""
+        return tuple(c for c in self.should if c.field != "category")

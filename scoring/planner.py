@@ -12,7 +12,17 @@ from query_understanding.classifiers import INTENTS
 from scoring.answer_expansion import AnswerExpansion
 from scoring.formula import ConfidenceTerm, CosineTerm, Formula, TextScoreTerm
 from scoring.formula_checks import check_formula
-from scoring.plan import TIMESTAMP_FORMAT, Clause, Mode, NotExpiredFilter, SearchPlan, TermFilter
+from scoring.plan import (
+    TIMESTAMP_FORMAT,
+    Clause,
+    Filter,
+    Mode,
+    NotExpiredFilter,
+    SearchPlan,
+    SortKey,
+    TermFilter,
+    filtered_fields,
+)
 from scoring.rescoring import ConfidenceBoost, RescoringStrategy
 
 FORMULA_POLICIES = ("refuse", "warn")
@@ -89,6 +99,10 @@ class SearchRequest:
     categories: tuple[str, ...] = ()
     explain: bool = False
     mode: Mode | None = None
+    filters: tuple[Filter, ...] = ()
+    sort: SortKey | None = None
+    facets: tuple[str, ...] = ()
+    facet_size: int = 10
 
 
 BASE_FILTERS = (TermFilter("del", (0,)), TermFilter("available", (1,)))
@@ -117,8 +131,10 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
     filters: list = [*BASE_FILTERS, NotExpiredFilter(now or time.strftime(TIMESTAMP_FORMAT))]
     if request.categories:
         filters.append(TermFilter("category", tuple(request.categories)))
+    filters.extend(request.filters)
+    chosen = bool(request.categories) or "category" in filtered_fields(request.filters)
     predicted = [(category, weight) for category, weight in parsed.categories.items()
-                 if weight >= config.category_min_weight and not request.categories]
+                 if weight >= config.category_min_weight and not chosen]
     category_clauses = tuple(Clause("category", "term", "category", category, weight * config.category_boost)
                              for category, weight in predicted)
     # A likely prediction backed by a named entity or keyword (城市 0.85 for 杭州的人口) may restrict the hits;
@@ -139,4 +155,8 @@ def build_plan(parsed: ParsedQuery, request: SearchRequest, config: ScoringConfi
         offset=request.offset,
         candidates=max(config.candidates, request.offset + request.size),
         window=max(config.rescore_window, request.offset + request.size),
+        nearest=config.candidates,
+        sort=request.sort,
+        facets=request.facets,
+        facet_size=request.facet_size,
     )

@@ -84,7 +84,8 @@ def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair
     assert docs["deleted"] == 0  # BM25 statistics count deleted documents: a served version must hold none
     mapping = client.indices.get_mapping(index=report.version)[report.version]["mappings"]["properties"]
     assert mapping["vector"]["dims"] == 512 and mapping["vector"]["similarity"] == "cosine"
-    assert mapping["knowledge_phrase"]["analyzer"] == "whitespace" and mapping["ref"]["index"] is False
+    assert mapping["knowledge_phrase"]["analyzer"] == "whitespace"
+    assert mapping["ref"]["type"] == "keyword" and mapping["ref"].get("index", True)  # filters and facets read it
     settings = client.indices.get_settings(index=report.version)[report.version]["settings"]["index"]
     assert settings["refresh_interval"] == "1s" and settings["translog"]["durability"] == "request"
     assert settings["search"]["slowlog"]["threshold"]["query"]["warn"] == "1s"

@@ -139,19 +139,33 @@ def test_every_answer_carries_a_request_id(client):
     assert client.get("/healthz", headers={"X-Request-Id": "bad id; drop"}).headers["X-Request-Id"] != "bad id; drop"
 
 
-def test_every_route_is_in_the_openapi_contract(client):
+def test_every_route_is_in_the_served_openapi_document(client):
+    """Each route is documented at its path; an unversioned API path is the deprecated alias of its /v1 path
+    (and says so in its headers), a probe under /v1 an alias of the unversioned one."""
     import re
 
-    import yaml
-
-    from tests.conftest import REPO
-
-    spec = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.1") and spec["info"]["version"] == client.application.extensions[
+        "kb_service"].config.version
+    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
     routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
               for rule in client.application.url_map.iter_rules() if rule.endpoint != "static"
               for method in rule.methods - {"HEAD", "OPTIONS"}}
-    documented = {(path, method) for path, item in spec["paths"].items() for method in item}
-    assert routes == documented
+    aliases = {(f"/v1{path}", method) for path, method in documented} | {
+        (path.removeprefix("/v1"), method) for path, method in documented}
+    undocumented = routes - documented - aliases
+    assert not undocumented
+    assert {path for path, _ in documented} - {path for path, _ in routes} == set()
+    legacy = client.get("/search", query_string={"q": "杭州"})
+    assert legacy.headers["Deprecation"] == "true" and "</v1/search>" in legacy.headers["Link"]
+    assert "Deprecation" not in client.get("/v1/search", query_string={"q": "杭州"}).headers
+    assert "Deprecation" not in client.get("/healthz").headers
+
+
+def test_the_docs_page_lists_every_operation(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.content_type.startswith("text/html")
+    assert "/v1/search" in page.get_data(as_text=True) and "/v1/admin/reload" in page.get_data(as_text=True)
 
 
 def test_raw_utf8_request_line_as_curl_sends_it(loaded_data_dir, tmp_path_factory):

@@ -10,7 +10,7 @@ from kb_service.engines import open_engine
 from kb_service.errors import InputError
 from kb_service.ingest.loading import load_files
 from kb_service.ingest.readers import KnowledgeFileError
-from kb_service.serving.request import parse_request
+from kb_service.serving.request import parse_search
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import make_config, read_jsonl, write_jsonl
@@ -75,7 +75,7 @@ def test_fast_mode_agrees_with_exact_on_the_top_hit(search_service):
 ])
 def test_bad_request_parameters_name_the_field(search_service, params, field):
     with pytest.raises(InputError) as caught:
-        parse_request(params, search_service.config)
+        parse_search(params, search_service.config)
     assert caught.value.field == field
 
 

@@ -53,7 +53,7 @@ def cmd_demo(config: ServiceConfig, args) -> int:
 
 
 def cmd_search(config: ServiceConfig, args) -> int:
-    from kb_service.serving.request import parse_request
+    from kb_service.serving.request import parse_search
     from kb_service.serving.service import SearchService
 
     service = SearchService(config)
@@ -62,8 +62,8 @@ def cmd_search(config: ServiceConfig, args) -> int:
         params["category"] = args.category
     if args.mode:
         params["mode"] = args.mode
-    request = parse_request(params, config)
-    response = service.search(request).to_dict(request.offset, request.explain)
+    request, shape = parse_search(params, config)
+    response = service.search(request).to_dict(request.offset, request.explain, shape)
     if args.json:
         _print_json(response)
         return 0

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -41,10 +41,14 @@ def seconds_left(default: float) -> float:
 class EngineUnavailableError(UnavailableError):
     """The search engine did not answer in time or at all; the API answers 503 and /readyz turns false."""
 
+    code = "engine_unavailable"
+
 
 class EngineError(KbError):
     """The engine refused an operation on a version (documents it would not index, a count that does not
     add up); the served version is unchanged."""
+
+    code = "engine_refused"
 
     http_status = 422
 
@@ -53,9 +57,13 @@ class VersionUnusableError(UnavailableError):
     """A version that exists but cannot be served (damaged files, another index format, vectors of another
     size): the service falls back to an intact version rather than serve it."""
 
+    code = "version_unusable"
+
 
 class VersionNotFoundError(KbError):
     """No complete version of that name: it never finished building or was pruned."""
+
+    code = "version_not_found"
 
     http_status = 404
 
@@ -72,10 +80,12 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class EngineResult:
-    """The engine's top hits of a plan (its rescoring window) and how many records passed the filters."""
+    """The engine's top hits of a plan (its rescoring window), how many records are in the plan's matching
+    set and, for each facet field the plan asks for, its most frequent values there with their counts."""
 
     hits: list[ScoredHit]
     total: int
+    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 class OpenVersion(Protocol):

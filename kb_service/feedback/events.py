@@ -11,11 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated, Any
 
-from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, delete, func, select
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+from sqlalchemy import Column, Float, MetaData, Table, Text, delete, func, select
+from sqlalchemy import Integer as IntegerColumn
 
-from kb_service.errors import InputError
 from kb_service.state import StateDatabase
+from kb_service.validation import Integer, validated
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_TEXT = 2000
@@ -37,51 +41,48 @@ class SearchEvent:
     action: Action
     timestamp: float
 
-    @classmethod
-    def parse(cls, raw: object, index: int) -> SearchEvent:
-        """One event of a POST /events body; `index` names it in errors (events[3].position)."""
-        where = f"events[{index}]"
-        if not isinstance(raw, dict):
-            raise InputError("expected an object", where)
 
-        def text(name: str, limit: int, required: bool = True) -> str:
-            value = raw.get(name, "")
-            if not isinstance(value, str) or (required and not value) or len(value) > limit:
-                raise InputError(f"expected a non-empty string of at most {limit} characters", f"{where}.{name}")
-            return value
+def _not_a_flag(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("not_a_number", "expected seconds since the epoch")
+    return value
 
-        position = raw.get("position")
-        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= 10_000:
-            raise InputError("expected the 1-based rank the hit was shown at (1 to 10000)", f"{where}.position")
-        try:
-            action = Action(raw.get("action"))
-        except ValueError:
-            raise InputError(f"expected one of {', '.join(Action)}", f"{where}.action") from None
-        timestamp = raw.get("timestamp", time.time())
-        if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or not (
-                0 <= timestamp <= LATEST_TIMESTAMP):
-            raise InputError("expected seconds since the epoch (before 2100)", f"{where}.timestamp")
-        return cls(text("query_id", MAX_ID), text("query", MAX_TEXT, required=False), text("kid", MAX_ID), position,
-                   action, float(timestamp))
+
+class EventInput(BaseModel):
+    """One event as the front end posts it (unknown fields are ignored)."""
+
+    query_id: str = Field(min_length=1, max_length=MAX_ID, pattern="\\S")
+    query: str | None = Field(None, max_length=MAX_TEXT, description="the query text (on impressions)")
+    kid: str = Field(min_length=1, max_length=MAX_ID, pattern="\\S")
+    position: Integer = Field(ge=1, le=10_000, description="the 1-based rank the hit was shown at")
+    action: Action
+    timestamp: Annotated[float | None, BeforeValidator(_not_a_flag)] = Field(
+        None, ge=0, le=LATEST_TIMESTAMP, description="seconds since the epoch (default now)")
+
+
+class EventsBody(BaseModel):
+    """A POST /v1/events body: stored whole, or refused whole naming the first bad event."""
+
+    events: list[EventInput] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
 
 
 def parse_events(body: object) -> list[SearchEvent]:
-    """A POST /events body: {"events": [...]} or a single event object."""
-    if isinstance(body, dict) and "events" in body:
-        body = body["events"]
-    events = body if isinstance(body, list) else [body]
-    if not events or len(events) > MAX_EVENTS_PER_REQUEST:
-        raise InputError(f"expected 1 to {MAX_EVENTS_PER_REQUEST} events", "events")
-    return [SearchEvent.parse(raw, i) for i, raw in enumerate(events)]
+    """A POST /events body: {"events": [...]}, a list of events or a single event object."""
+    if isinstance(body, list) or (isinstance(body, dict) and "events" not in body):
+        body = {"events": body if isinstance(body, list) else [body]}
+    parsed = validated(EventsBody, body)
+    now = time.time()
+    return [SearchEvent(e.query_id, e.query or "", e.kid, e.position, e.action,
+                        now if e.timestamp is None else float(e.timestamp)) for e in parsed.events]
 
 
 events = Table(
     "events", MetaData(),
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", IntegerColumn, primary_key=True, autoincrement=True),
     Column("query_id", Text, nullable=False),
     Column("query", Text, nullable=False),
     Column("kid", Text, nullable=False),
-    Column("position", Integer, nullable=False),
+    Column("position", IntegerColumn, nullable=False),
     Column("action", Text, nullable=False),
     Column("timestamp", Float, nullable=False),
 )

@@ -10,12 +10,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, func, select
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, Float, MetaData, Table, Text, func, select
+from sqlalchemy import Integer as IntegerColumn
 
 from kb_service.errors import InputError
 from kb_service.state import StateDatabase
+from kb_service.validation import Integer
 
 GRADES = range(0, 4)
+MAX_QUERY = 2000
+MAX_KID = 512
+
+
+class JudgmentInput(BaseModel):
+    """A rating as the console posts it."""
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY, pattern="\\S")
+    kid: str = Field(min_length=1, max_length=MAX_KID, pattern="\\S")
+    grade: Integer = Field(ge=GRADES.start, le=GRADES.stop - 1,
+                           description="0 not relevant … 3 exactly what was asked")
 
 
 @dataclass(frozen=True)
@@ -36,10 +50,10 @@ def query_id(query: str) -> str:
 
 ratings = Table(
     "ratings", MetaData(),
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", IntegerColumn, primary_key=True, autoincrement=True),
     Column("query", Text, nullable=False),
     Column("kid", Text, nullable=False),
-    Column("grade", Integer, nullable=False),
+    Column("grade", IntegerColumn, nullable=False),
     Column("rater", Text, nullable=False),
     Column("rated_at", Float, nullable=False),
     Column("config_version", Text, nullable=False),

@@ -7,30 +7,38 @@ nothing from how its body would have been parsed; every admin action leaves an a
 from __future__ import annotations
 
 import logging
-import re
 import threading
 
 from flask import Blueprint, current_app, g, jsonify, request
+from pydantic import BaseModel, Field
 
 from kb_service.config import ConfigError, Role
 from kb_service.errors import InputError
 from kb_service.http.auth import role_required
 from kb_service.http.bodies import json_object
 from kb_service.reload.run import history_of, rollback, run_reload
-from kb_service.serving.request import parse_bool, parse_int
 from kb_service.serving.service import SearchService
+from kb_service.validation import Flag, parse_int, validated
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 audit = logging.getLogger("kb_service.audit")
-VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # what `kb versions` lists; nothing else is echoed
+VERSION_NAME = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # what `kb versions` lists; nothing else is echoed
+
+
+class ReloadBody(BaseModel):
+    """POST /v1/admin/reload (each flag may also come in the query string)."""
+
+    force: Flag = Field(False, description="switch even when a gate refuses")
+    wait: Flag = Field(False, description="run now and answer with the run")
+
+
+class RollbackBody(BaseModel):
+    version: str | None = Field(None, pattern=VERSION_NAME,
+                                description="a name GET /v1/admin/versions lists (default the previous one)")
 
 
 def _service() -> SearchService:
     return current_app.extensions["kb_service"]
-
-
-def _flag(body: dict, name: str) -> bool:
-    return parse_bool(body.get(name, request.args.get(name)), name)
 
 
 @blueprint.get("/config")
@@ -56,8 +64,8 @@ def reload_config():
 @role_required(Role.ADMIN, "reload")
 def start_reload():
     """Starts a gated reload (202), or with `wait: true` runs it and answers with the run."""
-    body = json_object()
-    force, wait = _flag(body, "force"), _flag(body, "wait")
+    body = validated(ReloadBody, {**request.args.to_dict(), **json_object()})
+    force, wait = body.force, body.wait
     if force:
         audit.info("reload by key %s overrides its gates (force)", g.key_id)
     config, trigger = _service().config, f"api:{g.key_id}"
@@ -92,10 +100,7 @@ def versions():
 @blueprint.post("/rollback")
 @role_required(Role.ADMIN, "rollback")
 def roll_back():
-    version = json_object().get("version")
-    if version is not None and not (isinstance(version, str) and VERSION_NAME.fullmatch(version)):
-        raise InputError("expected a version name (letters, digits, '.', '_', '-')", "version",
-                         code="invalid_version")
+    version = validated(RollbackBody, json_object()).version
     audit.info("rollback by key %s to %s", g.key_id, version or "(previous)")
     service = _service()
     done = rollback(service.config, version)

@@ -26,7 +26,7 @@ from kb_service.errors import AuthError, KbError, TooManyRequestsError, error_bo
 from kb_service.feedback.events import EventStore
 from kb_service.feedback.judgments import JudgmentStore
 from kb_service.feedback.query_log import QueryLog
-from kb_service.http import admin, console, search
+from kb_service.http import admin, console, openapi, search
 from kb_service.http.auth import AccessStore, client_address
 from kb_service.serving.service import ConfigReloadError, SearchService
 from kb_service.state import open_state
@@ -133,8 +133,20 @@ def _security_headers(response: Response) -> None:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
-    if request.path.startswith(("/admin", "/console")):
+    if request.path.startswith(("/admin", "/console", f"{openapi.API_PREFIX}/admin")):
         response.headers["Cache-Control"] = "no-store"
+
+
+def _deprecation_headers(response: Response) -> None:
+    """An API path without the version prefix answers as before, saying it is deprecated and where its
+    successor is (RFC 9745's Deprecation, RFC 8288's Link)."""
+    rule = request.url_rule
+    if rule is not None and request.blueprint in ("search", "admin") and request.path not in UNVERSIONED_PATHS:
+        response.headers["Deprecation"] = "true"
+        response.headers["Link"] = f'<{openapi.API_PREFIX}{request.path}>; rel="successor-version"'
+
+
+UNVERSIONED_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapes stay where load balancers look
 
 
 def _finish_request(response: Response) -> Response:
@@ -144,6 +156,7 @@ def _finish_request(response: Response) -> Response:
     request_id = g.get("request_id") or uuid.uuid4().hex
     response.headers["X-Request-Id"] = request_id
     _security_headers(response)
+    _deprecation_headers(response)
     remote = client_address(current_app.extensions["kb_service"].config.security.trusted_proxies)
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
     mode = g.get("search_mode", "")
@@ -182,6 +195,9 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
         app.extensions["kb_service_stop"] = stop
     app.register_blueprint(search.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(search.blueprint, url_prefix=openapi.API_PREFIX, name="v1_search")
+    app.register_blueprint(admin.blueprint, url_prefix=f"{openapi.API_PREFIX}/admin", name="v1_admin")
+    app.register_blueprint(openapi.blueprint)
     app.register_blueprint(console.blueprint)
     app.register_error_handler(Exception, _error_response)
     app.jinja_env.globals["csp_nonce"] = csp_nonce

@@ -16,11 +16,12 @@ from flask import Blueprint, current_app, g, render_template, request
 from kb_service.config import ConfigError, Role, ServiceConfig, parse_config
 from kb_service.errors import InputError, NotFoundError
 from kb_service.evaluation import EvalQuery, evaluate, format_table, wins_and_losses
-from kb_service.feedback.judgments import JudgmentStore, Rating, query_id
+from kb_service.feedback.judgments import JudgmentInput, JudgmentStore, Rating, query_id
 from kb_service.feedback.query_log import PROBLEMS, QueryLog
 from kb_service.http.auth import authorise, rate_limited
 from kb_service.http.bodies import json_object
 from kb_service.serving.service import SearchResponse, SearchService
+from kb_service.validation import validated
 from scoring.planner import SearchRequest
 
 blueprint = Blueprint("console", __name__, template_folder="templates")
@@ -156,13 +157,9 @@ def insights():
 @blueprint.post("/console/judgments")
 def rate():
     service = _service()
-    body = json_object(required=True)
-    grade = body.get("grade")
-    if isinstance(grade, bool) or not isinstance(grade, int):
-        raise InputError("expected a grade from 0 to 3", "grade")
+    body = validated(JudgmentInput, json_object(required=True))
     state = service.state
-    rating = Rating(str(body.get("query", "")), str(body.get("kid", "")), grade, g.key_id, time.time(),
-                    state.config.version, state.version.name)
+    rating = Rating(body.query, body.kid, body.grade, g.key_id, time.time(), state.config.version, state.version.name)
     store: JudgmentStore = current_app.extensions["kb_judgments"]
     store.rate(rating)
     return {"rated": {"query": rating.query, "kid": rating.kid, "grade": rating.grade, "rater": rating.rater}}, 201

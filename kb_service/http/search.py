@@ -12,7 +12,7 @@ from kb_service.errors import InputError, NotFoundError, error_body
 from kb_service.feedback.events import parse_events
 from kb_service.http.auth import rate_limited, role_required
 from kb_service.http.bodies import json_body, json_object
-from kb_service.serving.request import parse_request
+from kb_service.serving.request import parse_search
 from kb_service.serving.service import NotReadyError, SearchService
 
 blueprint = Blueprint("search", __name__)
@@ -40,7 +40,7 @@ def readyz():
     service = _service()
     reason = service.unready_reason()
     if reason:
-        return jsonify(error_body(503, reason)), 503
+        return jsonify(error_body(503, reason, code="not_ready")), 503
     state = service.state
     body = {"status": "ready", "index_version": state.version.name, "records": state.version.size,
             "config_version": state.config.version, "encoder": state.version.manifest.get("encoder")}
@@ -53,13 +53,14 @@ def readyz():
 @role_required(Role.SEARCH, "search")
 def search():
     service = _service()
-    search_request = parse_request(request_params(), service.config)
+    search_request, shape = parse_search(request_params(), service.config)
     response = service.search(search_request)
     current_app.extensions["kb_query_log"].record(response)
     g.search_mode = response.mode.value
     for stage, milliseconds in response.stages_ms.items():
         metrics.STAGE_SECONDS.labels(stage, g.search_mode).observe(milliseconds / 1000)
-    return jsonify({"query_id": uuid.uuid4().hex, **response.to_dict(search_request.offset, search_request.explain)})
+    return jsonify({"query_id": uuid.uuid4().hex, **response.to_dict(search_request.offset, search_request.explain,
+                                                                       shape)})
 
 
 @blueprint.post("/events")

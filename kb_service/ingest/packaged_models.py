@@ -33,6 +33,8 @@ class PackagedModelError(KbError):
     """A packaged model is not installed or its parts do not join into the pinned weights: reported as a
     one-line error naming `encoder.model` (exit 2), never as a traceback."""
 
+    code = "model_unavailable"
+
     def __init__(self, message: str):
         super().__init__(message, "encoder.model")
 

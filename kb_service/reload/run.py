@@ -34,9 +34,13 @@ log = logging.getLogger(__name__)
 class ReloadBusyError(ConflictError):
     """Another reload holds the lock for this data directory."""
 
+    code = "reload_running"
+
 
 class ReloadRefusedError(ConflictError):
     """A gate stopped the switch; `run` holds the report. The served version is unchanged."""
+
+    code = "reload_refused"
 
     exit_code = EXIT_REFUSED_BY_GATES
 
@@ -189,6 +193,8 @@ def _reload(config: ServiceConfig, run: ReloadRun, history: ReloadHistory, force
 
 class RollbackError(ConflictError):
     """No such version, or no older one to go back to."""
+
+    code = "rollback_refused"
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,17 @@ from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion, VersionNotFoun
 from kb_service.errors import ConflictError, InputError, KbError, UnavailableError
 from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
 from kb_service.records import KnowledgeRecord
+from kb_service.serving.highlight import highlights
+from kb_service.serving.request import HitShape
 from query_understanding import ParsedQuery, QueryUnderstander, segmenter
+from query_understanding.segmenter import Segmenter
 from query_understanding.understander import QueryError
 from scoring.answer_expansion import expand_answer
 from scoring.hits import ScoredHit
 from scoring.plan import Mode, SearchPlan
 from scoring.planner import SearchRequest, build_plan
 from scoring.rescoring import RescoreContext, rescore
+from scoring.sorting import sort_hits
 
 log = logging.getLogger(__name__)
 CANDIDATE_STATES = 4  # candidate configs (console A/B) kept ready, each with its own understander when needed
@@ -37,6 +41,8 @@ CANDIDATE_STATES = 4  # candidate configs (console A/B) kept ready, each with it
 
 class NotReadyError(UnavailableError):
     """No version is served yet."""
+
+    code = "not_ready"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ def _reason(err: Exception) -> str:
 class DeadlineExceededError(UnavailableError):
     """A search that ran past `search.deadline_ms`; the worker is free again."""
 
+    code = "deadline_exceeded"
+
 
 def frozen_changes(new: ServiceConfig, current: ServiceConfig) -> list[str]:
     """The sections `new` changes that shape the index or the process, so cannot change while serving."""
@@ -75,8 +83,14 @@ class ServingState:
     config: ServiceConfig
 
 
+WHOLE_HITS = HitShape()  # every record field, no highlights
+
+
 @dataclass(frozen=True)
 class SearchResponse:
+    """One search's answer: `total` counts the matching set (SearchPlan), exactly, so `total_relation` is
+    always "eq"; `facets` count over the same records."""
+
     parsed: ParsedQuery
     hits: list[ScoredHit]
     total: int
@@ -86,19 +100,36 @@ class SearchResponse:
     mode: Mode
     stages_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     plan: SearchPlan | None = None
+    facets: dict[str, list[tuple[str, int]]] = dataclasses.field(default_factory=dict)
+    segmenter: Segmenter | None = None
 
-    def to_dict(self, offset: int, explain: bool) -> dict:
+    def to_dict(self, offset: int, explain: bool, shape: HitShape = WHOLE_HITS) -> dict:
         return {
             "query": self.parsed.original,
             "total": self.total,
+            "total_relation": "eq",
             "took_ms": round(self.took_ms, 2),
             **({"stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()}} if explain else {}),
             "index_version": self.version,
             "config_version": self.config_version,
             "mode": self.mode,
-            "hits": [hit_to_dict(hit, rank, explain) for rank, hit in enumerate(self.hits, start=offset + 1)],
+            "hits": [self._hit(hit, rank, explain, shape) for rank, hit in enumerate(self.hits, start=offset + 1)],
+            **({"facets": {field: [{"value": value, "count": count} for value, count in counts]
+                           for field, counts in self.facets.items()}} if self.plan and self.plan.facets else {}),
             **({"parsed_query": self.parsed.to_dict()} if explain else {}),
         }
+
+    def _hit(self, hit: ScoredHit, rank: int, explain: bool, shape: HitShape) -> dict:
+        out = hit_to_dict(hit, rank, explain)
+        record = hit.record.to_dict()
+        if shape.fields is not None:
+            for name in set(record) - set(shape.fields):
+                del out[name]
+        if shape.highlight is not None and self.segmenter is not None:
+            light = shape.highlight
+            out["highlight"] = highlights(record, self.parsed, self.segmenter, light.fields, light.pre_tag,
+                                          light.post_tag)
+        return out
 
 
 def hit_to_dict(hit: ScoredHit, rank: int, explain: bool) -> dict:
@@ -113,6 +144,8 @@ def hit_to_dict(hit: ScoredHit, rank: int, explain: bool) -> dict:
 
 class ConfigReloadError(ConflictError):
     """A new config that cannot be applied live; the previous config stays in force."""
+
+    code = "config_not_applied"
 
 
 LIVE_SECTIONS = ("search", "query_understanding", "scoring", "security")
@@ -348,6 +381,8 @@ class SearchService:
                                        state.understander.entities_named_in,
                                        lambda narrowed: state.version.execute(narrowed, vector).hits)
         watch.lap("expansion")
+        if plan.sort is not None:
+            hits = sort_hits(hits, plan.sort)
         return SearchResponse(
             parsed=parsed,
             hits=hits[request.offset:request.offset + request.size],
@@ -358,6 +393,8 @@ class SearchService:
             mode=plan.mode,
             stages_ms=watch.stages,
             plan=plan,
+            facets=engine.facets,
+            segmenter=state.version.segmenter,
         )
 
     def query_vector_cache(self) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from kb_service.engines.elastic.dsl import VECTOR_FIELD, vector_list
 from kb_service.records import KNOWN_FIELDS, KnowledgeRecord
 from scoring.plan import TEXT_FIELD_SOURCES
 
-OPTIONAL_FIELDS = ("confidence", "create_timestamp", "update_timestamp", "expires_at")
+OPTIONAL_FIELDS = ("confidence", "ref", "create_timestamp", "update_timestamp", "expires_at")
 
 
 def read_mapping(name: str) -> dict:

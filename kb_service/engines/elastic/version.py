@@ -20,10 +20,13 @@ from kb_service.engines.elastic.dialect import Cluster, ClusterRequestError
 from kb_service.engines.elastic.dsl import (
     SOURCE_EXCLUDES,
     clause_name,
-    filter_context,
+    facet_counts,
     knn_filters,
+    matching_aggregations,
+    matching_query,
     render_bool,
     render_script_score,
+    render_sort,
     script_params,
     vector_list,
 )
@@ -33,6 +36,7 @@ from query_understanding.understander import KbDictionary
 from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
 from scoring.formula import Formula
 from scoring.plan import Mode, SearchPlan
+from scoring.sorting import order_key, record_value
 
 
 def _cosines_of(hits: list[dict]) -> dict[str, float]:
@@ -91,61 +95,93 @@ class ClusterVersion:
         return self.cluster.dialect.knn_search(vector_list(query_vector), k, num_candidates, knn_filters(plan, ids))
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        if plan.sort is not None:
+            return self._sorted(plan, query_vector)
         if plan.mode == Mode.EXACT:
             return self._exact(plan, query_vector)
         return self._fast(plan, query_vector)
+
+    def _num_candidates(self, count: int) -> int:
+        return min(10_000, int(count * self.settings.knn_num_candidates_factor))
+
+    def _nearest(self, plan: SearchPlan, query_vector: np.ndarray) -> list[str]:
+        """The ids of the knn top-N inside the filters: the vector half of the matching set."""
+        count = plan.nearest
+        response = self._search({**self._knn(plan, query_vector, count, self._num_candidates(count)), "size": count,
+                                 "_source": False})
+        return [hit["_id"] for hit in response["hits"]["hits"]]
 
     def request_for(self, plan: SearchPlan, query_vector: np.ndarray) -> dict | None:
         """exact: the script_score search; fast: the first round, the text and the knn searches."""
         if plan.mode == Mode.EXACT:
             return {"index": self.name, "search": self._exact_body(plan, query_vector)}
         count = plan.candidates
-        num_candidates = min(10_000, int(count * self.settings.knn_num_candidates_factor))
+        num_candidates = self._num_candidates(count)
         return {"index": self.name, "msearch": [
             {"query": render_bool(plan, text_required=True), "size": count},
             {**self._knn(plan, query_vector, count, num_candidates), "size": count}]}
 
-    def _exact_body(self, plan: SearchPlan, query_vector: np.ndarray) -> dict:
+    def _exact_body(self, plan: SearchPlan, query_vector: np.ndarray, nearest: list[str] | None = None) -> dict:
+        """The script_score search; with the knn ids, also the matching set's count and facets."""
         query = render_script_score(plan, query_vector, self.cluster.dialect.painless_variables)
-        return {"query": query, "size": plan.window, "_source": SOURCE_EXCLUDES, "track_total_hits": True}
+        body = {"query": query, "size": plan.window, "_source": SOURCE_EXCLUDES, "track_total_hits": False}
+        if nearest is not None:
+            body["aggs"] = matching_aggregations(plan, nearest)
+        return body
 
     def _exact(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
-        response = self._search(self._exact_body(plan, query_vector))
+        return self._scored(plan, query_vector,
+                            self._search(self._exact_body(plan, query_vector, self._nearest(plan, query_vector))))
+
+    def _sorted(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+        """A field sort over the matching set: the engine orders by the field (ties by text score) and the
+        formula then orders equal values, as the embedded engine does; no script is needed."""
+        nearest = self._nearest(plan, query_vector)
+        return self._scored(plan, query_vector, self._search({
+            "query": render_bool(plan, text_required=False, restrict=matching_query(plan, nearest)),
+            "sort": render_sort(plan.sort), "track_scores": True, "size": plan.window, "_source": SOURCE_EXCLUDES,
+            "track_total_hits": False, "aggs": matching_aggregations(plan, nearest)}))
+
+    def _scored(self, plan: SearchPlan, query_vector: np.ndarray, response: dict) -> EngineResult:
+        """An answer's hits through the formula (cosines fetched for them), with its matching aggregation."""
         hits = response["hits"]["hits"]
         candidates = _Candidates.from_hits(hits)
         cosines = self._cosines(plan, query_vector, list(candidates.sources)) if plan.formula.needs("cosine") else {}
-        return EngineResult(candidates.scored(plan, _lookup(cosines)), response["hits"]["total"]["value"])
+        matching = response["aggregations"]["matching"]
+        return EngineResult(candidates.scored(plan, _lookup(cosines)), int(matching["doc_count"]),
+                            facet_counts(plan, matching))
 
     def _fast(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
         count = plan.candidates
-        num_candidates = min(10_000, int(count * self.settings.knn_num_candidates_factor))
         has_text = bool(plan.should or plan.required_any)
-        searches = [{"query": {"bool": {"filter": filter_context(plan)}}, "size": 0, "track_total_hits": True},
-                    {**self._knn(plan, query_vector, count, num_candidates), "size": count,
+        searches = [{**self._knn(plan, query_vector, count, self._num_candidates(count)), "size": count,
                      "_source": SOURCE_EXCLUDES}]
         if has_text:
             searches.append({"query": render_bool(plan, text_required=True), "size": count,
                              "_source": SOURCE_EXCLUDES, "track_total_hits": False})
-        total_response, knn_response, *text_response = self._msearch(searches)
+        knn_response, *text_response = self._msearch(searches)
         candidates = _Candidates.from_hits(text_response[0]["hits"]["hits"] if text_response else [])
         cosines = _cosines_of(knn_response["hits"]["hits"])
         vector_only = [hit for hit in knn_response["hits"]["hits"] if hit["_id"] not in candidates.sources]
         text_only = [kid for kid in candidates.sources if kid not in cosines]
         candidates.add_sources(vector_only)
-        follow_up = []
+        nearest = [hit["_id"] for hit in knn_response["hits"]["hits"][:plan.nearest]]
+        follow_up = [{"query": {"bool": {"filter": knn_filters(plan)}}, "size": 0, "track_total_hits": False,
+                      "aggs": matching_aggregations(plan, nearest)}]
         if has_text and vector_only:
             follow_up.append({"query": render_bool(plan, text_required=False, ids=[h["_id"] for h in vector_only]),
                               "size": len(vector_only), "_source": False})
         if text_only and plan.formula.needs("cosine"):
             follow_up.append({**self._knn(plan, query_vector, len(text_only), len(text_only), ids=text_only),
                               "size": len(text_only), "_source": False})
-        if follow_up:
-            responses = self._msearch(follow_up)
-            if has_text and vector_only:
-                candidates.add_text_scores(responses.pop(0)["hits"]["hits"])
-            if responses:
-                cosines.update(_cosines_of(responses[0]["hits"]["hits"]))
-        return EngineResult(candidates.scored(plan, _lookup(cosines)), total_response["hits"]["total"]["value"])
+        responses = self._msearch(follow_up)
+        matching = responses.pop(0)["aggregations"]["matching"]
+        if has_text and vector_only:
+            candidates.add_text_scores(responses.pop(0)["hits"]["hits"])
+        if responses:
+            cosines.update(_cosines_of(responses[0]["hits"]["hits"]))
+        return EngineResult(candidates.scored(plan, _lookup(cosines)), int(matching["doc_count"]),
+                            facet_counts(plan, matching))
 
     def _msearch(self, searches: list[dict]) -> list[dict]:
         return self.cluster.msearch(self.name, searches, params={"include_named_queries_score": True})
@@ -194,8 +230,11 @@ class _Candidates:
         variables = formula_variables(
             plan.formula, np.array([self.text_score.get(k, 0.0) for k in kids]), cosine=lambda: cosines_of(kids),
             confidence=confidence, updated_epoch=lambda: np.array([epoch_seconds(r.update_timestamp) for r in records]))
-        order = np.argsort(np.argsort(kids))
-        return top_hits(plan.formula, variables, plan.window, order, record_at=lambda position: records[position],
+        tie_break = np.argsort(np.argsort(kids))
+        order = None if plan.sort is None else order_key([record_value(r, plan.sort.field) for r in records],
+                                                         plan.sort.descending)
+        return top_hits(plan.formula, variables, plan.window, tie_break, record_at=lambda position: records[position],
                         details_of=lambda positions: [nonzero_details(
                             self.text_score.get(kids[position], 0.0),
-                            sorted(self.clauses.get(kids[position], {}).items())) for position in positions.tolist()])
+                            sorted(self.clauses.get(kids[position], {}).items())) for position in positions.tolist()],
+                        order=order)

@@ -47,14 +47,48 @@ class KeywordColumn:
         words = orjson.loads((directory / f"{name}.vocab.json").read_bytes())
         return cls(codes, dict(zip(words, range(len(words)), strict=True)), np.bincount(codes, minlength=len(words)))
 
+    @cached_property
+    def words(self) -> list[str]:
+        return list(self.vocabulary)
+
+    @cached_property
+    def _order_of_code(self) -> np.ndarray:
+        """Each code's position among the column's values in code-point order, NaN for the empty value."""
+        order = np.empty(len(self.words), dtype=np.float64)
+        order[sorted(range(len(self.words)), key=self.words.__getitem__)] = np.arange(len(self.words))
+        if "" in self.vocabulary:
+            order[self.vocabulary[""]] = np.nan
+        return order
+
+    def sort_values(self, docs: np.ndarray) -> np.ndarray:
+        """The documents' values as numbers in code-point order (NaN where empty), for sorting."""
+        return self._order_of_code[self.codes[docs]]
+
+    def present(self) -> np.ndarray:
+        """Boolean mask of documents whose value is not empty (an optional field such as `ref`)."""
+        empty = self.vocabulary.get("")
+        return np.ones(len(self.codes), dtype=bool) if empty is None else self.codes != empty
+
+    def most_frequent(self, mask: np.ndarray, count: int) -> list[tuple[str, int]]:
+        """The `count` most frequent non-empty values among the documents of `mask`, ties in code-point order."""
+        counts = np.bincount(self.codes[mask], minlength=len(self.words))
+        if "" in self.vocabulary:
+            counts[self.vocabulary[""]] = 0
+        present = np.flatnonzero(counts)
+        if present.size > count:  # only the values that can make the cut go through Python's sort
+            present = present[counts[present] >= np.partition(counts[present], -count)[-count]]
+        best = sorted(present.tolist(), key=lambda code: (-int(counts[code]), self.words[code]))[:count]
+        return [(self.words[code], int(counts[code])) for code in best]
+
     def _docs(self, code: int) -> np.ndarray:
         return self._by_code[self._starts[code]:self._starts[code + 1]]
 
     def matches(self, values) -> np.ndarray:
-        """Boolean mask of documents whose value is one of `values` (unknown values match nothing)."""
+        """Boolean mask of documents whose value is one of `values` (unknown values, and the empty value of
+        an optional field, which Elasticsearch does not index, match nothing)."""
         mask = np.zeros(len(self.codes), dtype=bool)
         for value in values:
-            if value in self.vocabulary:
+            if value and value in self.vocabulary:
                 mask[self._docs(self.vocabulary[value])] = True
         return mask
 

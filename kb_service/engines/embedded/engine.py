@@ -32,6 +32,8 @@ MANIFEST = "manifest.json"
 class BuildInProgressError(ConflictError):
     """Another process is building a version in the same data directory."""
 
+    code = "build_running"
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)

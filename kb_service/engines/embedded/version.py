@@ -32,18 +32,26 @@ from query_understanding.understander import KbDictionary
 from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
 from scoring.formula import Formula
 from scoring.plan import (
+    FLAG_FIELDS,
     KEYWORD_FIELDS,
     TEXT_FIELD_SOURCES,
     TEXT_FIELDS,
+    BoolFilter,
     Clause,
+    ExistsFilter,
+    Filter,
     Mode,
     NotExpiredFilter,
+    RangeFilter,
     SearchPlan,
+    SortKey,
     TermFilter,
 )
+from scoring.sorting import order_key
 
-FLAG_FIELDS = ("del", "available")
-INDEX_FORMAT = 7
+INDEX_FORMAT = 8
+NUMBER_FILES = {"confidence": "confidence", "create_timestamp": "created", "update_timestamp": "updated",
+                "expires_at": "expires"}  # number and date columns (dates as epoch seconds), NaN where empty
 CACHED_FILTER_MASKS = 16
 RECORDS_CACHED = 4096  # parsed records kept per version (the hits of recent searches)
 ZERO = np.float32(0)
@@ -80,12 +88,14 @@ def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.n
         for record in records:
             handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
     np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
-    np.save(directory / "del.npy", np.array([r.deleted for r in records], dtype=np.int8))
-    np.save(directory / "available.npy", np.array([r.available for r in records], dtype=np.int8))
+    for flag in FLAG_FIELDS:
+        np.save(directory / f"{flag}.npy", np.array([r.to_dict()[flag] for r in records], dtype=np.int8))
     np.save(directory / "confidence.npy",
             np.array([np.nan if r.confidence is None else r.confidence for r in records], dtype=np.float32))
-    np.save(directory / "updated.npy", np.array([epoch_seconds(r.update_timestamp) for r in records], dtype=np.float64))
-    np.save(directory / "expires.npy", np.array([epoch_seconds(r.expires_at) for r in records], dtype=np.float64))
+    for field, name in NUMBER_FILES.items():
+        if field != "confidence":
+            np.save(directory / f"{name}.npy", np.array([epoch_seconds(getattr(r, field)) for r in records],
+                                                        dtype=np.float64))
     for name in KEYWORD_FIELDS:
         KeywordColumn.build([getattr(r, name) for r in records]).save(directory, name)
     for field, source in TEXT_FIELD_SOURCES.items():
@@ -170,9 +180,10 @@ class EmbeddedVersion:
         self.record = lru_cache(maxsize=RECORDS_CACHED)(self._read_record)
         self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
-        self.confidence = np.load(self.directory / "confidence.npy")
-        self.updated = np.load(self.directory / "updated.npy")
-        self.expires = np.load(self.directory / "expires.npy")
+        self.numbers = {field: np.load(self.directory / f"{name}.npy") for field, name in NUMBER_FILES.items()}
+        self.confidence = self.numbers["confidence"]
+        self.updated = self.numbers["update_timestamp"]
+        self.expires = self.numbers["expires_at"]
         self._expiring = np.flatnonzero(~np.isnan(self.expires))
         self._masks: OrderedDict[tuple, tuple[np.ndarray, int]] = OrderedDict()
         self._masks_lock = threading.Lock()
@@ -207,28 +218,24 @@ class EmbeddedVersion:
         """numpy evaluates every formula the config checks let through."""
         return None
 
-    def _filter_mask(self, filters: tuple[TermFilter | NotExpiredFilter, ...]) -> tuple[np.ndarray, int]:
+    def _filter_mask(self, filters: tuple[Filter, ...]) -> tuple[np.ndarray, int]:
         """A fresh mask of the documents passing `filters`, and how many do.
 
-        The term filters' mask is cached (queries share a handful of filter sets), and expiry, which moves
-        with the clock, is applied afterwards to the few records that have an expiry date.
+        The mask of every filter but expiry is cached (queries share a handful of filter sets), and expiry,
+        which moves with the clock, is applied afterwards to the few records that have an expiry date.
         """
-        terms = tuple(f for f in filters if isinstance(f, TermFilter))
+        fixed = tuple(f for f in filters if not isinstance(f, NotExpiredFilter))
         with self._masks_lock:
-            cached = self._masks.get(terms)
+            cached = self._masks.get(fixed)
             if cached is not None:
-                self._masks.move_to_end(terms)
+                self._masks.move_to_end(fixed)
         if cached is None:
             mask = np.ones(self.size, dtype=bool)
-            for term_filter in terms:
-                if term_filter.field in self.flags:
-                    column = self.flags[term_filter.field]
-                    mask &= np.isin(column, [int(v) for v in term_filter.values])
-                else:
-                    mask &= self.keywords[term_filter.field].matches([str(v) for v in term_filter.values])
+            for each in fixed:
+                mask &= self._mask_of(each)
             cached = (mask, int(mask.sum()))
             with self._masks_lock:
-                self._masks[terms] = cached
+                self._masks[fixed] = cached
                 while len(self._masks) > CACHED_FILTER_MASKS:
                     self._masks.popitem(last=False)
         mask, count = cached[0].copy(), cached[1]
@@ -237,6 +244,44 @@ class EmbeddedVersion:
             count -= int(mask[expired].sum())
             mask[expired] = False
         return mask, count
+
+    def _mask_of(self, each: Filter) -> np.ndarray:
+        """The documents one filter keeps, as column operations (nesting is bounded by the API's parser)."""
+        if isinstance(each, TermFilter):
+            if each.field in self.flags:
+                return np.isin(self.flags[each.field], [int(v) for v in each.values])
+            return self.keywords[each.field].matches([str(v) for v in each.values])
+        if isinstance(each, RangeFilter):
+            column = self.numbers[each.field]
+            mask = ~np.isnan(column)
+            for bound, keep in ((each.gt, np.greater), (each.gte, np.greater_equal), (each.lt, np.less),
+                                (each.lte, np.less_equal)):
+                if bound is not None:
+                    mask &= keep(column, epoch_seconds(bound) if isinstance(bound, str) else bound)
+            return mask
+        if isinstance(each, ExistsFilter):
+            if each.field in self.numbers:
+                return ~np.isnan(self.numbers[each.field])
+            if each.field in self.keywords:
+                return self.keywords[each.field].present()
+            return np.ones(self.size, dtype=bool)
+        if isinstance(each, BoolFilter):
+            mask = np.ones(self.size, dtype=bool)
+            for part in each.must:
+                mask &= self._mask_of(part)
+            for part in each.must_not:
+                mask &= ~self._mask_of(part)
+            if each.should:
+                mask &= np.logical_or.reduce([self._mask_of(part) for part in each.should])
+            return mask
+        if isinstance(each, NotExpiredFilter):
+            return np.isnan(self.expires) | (self.expires > epoch_seconds(each.now))
+        raise TypeError(f"no column operation for {type(each).__name__}")
+
+    def _sort_values(self, sort: SortKey, docs: np.ndarray) -> np.ndarray:
+        if sort.field in self.numbers:
+            return order_key(self.numbers[sort.field][docs], sort.descending)
+        return order_key(self.keywords[sort.field].sort_values(docs), sort.descending)
 
     def _nearest(self, query_vector: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
         """Vector top-N inside the filters: the ANN codes when the version has them, else an exact scan."""
@@ -277,7 +322,7 @@ class EmbeddedVersion:
         return mask, np.float32(clauses[0].boost) * (score * np.float32(1.0 + self.k1))
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
-        mask, total = self._filter_mask(plan.filters)
+        mask, filtered = self._filter_mask(plan.filters)
         required_mask, shared = self._required(plan)
         scored = ((() if shared is not None else plan.required_any, True), (plan.should, False))
         parts = [(clause, required, Postings(part.docs, np.float32(clause.boost) * part.scores))
@@ -293,21 +338,33 @@ class EmbeddedVersion:
                     if required:
                         required_mask[part.docs] = True
             mask &= required_mask
-            total = int(mask.sum())
+            filtered = int(mask.sum())
+        nearest = self._nearest(query_vector, mask, plan.nearest)
+        matching = np.zeros(self.size, dtype=bool)
+        matching_clauses = set(plan.matching_clauses())
+        for clause, required, part in parts:
+            if not required and clause in matching_clauses:
+                matching[part.docs] = True
+        matching[nearest] = True
+        matching &= mask
+        total = int(matching.sum())
+        facets = {field: self.keywords[field].most_frequent(matching, plan.facet_size) for field in plan.facets}
         weighted = [part for _, _, part in parts]
-        if plan.mode == Mode.FAST and total > plan.candidates:  # `base` is every candidate's: it ranks none
-            candidates = np.union1d(_text_top(weighted, mask, plan.candidates),
-                                    self._nearest(query_vector, mask, plan.candidates))
+        if plan.sort is None and plan.mode == Mode.FAST and filtered > plan.candidates:
+            # `base` is every candidate's: it ranks none
+            vector_top = nearest if plan.candidates == plan.nearest else self._nearest(query_vector, mask,
+                                                                                       plan.candidates)
+            candidates = np.union1d(_text_top(weighted, mask, plan.candidates), vector_top)
             text = _summed(weighted, candidates, base)
-        else:  # exact, or fast with no more filtered records than candidates: every one of them
-            candidates = np.flatnonzero(mask)
+        else:  # exact, a sort over the matching set, or fast with no more filtered records than candidates
+            candidates = np.flatnonzero(matching if plan.sort is not None else mask)
             text_score = np.full(self.size, base, dtype=np.float32)
             for part in weighted:
                 text_score[part.docs] += part.scores
             text = text_score[candidates]
         formula = plan.formula
         if candidates.size == 0:
-            return EngineResult([], total)
+            return EngineResult([], total, facets)
         variables = formula_variables(
             formula, text,
             cosine=lambda: (self.vectors[candidates] @ query_vector if candidates.size * GATHER_BELOW < self.size
@@ -322,6 +379,8 @@ class EmbeddedVersion:
             return [nonzero_details(float(text[position]), [(name, values[rank]) for name, values in clauses])
                     for rank, position in enumerate(positions.tolist())]
 
+        order = None if plan.sort is None else self._sort_values(plan.sort, candidates)
         hits = top_hits(formula, variables, plan.window, candidates,
-                        record_at=lambda position: self.record(int(candidates[position])), details_of=details_of)
-        return EngineResult(hits, total)
+                        record_at=lambda position: self.record(int(candidates[position])), details_of=details_of,
+                        order=order)
+        return EngineResult(hits, total, facets)
