@@ -130,6 +130,11 @@ class QueryLog:
                 if threshold is not None:
                     connection.execute(delete(queries).where(queries.c.seen <= threshold))
 
+    def searches(self) -> dict[str, int]:
+        """How often each logged (normalised) query was searched: type-ahead's popularity by what users ask."""
+        with self.state.ready(queries).connect() as connection:
+            return dict(connection.execute(select(queries.c.query, queries.c.searches)).all())
+
     def frequent(self, problem: str, limit: int = 20) -> list[tuple[str, QueryTally]]:
         """The queries that had `problem` most often, most frequent first."""
         column = queries.c[_COLUMNS[PROBLEMS.index(problem)]]

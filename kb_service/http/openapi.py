@@ -20,6 +20,7 @@ from kb_service.config import ServiceConfig
 from kb_service.feedback.events import MAX_ID, EventsBody
 from kb_service.feedback.judgments import JudgmentInput
 from kb_service.http.admin import ReloadBody, RollbackBody
+from kb_service.http.search import SuggestParameters
 from kb_service.records import KNOWN_FIELDS
 from kb_service.serving.request import MAX_TAG_LENGTH, SearchParameters, SortText
 from scoring.plan import FACET_FIELDS
@@ -132,6 +133,21 @@ class SearchAnswer(BaseModel):
     parsed_query: ParsedQuery | None = None
 
 
+class SuggestionOut(BaseModel):
+    text: str = Field(description="the entity's name as stored")
+    matched: str = Field(description="the key the typed text starts: the name folded, its pinyin or initials, "
+                                     "or another name of the entity")
+    how: Literal["name", "pinyin", "initials", "alias"]
+    typo: bool = Field(description="matched only with one character changed, added, dropped or swapped")
+    records: int
+    score: float
+
+
+class Suggestions(BaseModel):
+    query: str
+    suggestions: list[SuggestionOut]
+
+
 class Accepted(BaseModel):
     accepted: int
 
@@ -155,6 +171,15 @@ class Operation:
 def _comma_list(names: tuple[str, ...] | list[str]) -> dict:
     choice = "|".join(sorted(names, key=len, reverse=True))
     return {"type": "string", "pattern": f"^({choice})(,({choice}))*$"}
+
+
+def _parameters(model: type[BaseModel]) -> tuple[dict, ...]:
+    """A flat model's fields as query parameters."""
+    schema = model.model_json_schema()
+    return tuple({"name": name, "in": "query", "required": name in schema.get("required", ()),
+                  "schema": {k: v for k, v in spec.items() if k not in ("title", "description")},
+                  **({"description": spec["description"]} if "description" in spec else {})}
+                 for name, spec in schema["properties"].items())
 
 
 def _search_parameters(config: ServiceConfig) -> tuple[dict, ...]:
@@ -189,6 +214,8 @@ def operations(config: ServiceConfig) -> list[Operation]:
                   (200, *errors, 413, 503), body=SearchParameters, answer=SearchAnswer),
         Operation("post", "/events", "The front end's impressions and clicks under a search's query_id",
                   (202, *errors, 404, 413), body=EventsBody, answer=Accepted),
+        Operation("get", "/suggest", "Type-ahead: entity names by prefix, pinyin, initials or alias, one typo allowed",
+                  (200, *errors, 503), answer=Suggestions, parameters=_parameters(SuggestParameters)),
         Operation("get", "/understand", "The parsed query", (200, *errors, 503), answer=ParsedQuery,
                   parameters=(_search_parameters(config)[0],)),
         Operation("get", "/knowledge/{kid}", "One record by kid", (200, 401, 404, 429, 503), answer=Record,

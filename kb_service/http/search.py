@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from pydantic import BaseModel, Field
 
 from kb_service import logs, metrics
 from kb_service.config import Role
@@ -14,6 +16,8 @@ from kb_service.http.auth import rate_limited, role_required
 from kb_service.http.bodies import json_body, json_object
 from kb_service.serving.request import parse_search
 from kb_service.serving.service import NotReadyError, SearchService
+from kb_service.validation import Integer, validated
+from query_understanding.suggest import MAX_QUERY_CHARS
 
 blueprint = Blueprint("search", __name__)
 
@@ -73,6 +77,23 @@ def events():
         raise NotFoundError("feedback is switched off (feedback.enabled)", "events")
     rate_limited("events", _service().config.security.events_per_minute)
     return jsonify({"accepted": store.add(parse_events(json_body(required=True)))}), 202
+
+
+class SuggestParameters(BaseModel):
+    """`/suggest`'s parameters (unknown ones are ignored)."""
+
+    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what the user has typed so far")
+    size: Integer = Field(5, ge=1, le=20, description="suggestions to return")
+
+
+@blueprint.get("/suggest")
+@role_required(Role.SEARCH, "suggest")
+def suggest():
+    """Entity names for a partly typed query: by prefix, pinyin, initials or another name, one typo allowed."""
+    params = validated(SuggestParameters, request.args.to_dict())
+    log = current_app.extensions["kb_query_log"]
+    found = _service().suggest(params.q, params.size, asked=log.searches)
+    return jsonify({"query": params.q, "suggestions": [dataclasses.asdict(s) for s in found]})
 
 
 @blueprint.get("/understand")

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +28,7 @@ from kb_service.serving.highlight import highlights
 from kb_service.serving.request import HitShape
 from query_understanding import ParsedQuery, QueryUnderstander, segmenter
 from query_understanding.segmenter import Segmenter
+from query_understanding.suggest import SuggestIndex, Suggestion
 from query_understanding.understander import QueryError
 from scoring.answer_expansion import expand_answer
 from scoring.hits import ScoredHit
@@ -176,6 +178,8 @@ class SearchService:
         self.fallback: Fallback | None = None
         self._swap_lock = threading.Lock()
         self._candidates: OrderedDict[tuple[str, str], ServingState] = OrderedDict()
+        self._suggest_for: str | None = None  # the version the suggestion index was built from
+        self._suggest_index: SuggestIndex | None = None
         self._encode_cached = lru_cache(maxsize=2048)(self._encode)
         try:
             self.refresh()
@@ -325,6 +329,18 @@ class SearchService:
         if not self.engine.reachable():
             return "the search engine does not answer"
         return None
+
+    def suggest(self, text: str, size: int, asked: Callable[[], Mapping[str, int]] = dict) -> list[Suggestion]:
+        """Entity names `text` may be the start of, from the served version's suggestion index, built on
+        first use with `asked()` (normalised queries and how often they were searched) as popularity."""
+        version = self.state.version
+        with self._swap_lock:
+            index = self._suggest_index if self._suggest_for == version.name else None
+        if index is None:
+            index = SuggestIndex.build(version.dictionary, asked())
+            with self._swap_lock:
+                self._suggest_for, self._suggest_index = version.name, index
+        return index.suggest(text, size)
 
     def understand(self, text: str) -> ParsedQuery:
         return _parsed(self.state.understander, text)
