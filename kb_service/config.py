@@ -196,6 +196,8 @@ class ReloadConfig:
     min_records: int = 1
     canaries: tuple[CanaryQuery, ...] = ()
     merge_particles: tuple[str, ...] = ("的", "了", "地", "得")
+    ingest_status: str = "pending"  # what POST /v1/records stores records as: pending (for review) or approved
+    ingest_max_records: int = 10_000  # records in one POST /v1/records
 
     def __post_init__(self):
         if self.cron and self.interval_minutes:
@@ -211,6 +213,8 @@ class ReloadConfig:
                 raise ValueError(f"cron {self.cron!r} is not a crontab expression: {err}") from None
         if not 0.0 <= self.max_removed_ratio <= 1.0 or self.min_records < 0 or self.misfire_grace_s < 1:
             raise ValueError("max_removed_ratio must be in [0, 1], min_records >= 0, misfire_grace_s >= 1")
+        if self.ingest_status not in ("pending", "approved") or self.ingest_max_records < 1:
+            raise ValueError("ingest_status must be pending or approved, ingest_max_records >= 1")
 
     def database_url(self, data_path: Path) -> str:
         """`database`, else the SQLite review database in the data directory."""
@@ -252,11 +256,16 @@ class ServerConfig:
 
 class Role(StrEnum):
     """Who may call what; each role has its own keys, and a key of a later role opens the earlier roles'
-    routes too (an admin can do what an analyst can)."""
+    routes too (an admin can do what an analyst can). Ingest stands apart: an upstream pipeline's key posts
+    records and opens nothing else; an admin key opens ingest too."""
 
     SEARCH = "search"
     ANALYST = "analyst"
     ADMIN = "admin"
+    INGEST = "ingest"
+
+
+ROLE_LADDER = (Role.SEARCH, Role.ANALYST, Role.ADMIN)
 
 
 @dataclass(frozen=True)
@@ -267,6 +276,7 @@ class SecurityConfig:
     search_key_sha256: tuple[str, ...] = ()
     analyst_key_sha256: tuple[str, ...] = ()
     admin_key_sha256: tuple[str, ...] = ()
+    ingest_key_sha256: tuple[str, ...] = ()
     console_open: bool = False
     failures_allowed: int = 5
     lockout_s: float = 60.0
@@ -297,8 +307,9 @@ class SecurityConfig:
 
     def opening(self, role: Role) -> tuple[str, ...]:
         """The digests of every key that opens `role`'s routes: its own and those of the roles above it."""
-        roles = tuple(Role)
-        return tuple(d for r in roles[roles.index(role):] for d in self.digests(r))
+        if role is Role.INGEST:
+            return self.digests(Role.INGEST) + self.digests(Role.ADMIN)
+        return tuple(d for r in ROLE_LADDER[ROLE_LADDER.index(role):] for d in self.digests(r))
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from kb_service.errors import AuthError, KbError, TooManyRequestsError, error_bo
 from kb_service.feedback.events import EventStore
 from kb_service.feedback.judgments import JudgmentStore
 from kb_service.feedback.query_log import QueryLog
-from kb_service.http import admin, console, openapi, search
+from kb_service.http import admin, console, ingest, openapi, search
 from kb_service.http.auth import AccessStore, client_address
 from kb_service.serving.service import ConfigReloadError, SearchService
 from kb_service.state import open_state
@@ -197,6 +197,7 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(search.blueprint, url_prefix=openapi.API_PREFIX, name="v1_search")
     app.register_blueprint(admin.blueprint, url_prefix=f"{openapi.API_PREFIX}/admin", name="v1_admin")
+    app.register_blueprint(ingest.blueprint, url_prefix=openapi.API_PREFIX)
     app.register_blueprint(openapi.blueprint)
     app.register_blueprint(console.blueprint)
     app.register_error_handler(Exception, _error_response)

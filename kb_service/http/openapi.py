@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import html
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,8 +20,9 @@ from kb_service.config import ServiceConfig
 from kb_service.feedback.events import MAX_ID, EventsBody
 from kb_service.feedback.judgments import JudgmentInput
 from kb_service.http.admin import ReloadBody, RollbackBody
+from kb_service.http.ingest import MAX_REPORTED
 from kb_service.http.search import SuggestParameters
-from kb_service.records import KNOWN_FIELDS
+from kb_service.records import KNOWN_FIELDS, MAX_KID_LENGTH, MAX_TEXT_LENGTH
 from kb_service.serving.request import MAX_TAG_LENGTH, SearchParameters, SortText
 from scoring.plan import FACET_FIELDS
 
@@ -148,6 +149,50 @@ class Suggestions(BaseModel):
     suggestions: list[SuggestionOut]
 
 
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH, pattern="\\S")]
+FlagIn = Literal[0, 1] | bool | None
+When = Annotated[str | None, Field(json_schema_extra={"format": "date-time"},
+                                   description="'YYYY-MM-DD HH:MM:SS', 'YYYY-MM-DD' or ISO 8601")]
+
+
+class RecordIn(BaseModel):
+    """A record as `kb load` reads one (the same validation runs on it)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    kid: Annotated[str, Field(min_length=1, max_length=MAX_KID_LENGTH, pattern="\\S")]
+    knowledge: Text
+    attribute: Text
+    value: Text
+    category: Text
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    ref: Annotated[str, Field(max_length=MAX_TEXT_LENGTH)] | None = None
+    available: FlagIn = None
+    deleted: FlagIn = Field(None, alias="del")
+    expert_verified: FlagIn = None
+    create_timestamp: When = None
+    update_timestamp: When = None
+    expires_at: When = None
+
+
+class RejectedRecord(BaseModel):
+    line: int = Field(description="the line of the NDJSON body, or the 1-based position in the JSON array")
+    field: str | None
+    code: str
+    message: str
+
+
+class IngestReport(BaseModel):
+    received: int
+    accepted: int
+    status: Literal["pending", "approved"]
+    inserted: int
+    changed: int = Field(description="records whose content changed: back to review")
+    unchanged: int = Field(description="records stored before with the same content: nothing changed")
+    rejected_count: int
+    rejected: list[RejectedRecord] = Field(description=f"the first {MAX_REPORTED} rejected records")
+
+
 class Accepted(BaseModel):
     accepted: int
 
@@ -163,7 +208,7 @@ class Operation:
     body: type[BaseModel] | None = None
     answer: type[BaseModel] | None = None
     parameters: tuple[dict, ...] = ()
-    role: Literal["public", "search", "analyst", "admin"] = "search"
+    role: Literal["public", "search", "analyst", "admin", "ingest"] = "search"
     content: str = "application/json"
     extra: dict = field(default_factory=dict)
 
@@ -221,6 +266,13 @@ def operations(config: ServiceConfig) -> list[Operation]:
         Operation("get", "/knowledge/{kid}", "One record by kid", (200, 401, 404, 429, 503), answer=Record,
                   parameters=({"name": "kid", "in": "path", "required": True,
                                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID}},)),
+        Operation("post", "/records", "Submit records for review (NDJSON or a JSON array; ingest or admin key)",
+                  (200, 400, 401, 403, 413, 429), answer=IngestReport, role="ingest",
+                  extra={"requestBody": {"required": True, "content": {
+                      "application/json": {"schema": {"type": "array", "minItems": 1,
+                                                      "maxItems": config.reload.ingest_max_records,
+                                                      "items": {"$ref": "#/components/schemas/RecordIn"}}},
+                      "application/x-ndjson": {"schema": {"type": "string", "description": "one record per line"}}}}}),
         Operation("get", "/admin/config", "The live config version, its file and the last reload error",
                   (200, 401, 403, 429), role="admin"),
         Operation("post", "/admin/config/reload", "Re-read the config file now; an invalid one is refused",
@@ -261,6 +313,7 @@ UNVERSIONED = [  # operations and pages outside the versioned API: probes, metri
 ]
 
 SECURITY = {"public": [], "search": [{}, {"apiKey": []}, {"bearer": []}, {"basic": []}],
+            "ingest": [{"apiKey": []}, {"bearer": []}],
             "analyst": [{"apiKey": []}, {"bearer": []}, {"basic": []}], "admin": [{"apiKey": []}, {"bearer": []}]}
 
 
@@ -268,7 +321,7 @@ def document(config: ServiceConfig, version: str) -> dict:
     """The OpenAPI document for `config`'s limits."""
     versioned = [(API_PREFIX + op.path, op) for op in operations(config)]
     every = versioned + [(op.path, op) for op in UNVERSIONED]
-    models = {model for _, op in every for model in (op.body, op.answer) if model} | {ErrorAnswer}
+    models = {model for _, op in every for model in (op.body, op.answer) if model} | {ErrorAnswer, RecordIn}
     keyed, definitions = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
                                             ref_template="#/components/schemas/{model}")
     schemas = copy.deepcopy(definitions.get("$defs", {}))
