@@ -67,7 +67,6 @@ class SuggestIndex:
         self.keys = np.array([key.encode("utf-8")[:KEY_BYTES] for key, _, _ in keys], dtype=_KEY_TYPE)
         self.entity = np.array([entity for _, entity, _ in keys], dtype=np.int32)
         self.how = np.array([how for _, _, how in keys], dtype=np.int8)
-        self.texts = [key for key, _, _ in keys]
 
     @classmethod
     def build(cls, dictionary: KbDictionary, asked: Mapping[str, int] | None = None) -> SuggestIndex:
@@ -123,7 +122,7 @@ class SuggestIndex:
         def consider(positions: list[int], typo: bool) -> None:
             for position in positions:
                 entity = int(self.entity[position])
-                matched = self.texts[position]
+                matched = self.keys[position].decode("utf-8", "ignore")
                 how = int(self.how[position])
                 rank = (not typo, matched == query, PREFERENCE[how], float(self.popularity[entity]))
                 if entity not in found or rank > found[entity][0]:

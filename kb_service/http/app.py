@@ -6,6 +6,8 @@ field, an HTTP-level refusal (404, 405, 413) with its code, anything else a logg
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -14,6 +16,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from flask import Flask, Response, current_app, g, jsonify, request
@@ -28,7 +31,7 @@ from kb_service.feedback.judgments import JudgmentStore
 from kb_service.feedback.query_log import QueryLog
 from kb_service.http import admin, console, ingest, openapi, search
 from kb_service.http.auth import AccessStore, client_address
-from kb_service.serving.service import ConfigReloadError, SearchService
+from kb_service.serving.service import ConfigReloadError, NotReadyError, SearchService
 from kb_service.state import open_state
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,8 @@ class ConfigWatcher:
                 log.error("config file changed but was not applied: %s", err)
 
 
-def _watch(service: SearchService, watcher: ConfigWatcher | None, stop: threading.Event) -> None:
+def _watch(service: SearchService, watcher: ConfigWatcher | None, asked: Callable[[], dict[str, int]],
+           stop: threading.Event) -> None:
     """Every second: follow CURRENT and the config file, and publish what this process serves (with several
     workers each reports its own, whichever answers the scrape)."""
     while not stop.wait(POLL_SECONDS):
@@ -81,9 +85,20 @@ def _watch(service: SearchService, watcher: ConfigWatcher | None, stop: threadin
             service.refresh()
         except Exception:
             log.exception("could not open the new index version; still serving the previous one")
+        with contextlib.suppress(NotReadyError):  # nothing served yet: nothing to suggest
+            service.suggestion_index(asked)  # built here, not by the first type-ahead request
         if watcher:
             watcher.poll()
         search.publish_state(service)
+
+
+def _asked(query_log: QueryLog) -> dict[str, int]:
+    """How often each logged query was searched; none while the state database does not answer (type-ahead
+    then ranks by the KB alone)."""
+    try:
+        return query_log.searches()
+    except (OperationalError, InterfaceError):
+        return {}
 
 
 def _error_response(err: Exception):
@@ -184,13 +199,16 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
         app.extensions["kb_events"] = EventStore(open_state(live, "events"), live.feedback.max_events,
                                                  live.feedback.max_bytes)
     app.extensions["kb_judgments"] = JudgmentStore(open_state(live, "judgments"))
-    app.extensions["kb_query_log"] = QueryLog(open_state(live, "query_log"), queue_size=live.state.query_log_queue)
+    query_log = QueryLog(open_state(live, "query_log"), queue_size=live.state.query_log_queue)
+    app.extensions["kb_query_log"] = query_log
+    app.extensions["kb_asked"] = functools.partial(_asked, query_log)
     app.extensions["kb_access"] = AccessStore(open_state(live, "access"))
     app.extensions["kb_config_watcher"] = watcher
     if watch:
         search.publish_state(service)  # metrics and log lines name the served version from the first request
         stop = threading.Event()
-        threading.Thread(target=_watch, args=(service, watcher if config.server.watch_config else None, stop),
+        threading.Thread(target=_watch, args=(service, watcher if config.server.watch_config else None,
+                                              app.extensions["kb_asked"], stop),
                          daemon=True, name="kb-watch").start()
         app.extensions["kb_service_stop"] = stop
     app.register_blueprint(search.blueprint)

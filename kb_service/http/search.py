@@ -91,8 +91,7 @@ class SuggestParameters(BaseModel):
 def suggest():
     """Entity names for a partly typed query: by prefix, pinyin, initials or another name, one typo allowed."""
     params = validated(SuggestParameters, request.args.to_dict())
-    log = current_app.extensions["kb_query_log"]
-    found = _service().suggest(params.q, params.size, asked=log.searches)
+    found = _service().suggest(params.q, params.size, asked=current_app.extensions["kb_asked"])
     return jsonify({"query": params.q, "suggestions": [dataclasses.asdict(s) for s in found]})
 
 

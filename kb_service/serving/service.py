@@ -330,9 +330,9 @@ class SearchService:
             return "the search engine does not answer"
         return None
 
-    def suggest(self, text: str, size: int, asked: Callable[[], Mapping[str, int]] = dict) -> list[Suggestion]:
-        """Entity names `text` may be the start of, from the served version's suggestion index, built on
-        first use with `asked()` (normalised queries and how often they were searched) as popularity."""
+    def suggestion_index(self, asked: Callable[[], Mapping[str, int]] = dict) -> SuggestIndex:
+        """The served version's suggestion index, built on first use with `asked()` (normalised queries and
+        how often they were searched) as popularity; a server builds it as soon as a version is served."""
         version = self.state.version
         with self._swap_lock:
             index = self._suggest_index if self._suggest_for == version.name else None
@@ -340,7 +340,11 @@ class SearchService:
             index = SuggestIndex.build(version.dictionary, asked())
             with self._swap_lock:
                 self._suggest_for, self._suggest_index = version.name, index
-        return index.suggest(text, size)
+        return index
+
+    def suggest(self, text: str, size: int, asked: Callable[[], Mapping[str, int]] = dict) -> list[Suggestion]:
+        """Entity names `text` may be the start of (see `suggestion_index`)."""
+        return self.suggestion_index(asked).suggest(text, size)
 
     def understand(self, text: str) -> ParsedQuery:
         return _parsed(self.state.understander, text)
