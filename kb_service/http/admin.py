@@ -80,7 +80,9 @@ def start_reload():
 
         threading.Thread(target=background, name="kb-reload", daemon=True).start()
         return jsonify({"status": "started", "history": "/admin/reloads"}), 202
-    return jsonify(run_reload(config, trigger=trigger, force=force).to_dict())
+    run = run_reload(config, trigger=trigger, force=force)
+    _service().refresh()  # this worker answers from the new version at once; the others within a second
+    return jsonify(run.to_dict())
 
 
 @blueprint.get("/reloads")

@@ -20,12 +20,12 @@ from kb_service.config import Role
 from kb_service.errors import InputError, KbError
 from kb_service.http.auth import role_required
 from kb_service.http.bodies import json_body, parse_json
+from kb_service.http.models import MAX_REPORTED
 from kb_service.records import KnowledgeRecord, RecordError
 from kb_service.reload.review import ReviewDatabase, ReviewStatus
 
 blueprint = Blueprint("ingest", __name__)
 audit = logging.getLogger("kb_service.audit")
-MAX_REPORTED = 100  # rejected records listed in one answer (all are counted)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
 
 
