@@ -283,13 +283,20 @@ class EmbeddedVersion:
             return order_key(self.numbers[sort.field][docs], sort.descending)
         return order_key(self.keywords[sort.field].sort_values(docs), sort.descending)
 
-    def _nearest(self, query_vector: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
-        """Vector top-N inside the filters: the ANN codes when the version has them, else an exact scan."""
+    def _nearest(self, query_vector: np.ndarray, mask: np.ndarray, count: int,
+                 cosines: Callable[[], np.ndarray]) -> np.ndarray:
+        """Vector top-N inside the filters: the ANN codes when the version has them, else an exact scan of the
+        filtered rows, or of `cosines()` (every document's, computed once per search) when most pass."""
         if self.ann is not None:
             found = self.ann.nearest(query_vector, count, mask, self.overfetch)
             if found is not None:
                 return found
-        return _top(np.flatnonzero(mask), self.vectors @ query_vector, count)
+        documents = np.flatnonzero(mask)
+        if documents.size <= count:
+            return documents
+        if documents.size * GATHER_BELOW < self.size:  # a narrow filter: the product of its rows alone
+            return documents[np.argpartition(-(self.vectors[documents] @ query_vector), count - 1)[:count]]
+        return _top(documents, cosines(), count)
 
     def clause_postings(self, clause: Clause) -> list[Postings]:
         """Unboosted BM25 of one clause, as postings whose scores add up per document, with Elasticsearch's
@@ -339,7 +346,8 @@ class EmbeddedVersion:
                         required_mask[part.docs] = True
             mask &= required_mask
             filtered = int(mask.sum())
-        nearest = self._nearest(query_vector, mask, plan.nearest)
+        every_cosine = lru_cache(maxsize=1)(lambda: self.vectors @ query_vector)
+        nearest = self._nearest(query_vector, mask, plan.nearest, every_cosine)
         matching = np.zeros(self.size, dtype=bool)
         matching_clauses = set(plan.matching_clauses())
         for clause, required, part in parts:
@@ -352,8 +360,8 @@ class EmbeddedVersion:
         weighted = [part for _, _, part in parts]
         if plan.sort is None and plan.mode == Mode.FAST and filtered > plan.candidates:
             # `base` is every candidate's: it ranks none
-            vector_top = nearest if plan.candidates == plan.nearest else self._nearest(query_vector, mask,
-                                                                                       plan.candidates)
+            vector_top = nearest if plan.candidates == plan.nearest else self._nearest(
+                query_vector, mask, plan.candidates, every_cosine)
             candidates = np.union1d(_text_top(weighted, mask, plan.candidates), vector_top)
             text = _summed(weighted, candidates, base)
         else:  # exact, a sort over the matching set, or fast with no more filtered records than candidates
@@ -368,7 +376,7 @@ class EmbeddedVersion:
         variables = formula_variables(
             formula, text,
             cosine=lambda: (self.vectors[candidates] @ query_vector if candidates.size * GATHER_BELOW < self.size
-                            else (self.vectors @ query_vector)[candidates]),
+                            else every_cosine()[candidates]),
             confidence=self.confidence[candidates], updated_epoch=lambda: self.updated[candidates])
 
         def details_of(positions: np.ndarray) -> list[dict[str, float]]:
