@@ -10,6 +10,7 @@ from kb_service.http.app import create_app
 from query_understanding.linking import pinyin_key
 from query_understanding.suggest import SuggestIndex
 from query_understanding.understander import KbDictionary
+from scoring.planner import SearchRequest
 
 CITIES = ["杭州", "杭锦旗", "湖州", "惠州", "北京", "北海", "伦敦", "Lund"]
 OTHER_NAMES = [("杭州", "Hangzhou, Hang-chou, Hangzhou Shi"), ("北京", "Beijing, Peking, Pékin, Pequim"),
@@ -77,3 +78,25 @@ def test_the_endpoint_suggests_cities_of_the_served_version(client, search_servi
     error = client.get("/v1/suggest", query_string={"q": "hz", "size": 0}).get_json()["error"]
     assert (error["field"], error["code"]) == ("size", "out_of_range")
     assert client.get("/v1/suggest").get_json()["error"]["code"] == "required"
+
+
+def test_entities_users_click_rise_in_the_suggestions(tmp_path, small_kb_file):
+    """An entity that a prefix does not bring into the top 5 does once users have clicked its records."""
+    from kb_service.serving.service import SearchService
+    from tests.conftest import loaded, make_config
+
+    config = make_config(loaded(tmp_path / "data", small_kb_file))
+    service = SearchService(config)
+    app = create_app(config, service=service, watch=False)
+    before = SuggestIndex.build(service.state.version.dictionary)
+    by_start: dict[str, list[str]] = {}
+    for names in service.state.version.dictionary.entity_names.values():
+        by_start.setdefault(names[0][0], []).append(names[0])
+    start, names = max(by_start.items(), key=lambda item: len(item[1]))
+    shown = {s.text for s in before.suggest(start, 5)}
+    target = next(name for name in sorted(names) if name not in shown)
+    kid = next(h.record.kid for h in service.search(SearchRequest(query=target, size=20)).hits
+               if h.record.knowledge == target)
+    clicks = [{"query_id": f"q{n}", "kid": kid, "position": 3, "action": "click"} for n in range(30)]
+    assert app.test_client().post("/v1/events", json={"events": clicks}).status_code == 202
+    assert service.suggest(start, 5, app.extensions["kb_asked"])[0].text == target

@@ -122,6 +122,14 @@ class EventStore:
                                              events.c.action, events.c.timestamp).order_by(events.c.id)).all()
         return [SearchEvent(q, text, kid, position, Action(action), ts) for q, text, kid, position, action, ts in rows]
 
+    def clicks_by_kid(self, limit: int) -> dict[str, int]:
+        """The `limit` most clicked kids and their clicks: what users chose, for type-ahead's popularity."""
+        clicks = func.count().label("clicks")
+        with self.state.ready(events).connect() as connection:
+            rows = connection.execute(select(events.c.kid, clicks).where(events.c.action == Action.CLICK.value)
+                                      .group_by(events.c.kid).order_by(clicks.desc()).limit(limit)).all()
+        return dict(rows)
+
     def count(self) -> int:
         with self.state.ready(events).connect() as connection:
             return connection.execute(select(func.count()).select_from(events)).scalar_one()

@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,10 +34,12 @@ from kb_service.http import admin, console, ingest, openapi, search
 from kb_service.http.auth import AccessStore, client_address
 from kb_service.serving.service import ConfigReloadError, NotReadyError, SearchService
 from kb_service.state import open_state
+from query_understanding.normalise import normalise_text
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("kb_service.access")
 POLL_SECONDS = 1.0
+CLICKED_KIDS = 2000  # the most clicked records whose entities type-ahead counts as asked for
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's id is kept when it is this tame, else replaced
 
 
@@ -92,11 +95,17 @@ def _watch(service: SearchService, watcher: ConfigWatcher | None, asked: Callabl
         search.publish_state(service)
 
 
-def _asked(query_log: QueryLog) -> dict[str, int]:
-    """How often each logged query was searched; none while the state database does not answer (type-ahead
-    then ranks by the KB alone)."""
+def _asked(service: SearchService, query_log: QueryLog, events: EventStore | None) -> dict[str, int]:
+    """How often users asked for each entity (by normalised name): searches whose whole query was its name,
+    and clicks on its records (the CLICKED_KIDS most clicked); none while the state database does not answer
+    (type-ahead then ranks by the KB alone)."""
     try:
-        return query_log.searches()
+        asked = Counter(query_log.searches())
+        for kid, clicks in (events.clicks_by_kid(CLICKED_KIDS) if events else {}).items():
+            record = service.get(kid)
+            if record is not None:
+                asked[normalise_text(record.knowledge)] += clicks
+        return dict(asked)
     except (OperationalError, InterfaceError):
         return {}
 
@@ -201,7 +210,7 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.extensions["kb_judgments"] = JudgmentStore(open_state(live, "judgments"))
     query_log = QueryLog(open_state(live, "query_log"), queue_size=live.state.query_log_queue)
     app.extensions["kb_query_log"] = query_log
-    app.extensions["kb_asked"] = functools.partial(_asked, query_log)
+    app.extensions["kb_asked"] = functools.partial(_asked, service, query_log, app.extensions.get("kb_events"))
     app.extensions["kb_access"] = AccessStore(open_state(live, "access"))
     app.extensions["kb_config_watcher"] = watcher
     if watch:
