@@ -23,9 +23,10 @@ run: demo
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 test-slow: install
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)

@@ -603,7 +603,7 @@ class _Builder:
             return self.fail((*path, named), message.removeprefix(f"{named}: "))
 
     def _registered(self, base, raw, path):
-        discriminator, registry = REGISTRIES[base]
+        discriminator, registry = typing.cast(tuple[str, dict[str, type]], REGISTRIES[base])
         if not isinstance(raw, dict) or discriminator not in raw:
             return self.fail(path, f"expected a mapping with a '{discriminator}' key")
         name = raw[discriminator]

@@ -113,7 +113,7 @@ def configure(verbose: bool, log_format: str = "text") -> None:
         logging.captureWarnings(True)
         threading.excepthook = lambda hook: logging.getLogger("kb_service.thread").error(
             "thread %s failed", hook.thread.name if hook.thread else "?",
-            exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
+            exc_info=hook.exc_value)
     else:  # back to Python's own handling, should a reload switch from JSON to text
         handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.captureWarnings(False)

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -43,7 +44,8 @@ def tunable_paths(raw: dict) -> list[KeyPath]:
 
 def label(raw: dict, path: KeyPath) -> str:
     """A readable name: scoring.formula.terms[cosine].weight, scoring.rescoring[entity_grouping].weight."""
-    parts, node = [], raw
+    parts: list[str] = []
+    node: Any = raw
     for key in path:
         if isinstance(key, int):
             item = node[key]
@@ -55,7 +57,7 @@ def label(raw: dict, path: KeyPath) -> str:
 
 
 def get(raw: dict, path: KeyPath) -> float:
-    node = raw
+    node: Any = raw
     for key in path:
         node = node[key]
     return float(node)
@@ -176,8 +178,8 @@ def cross_validate(config: ServiceConfig, queries: list[EvalQuery], qrels: dict[
     tasks = []
     for task in sorted({q.task for q in queries}):
         ids = [q.qid for q in queries if q.task == task]
-        default, tuned = [held_default[i] for i in ids], [held_tuned[i] for i in ids]
-        tasks.append((task, len(ids), _mean(default), _mean(tuned), paired_p_value(default, tuned)))
+        before, after = [held_default[i] for i in ids], [held_tuned[i] for i in ids]
+        tasks.append((task, len(ids), _mean(before), _mean(after), paired_p_value(before, after)))
     final, _ = tuner.ascend(raw, queries, rounds, report)
     return CrossValidation(rows, tasks, final)
 

@@ -159,14 +159,15 @@ class AttributeRanker:
         asked = units(question, self.stop_words)
         phrased = context if context is not None else question
         overlap = np.array([*(_either(self._overlap(asked, self._units[i]), self.shape_weight * bool(
-            self._shape_patterns[i] and self._shape_patterns[i].search(phrased))) for i in rows),
+            (pattern := self._shape_patterns[i]) and pattern.search(phrased))) for i in rows),
                             self._overlap(asked, self._overview_units)])
         if len(asked) < 2 and not overlap[:-1].any():
             return Ranking([], 1.0)  # one character or word sharing nothing with any attribute: a suffix (北方町)
         cosine = np.zeros(len(rows) + 1)
-        usable = self._prototypes is not None and vector is not None and self._prototypes.shape[1] == vector.shape[0]
-        if usable:
-            cosine[:-1] = self._prototypes[rows] @ vector
+        prototypes, overview = self._prototypes, self._overview_prototypes
+        usable = prototypes is not None and vector is not None and prototypes.shape[1] == vector.shape[0]
+        if prototypes is not None and overview is not None and vector is not None and usable:
+            cosine[:-1] = prototypes[rows] @ vector
             for position, i in enumerate(rows):
                 if len(self._shape_prototypes[i]):
                     # the shape can raise an attribute, never lower it (a label's forms are not how a country is
@@ -174,7 +175,7 @@ class AttributeRanker:
                     shaped = float((self._shape_prototypes[i] @ vector).max())
                     blend = (cosine[position] + self.shape_weight * shaped) / (1 + self.shape_weight)
                     cosine[position] = max(cosine[position], blend)
-            cosine[-1] = float((self._overview_prototypes @ vector).max()) if len(self._overview_prototypes) else -1.0
+            cosine[-1] = float((overview @ vector).max()) if len(overview) else -1.0
         if not usable and not self.use_overlap:
             return Ranking([], 1.0)
         if not usable:

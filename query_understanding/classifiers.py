@@ -7,7 +7,7 @@ everything else. Vectors are unit length, so a dot product is a cosine.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -82,17 +82,17 @@ class IntentClassifier:
         """The most probable intent and its probability."""
         probabilities = dict.fromkeys(INTENTS, 0.0)
         fired = next((r for r in self.rules if r.fires(normalised, entities, attributes)), None)
-        usable = (self._prototypes is not None and vector is not None
-                  and self._prototypes.shape[1] == vector.shape[0])
+        prototypes = self._prototypes
+        usable = prototypes is not None and vector is not None and prototypes.shape[1] == vector.shape[0]
         if fired:
             probabilities[fired.intent] += self.rule_weight if usable else 1.0
-        if usable:
+        if prototypes is not None and vector is not None and usable:
             share = 1.0 - self.rule_weight if fired else 1.0
-            for intent, p in zip(self._names, softmax(self._prototypes @ vector, self.temperature), strict=True):
+            for intent, p in zip(self._names, softmax(prototypes @ vector, self.temperature), strict=True):
                 probabilities[intent] += share * p
         elif not fired:
             probabilities["open_question"] = 1.0
-        best = max(probabilities, key=probabilities.get)
+        best = max(probabilities, key=probabilities.__getitem__)
         return best, round(float(probabilities[best]), 4)
 
 
@@ -116,13 +116,13 @@ class CategoryClassifier:
         """The probability of each category, and how much of it rests on named evidence (confident entity
         links, keywords; 0 to 1) rather than on the centroids alone, which guess a glossary's 45 categories
         right for under half of its queries."""
-        votes: Counter = Counter()
+        votes: dict[str, float] = defaultdict(float)
         named = 0.0
         for span in entities:
             counts = self.entity_categories.get(span.name, {})
-            total = sum(counts.values()) or 1
+            records = sum(counts.values()) or 1
             for category, count in counts.items():
-                votes[category] += span.confidence * count / total
+                votes[category] += span.confidence * count / records
             named += span.confidence if span.confident and counts else 0.0
         for category, words in self.keywords.items():
             if any(normalise_text(w) in normalised for w in words):
@@ -130,7 +130,7 @@ class CategoryClassifier:
                 named += 1.0
         total = sum(votes.values())
         if total > 0:
-            votes = Counter({c: (1.0 - self.prototype_weight) * v / total for c, v in votes.items()})
+            votes = defaultdict(float, {c: (1.0 - self.prototype_weight) * v / total for c, v in votes.items()})
         if self.centroids and vector is not None:
             names = list(self.centroids)
             matrix = np.stack([self.centroids[n] for n in names])
@@ -139,5 +139,6 @@ class CategoryClassifier:
                 for name, p in zip(names, softmax(matrix @ vector, self.temperature), strict=True):
                     votes[name] += share * p
         total = sum(votes.values())
-        probabilities = {c: round(float(v / total), 4) for c, v in votes.most_common()} if total else {}
+        ranked = sorted(votes.items(), key=lambda item: -item[1])  # most common first, ties in insertion order
+        probabilities = {c: round(float(v / total), 4) for c, v in ranked} if total else {}
         return probabilities, round(min(1.0, named), 4)

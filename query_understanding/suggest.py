@@ -72,7 +72,10 @@ class SuggestIndex:
     def build(cls, dictionary: KbDictionary, asked: Mapping[str, int] | None = None) -> SuggestIndex:
         """From a version's dictionary; `asked` counts how often users' queries named each entity (by the
         normalised name key), from the query log, when there is one."""
-        names, records, popularity, keys = [], [], [], []
+        names: list[str] = []
+        records: list[int] = []
+        popularity: list[float] = []
+        keys: list[tuple[str, int, int]] = []
         pinyin = dictionary.pinyin_keys or {}
         other_names = Counter(dictionary.aliases.values())  # a well-known entity is listed under many names
         for key, spellings in dictionary.entity_names.items():

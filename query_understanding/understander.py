@@ -8,7 +8,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -153,9 +153,9 @@ class KbDictionary:
         by_category: dict[str, set[str]] = {}
         for _, attribute, _, category in records:
             by_category.setdefault(category, set()).add(attribute)
-        records = [record[:3] for record in records]
+        triples = [(entity, attribute, value) for entity, attribute, value, _ in records]
         rng = random.Random(seed)
-        drawn = rng.sample(records, min(len(records), mention_values + examples))
+        drawn = rng.sample(triples, min(len(triples), mention_values + examples))
         counted, kept = drawn[:mention_values], drawn[mention_values:] or drawn[:examples]
         mentions: Counter = Counter()
         for entity, _, value in counted:
@@ -164,7 +164,7 @@ class KbDictionary:
             mentions.update(found - {own})
         return replace(self, mentions=dict(mentions), mention_sample=len(counted), samples=list(kept),
                        category_attributes={c: sorted(a) for c, a in by_category.items()},
-                       attribute_shapes=attribute_shapes((attribute, value) for _, attribute, value in records))
+                       attribute_shapes=attribute_shapes((attribute, value) for _, attribute, value in triples))
 
     def with_learned(self, phrasings: dict[str, tuple[str, ...]], aliases: dict[str, str]) -> KbDictionary:
         """This dictionary with approved phrasings of its attributes and approved aliases of its entities; those
@@ -288,7 +288,7 @@ class QueryUnderstander:
         found = self._candidates(normalised, tokens)
         cased = _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip()
         entities = self._weighed(found, cased if len(cased) == len(normalised) else normalised)
-        attributes = found.attributes
+        attributes: Sequence[LinkedSpan] = found.attributes
         overview = 0.0 if attributes else 1.0  # a listed attribute word asks for it; a bare name, for the whole
         embedding_text = normalised[:self.config.max_embedding_chars]
         vector = self.embed(embedding_text) if self.embed else None
@@ -299,19 +299,18 @@ class QueryUnderstander:
                 attributes = tuple(a for a in attributes if a.name in possible)
             if not attributes:
                 attributes, overview = self._ranked_attributes(normalised, found, named, possible)
-        entities = self._with_tokens([self._stored_spelling(span, text) for span in entities])
-        attributes = self._with_tokens(attributes)
-        named = tuple(e for e in entities if e.confident)
-        intent, probability = self._intents.classify(normalised, named, tuple(a for a in attributes if a.confident),
-                                                     vector)
-        categories, category_evidence = self._categories.classify(normalised, entities, vector)
+        linked = self._with_tokens([self._stored_spelling(span, text) for span in entities])
+        asked = self._with_tokens(attributes)
+        intent, probability = self._intents.classify(normalised, tuple(e for e in linked if e.confident),
+                                                     tuple(a for a in asked if a.confident), vector)
+        categories, category_evidence = self._categories.classify(normalised, linked, vector)
         return ParsedQuery(
             original=text,
             normalised=normalised,
             tokens=tokens,
             content_tokens=self._content_tokens(tokens),
-            entities=entities,
-            attributes=attributes,
+            entities=linked,
+            attributes=asked,
             intent=intent,
             intent_probability=probability,
             categories=categories,
@@ -422,7 +421,7 @@ class QueryUnderstander:
         typed = next((s for s in spellings if s.lower() in as_typed), spellings[0])
         return replace(span, name=typed)
 
-    def _with_tokens(self, spans: list[LinkedSpan]) -> tuple[LinkedSpan, ...]:
+    def _with_tokens(self, spans: Iterable[LinkedSpan]) -> tuple[LinkedSpan, ...]:
         return tuple(replace(span, tokens=tuple(self.segmenter.tokens(span.name))) for span in spans)
 
     def _with_aliases(self, entities: list[LinkedSpan], text: str) -> list[LinkedSpan]:

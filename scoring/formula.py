@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from scoring.expressions import PAINLESS_VARIABLES, Expr, Param, Var, call, evaluate, render_painless, variables_of
 
@@ -172,7 +172,7 @@ class Formula:
     def painless_source(self, variables: dict[str, str] = PAINLESS_VARIABLES) -> str:
         return render_painless(self.expression(), variables)
 
-    def evaluate_terms(self, variables: dict, functions: dict) -> dict[str, tuple[float, object]]:
+    def evaluate_terms(self, variables: dict, functions: dict) -> dict[str, tuple[float, Any]]:
         """Per term: (weight, raw values over the candidates); their weighted sum is the engine score."""
         params = self.params()
         return {t.term: (t.weight, evaluate(t.raw(), variables, params, functions)) for t in self.terms}

@@ -7,16 +7,30 @@ from typing import Protocol
 
 
 class RecordLike(Protocol):
-    kid: str
-    knowledge: str
-    attribute: str
-    value: str
-    category: str
-    ref: str
-    confidence: float | None
-    update_timestamp: str
-    expert_verified: int
-    expires_at: str
+    """What scoring reads of a record (read-only, as the frozen KnowledgeRecord offers it)."""
+
+    @property
+    def kid(self) -> str: ...
+    @property
+    def knowledge(self) -> str: ...
+    @property
+    def attribute(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def ref(self) -> str: ...
+    @property
+    def confidence(self) -> float | None: ...
+    @property
+    def update_timestamp(self) -> str: ...
+    @property
+    def expert_verified(self) -> int: ...
+    @property
+    def expires_at(self) -> str: ...
+
+    def to_dict(self) -> dict: ...
 
 
 @dataclass(frozen=True)

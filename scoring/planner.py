@@ -58,6 +58,7 @@ class ScoringConfig:
     formula_check: str = "refuse"
     intent_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     answer_expansion: AnswerExpansion = field(default_factory=AnswerExpansion)
+    _formula_by_intent: dict[str, Formula] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self):
         if self.candidates < 1 or self.rescore_window < 1:
@@ -72,7 +73,7 @@ class ScoringConfig:
             by_intent = {i: self.formula.with_weights(w) for i, w in self.intent_weights.items() if w}
         except ValueError as err:
             raise ValueError(f"intent_weights: {err}") from None
-        object.__setattr__(self, "_formula_by_intent", by_intent)
+        object.__setattr__(self, "_formula_by_intent", by_intent)  # derived once: the dataclass is frozen
         for intent, formula in [("", self.formula), *by_intent.items()]:
             problems = check_formula(formula)
             where = f" (weights for intent {intent})" if intent else ""

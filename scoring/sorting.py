@@ -7,6 +7,7 @@ hits with `sort_hits` after rescoring has moved their scores.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -41,5 +42,5 @@ def sort_hits(hits: list[ScoredHit], sort: SortKey) -> list[ScoredHit]:
     by_score = sorted(hits, key=lambda hit: -hit.score)
     present = [h for h in by_score if record_value(h.record, sort.field) is not None]
     missing = [h for h in by_score if record_value(h.record, sort.field) is None]
-    present.sort(key=lambda hit: record_value(hit.record, sort.field), reverse=sort.descending)  # stable
+    present.sort(key=lambda hit: cast(Any, record_value(hit.record, sort.field)), reverse=sort.descending)  # stable
     return present + missing

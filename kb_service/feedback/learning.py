@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,7 +173,7 @@ class ProposalStore:
                                   evidence["grade"], tuple(evidence["examples"]), row["status"]))
         return found
 
-    def decide(self, ids: list[str], status: str, reviewer: str) -> int:
+    def decide(self, ids: Sequence[str], status: str, reviewer: str) -> int:
         """Approves or rejects the proposals named by id; an unknown id is the caller's input error."""
         if status not in STATUSES[1:]:
             raise InputError(f"expected one of {', '.join(STATUSES[1:])}", "status")
@@ -181,7 +181,7 @@ class ProposalStore:
             raise InputError("name who decided", "reviewer")
         with self.state.ready(proposals).begin() as connection:
             known = set(connection.execute(select(proposals.c.id).where(proposals.c.id.in_(ids))).scalars())
-            unknown = sorted(set(ids) - known)
+            unknown: list[str] = sorted(set(ids) - known)
             if unknown:
                 raise InputError(f"no proposal with id {', '.join(unknown)}", "id")
             return connection.execute(update(proposals).where(proposals.c.id.in_(ids)).values(

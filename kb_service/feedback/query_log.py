@@ -64,7 +64,7 @@ class QueryLog:
         self.state = state
         self.capacity = capacity
         self.low_score = low_score
-        self._queue: queue.Queue[_Outcome | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[_Outcome] = queue.Queue(maxsize=queue_size)
         self._written = 0
         self._writer = threading.Thread(target=self._write_batches, name="kb-query-log", daemon=True)
         self._writer.start()

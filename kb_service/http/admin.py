@@ -70,7 +70,7 @@ def start_reload():
         audit.info("reload by key %s overrides its gates (force)", g.key_id)
     config, trigger = _service().config, f"api:{g.key_id}"
     if not wait:
-        app = current_app._get_current_object()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]  # werkzeug's proxy, untyped
 
         def background():
             try:

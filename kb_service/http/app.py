@@ -139,6 +139,11 @@ def _start_request() -> None:
     logs.REQUEST_ID.set(g.request_id)  # request threads are reused: set afresh for every request
 
 
+def _forget_request_id(_error: BaseException | None) -> None:
+    """Request threads are reused: no later log line may carry this request's id."""
+    logs.REQUEST_ID.set(None)
+
+
 def csp_nonce() -> str:
     """The nonce that lets this response's own inline script run under its Content-Security-Policy."""
     if "csp_nonce" not in g:
@@ -199,8 +204,8 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     service = service or SearchService(config)
     watcher = ConfigWatcher(service)
     app = Flask("kb_service")
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has both
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.extensions["kb_service"] = service
     live = service.config
@@ -231,5 +236,5 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.before_request(_start_request)
     app.after_request(_finish_request)
-    app.teardown_request(lambda _error: logs.REQUEST_ID.set(None))
+    app.teardown_request(_forget_request_id)
     return app

@@ -6,10 +6,12 @@ are self-contained, never touch the live one, and comparisons are rate-limited p
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint, current_app, g, render_template, request
 
@@ -76,7 +78,7 @@ def _candidate(text: str, live: ServiceConfig) -> ServiceConfig:
 def console():
     service = _service()
     query = request.args.get("q", "").strip()
-    context = {"query": query, "response": None, "bars": [], "engine_request": None, "problems": []}
+    context: dict[str, Any] = {"query": query, "response": None, "bars": [], "engine_request": None, "problems": []}
     try:
         response = service.search(SearchRequest(query=query, size=10, explain=True)) if query else None
     except InputError as err:  # a person typed it: say so on the page rather than answer a JSON 400
@@ -89,13 +91,19 @@ def console():
     return render_template("console.html", **context)
 
 
+def _ranked_kids(service: SearchService, config: ServiceConfig | None, query: str) -> list[str]:
+    """The kids `config` (None: the live config) ranks for `query`, for comparing judged rankings."""
+    return [h.record.kid for h in service.search(SearchRequest(query=query, size=100), config=config).hits]
+
+
 @blueprint.route("/console/compare", methods=["GET", "POST"])
 def compare():
     service = _service()
     live_config = service.config
     query = (request.form.get("q") or request.args.get("q") or "").strip()
     text = request.form.get("config", "")
-    context = {"query": query, "config_text": text or f"extends: {Path(live_config.source).name}\nscoring:\n",
+    context: dict[str, Any] = {"query": query,
+                               "config_text": text or f"extends: {Path(live_config.source).name}\nscoring:\n",
                "problems": [], "live": None, "candidate": None}
     if request.method == "POST":
         rate_limited("compare", service.config.security.compares_per_minute)
@@ -137,8 +145,7 @@ def _judged_comparison(service: SearchService, text: str, live_config: ServiceCo
     queries = [EvalQuery(query_id(q), "judged", q) for q in dict.fromkeys(r.query for r in ratings)]
     runs = []
     for label, config in (("live", None), ("candidate", candidate_config)):
-        runs.append(evaluate(queries, qrels, lambda q, c=config: [
-            h.record.kid for h in service.search(SearchRequest(query=q, size=100), config=c).hits], label))
+        runs.append(evaluate(queries, qrels, functools.partial(_ranked_kids, service, config), label))
     wins, losses = wins_and_losses(runs[0], runs[1])
     texts = {q.qid: q.text for q in queries}
     return {"table": format_table(runs), "wins": [texts[q] for q in wins], "losses": [texts[q] for q in losses],

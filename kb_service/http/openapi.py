@@ -32,7 +32,7 @@ from kb_service.http.models import (
 )
 from kb_service.http.search import SuggestParameters
 from kb_service.records import KNOWN_FIELDS
-from kb_service.serving.request import MAX_TAG_LENGTH, SearchParameters, SortText
+from kb_service.serving.request import MAX_TAG_LENGTH, SORT_CHOICES, SearchParameters
 from scoring.plan import FACET_FIELDS
 
 API_PREFIX = "/v1"
@@ -80,7 +80,7 @@ def _search_parameters(config: ServiceConfig) -> tuple[dict, ...]:
         {"name": "category", "in": "query", "description": "comma-separated categories", "schema": {"type": "string"}},
         {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["exact", "fast"]}},
         {"name": "explain", "in": "query", "schema": {"type": "boolean", "default": False}},
-        {"name": "sort", "in": "query", "schema": {"type": "string", "enum": list(SortText.__args__)}},
+        {"name": "sort", "in": "query", "schema": {"type": "string", "enum": list(SORT_CHOICES)}},
         {"name": "fields", "in": "query", "description": "comma-separated record fields",
          "schema": _comma_list(sorted(KNOWN_FIELDS))},
         {"name": "highlight", "in": "query", "schema": {"type": "boolean", "default": False}},
@@ -152,18 +152,21 @@ UNVERSIONED = [  # operations and pages outside the versioned API: probes, metri
               body=JudgmentInput, role="analyst"),
 ]
 
-SECURITY = {"public": [], "search": [{}, {"apiKey": []}, {"bearer": []}, {"basic": []}],
-            "ingest": [{"apiKey": []}, {"bearer": []}],
-            "analyst": [{"apiKey": []}, {"bearer": []}, {"basic": []}], "admin": [{"apiKey": []}, {"bearer": []}]}
+SECURITY: dict[str, list[dict[str, list]]] = {
+    "public": [], "search": [{}, {"apiKey": []}, {"bearer": []}, {"basic": []}],
+    "ingest": [{"apiKey": []}, {"bearer": []}],
+    "analyst": [{"apiKey": []}, {"bearer": []}, {"basic": []}], "admin": [{"apiKey": []}, {"bearer": []}]}
 
 
 def document(config: ServiceConfig, version: str) -> dict:
     """The OpenAPI document for `config`'s limits."""
     versioned = [(API_PREFIX + op.path, op) for op in operations(config)]
     every = versioned + [(op.path, op) for op in UNVERSIONED]
-    models = {model for _, op in every for model in (op.body, op.answer) if model} | {ErrorAnswer, RecordIn}
-    keyed, definitions = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
-                                            ref_template="#/components/schemas/{model}")
+    models: set[type[BaseModel]] = {model for _, op in every for model in (op.body, op.answer) if model}
+    models |= {ErrorAnswer, RecordIn}
+    ordered: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (m, "validation") for m in sorted(models, key=lambda m: m.__name__)]
+    keyed, definitions = models_json_schema(ordered, ref_template="#/components/schemas/{model}")
     schemas = copy.deepcopy(definitions.get("$defs", {}))
     _tighten_search(schemas, config)
     paths: dict[str, dict] = {}

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from threadpoolctl import threadpool_limits
 from waitress.adjustments import Adjustments
@@ -137,6 +138,7 @@ class EdgeServer(TcpWSGIServer):
     drain_until: float | None = None  # set by SIGTERM: finish what is in flight until then, accept nothing
     heartbeat: Callable[[], None] | None = None
     _probe: _Probe | None = None
+    next_channel_cleanup: float  # waitress's own, set in its constructor
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)
@@ -273,7 +275,7 @@ def serve(config: ServiceConfig, host: str | None = None, port: int | None = Non
         service.encoder.use_threads(1)
         return service
 
-    serving = {"config": config, "service": open_service(config)}
+    serving: dict[str, Any] = {"config": config, "service": open_service(config)}
 
     def work(listener: socket.socket, heartbeat: Callable[[], None]) -> None:  # in each forked worker
         settings, service = serving["config"], serving["service"]

@@ -77,7 +77,7 @@ class SentenceTransformerEncoder:
         torch.set_num_threads(self.threads)
         self._model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
         dimension = getattr(self._model, "get_embedding_dimension", None)  # renamed in sentence-transformers 6
-        self.dims = int((dimension or self._model.get_sentence_embedding_dimension)())
+        self.dims = int((dimension or self._model.get_sentence_embedding_dimension)() or 0)
 
     def use_threads(self, threads: int) -> None:
         import torch

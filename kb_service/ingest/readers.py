@@ -106,8 +106,8 @@ def read_records(paths: Iterable[str | Path], quarantine: bool = False) -> ReadR
         for number, text, raw, parse_error in _raw_rows(path):
             progress.advance(1)
             try:
-                if parse_error:
-                    raise RecordError("<line>", parse_error)
+                if parse_error or raw is None:
+                    raise RecordError("<line>", parse_error or "not a record")
                 record = KnowledgeRecord.from_mapping(raw)
                 previous = position.get(record.kid)
                 if previous is not None:
@@ -120,7 +120,7 @@ def read_records(paths: Iterable[str | Path], quarantine: bool = False) -> ReadR
                 position[record.kid] = (len(result.records), f"{path}:{number}")
                 result.records.append(record)
             except RecordError as err:
-                result.rejected.append(RejectedLine(str(path), number, err.field, err.message, text))
+                result.rejected.append(RejectedLine(str(path), number, err.field or "<record>", err.message, text))
     if result.rejected and (not quarantine or not result.records):
         raise KnowledgeFileError(result.rejected)
     return result

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -102,13 +103,14 @@ class ReviewDatabase:
         inserted = changed = 0
         reviewed_at = now_timestamp() if status is not ReviewStatus.PENDING else None
         with self.engine.begin() as connection:
-            existing = {}
+            existing: dict[str, Any] = {}  # kid → the stored row's mapping
             kids = list(rows)
             for start in range(0, len(kids), 500):
                 chunk = kids[start:start + 500]
-                for row in connection.execute(select(knowledge_review).where(knowledge_review.c.kid.in_(chunk))):
-                    existing[row.kid] = row._mapping
-            fresh, edits = [], []
+                for stored in connection.execute(select(knowledge_review).where(knowledge_review.c.kid.in_(chunk))):
+                    existing[stored.kid] = stored._mapping
+            fresh: list[dict] = []
+            edits: list[dict] = []
             for kid, row in rows.items():
                 review = {"status": status.value, "reviewer": reviewer, "reviewed_at": reviewed_at}
                 old = existing.get(kid)
@@ -119,8 +121,8 @@ class ReviewDatabase:
             if fresh:
                 connection.execute(knowledge_review.insert(), fresh)
                 inserted = len(fresh)
-            for row in edits:
-                connection.execute(update(knowledge_review).where(knowledge_review.c.kid == row["kid"]).values(**row))
+            for edit in edits:
+                connection.execute(update(knowledge_review).where(knowledge_review.c.kid == edit["kid"]).values(**edit))
             changed = len(edits)
         return ImportReport(inserted, changed, len(rows) - inserted - changed)
 

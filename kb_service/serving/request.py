@@ -8,7 +8,7 @@ the same message naming the same path (`filters[1].range.confidence.gte`) and co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     AliasChoices,
@@ -53,10 +53,21 @@ MAX_TERMS = 1024  # values of one `terms` clause
 MAX_TAG_LENGTH = 64
 MAX_LISTED = 32  # names in `fields` or `facets` (repeats are allowed and count once)
 
-ExistsField = Literal[*KEYWORD_FIELDS, *NUMBER_FIELDS, *DATE_FIELDS, "expert_verified"]  # type: ignore[valid-type]
-FacetField = Literal[*FACET_FIELDS]  # type: ignore[valid-type]
-RecordField = Literal[*sorted(KNOWN_FIELDS)]  # type: ignore[valid-type]
+SORT_CHOICES = tuple(f"{field}{order}" for field in (*SORT_FIELDS, "_score") for order in ("", ":asc", ":desc"))
+if TYPE_CHECKING:  # Literals built from the plan's field lists, which a type checker cannot follow
+    ExistsField: TypeAlias = str
+    FacetField: TypeAlias = str
+    RecordField: TypeAlias = str
+    SortField: TypeAlias = str
+    SortText: TypeAlias = str
+else:
+    ExistsField = Literal[*KEYWORD_FIELDS, *NUMBER_FIELDS, *DATE_FIELDS, "expert_verified"]
+    FacetField = Literal[*FACET_FIELDS]
+    RecordField = Literal[*sorted(KNOWN_FIELDS)]
+    SortField = Literal[*SORT_FIELDS, "_score"]
+    SortText = Literal[*SORT_CHOICES]
 HighlightField = Literal["knowledge", "attribute", "value"]
+HIGHLIGHTED: tuple[HighlightField, ...] = ("knowledge", "attribute", "value")
 
 
 def _listed(value: Any) -> Any:
@@ -106,22 +117,30 @@ def _fields(annotation: Any) -> dict[str, Any]:
     return {name: (annotation, None) for name in KEYWORD_FIELDS}
 
 
-TermFields = create_model("TermFields", __base__=_OneField, **_fields(Keyword),
-                          expert_verified=(FlagValue, None))
-TermsFields = create_model("TermsFields", __base__=_OneField, **_fields(Keywords),
-                           expert_verified=(Annotated[list[FlagValue], Field(min_length=1, max_length=2)], None))
+def _one_field_model(name: str, **fields: Any) -> type[_OneField]:
+    """A model with one optional field per name, of which a request must set exactly one."""
+    return create_model(name, __base__=_OneField, **fields)
+
+
+if TYPE_CHECKING:  # models built from the field lists: a type checker knows them as their base
+    TermFields: TypeAlias = _OneField
+    TermsFields: TypeAlias = _OneField
+else:
+    TermFields = _one_field_model("TermFields", **_fields(Keyword), expert_verified=(FlagValue, None))
+    TermsFields = _one_field_model("TermsFields", **_fields(Keywords), expert_verified=(
+        Annotated[list[FlagValue], Field(min_length=1, max_length=2)], None))
 
 
 class TermClause(_Strict):
     """`{"term": {"attribute": "人口"}}`: the field equals the value (keywords exactly, flags 0/1)."""
 
-    term: TermFields  # type: ignore[valid-type]
+    term: TermFields
 
 
 class TermsClause(_Strict):
     """`{"terms": {"category": ["城市", "国家"]}}`: the field equals one of the values."""
 
-    terms: TermsFields  # type: ignore[valid-type]
+    terms: TermsFields
 
 
 class _Bounds(_Strict):
@@ -148,14 +167,17 @@ class DateBounds(_Bounds):
     lte: DateText = None  # type: ignore[assignment]
 
 
-RangeFields = create_model("RangeFields", __base__=_OneField, **{name: (NumberBounds, None) for name in NUMBER_FIELDS},
-                           **{name: (DateBounds, None) for name in DATE_FIELDS})
+if TYPE_CHECKING:
+    RangeFields: TypeAlias = _OneField
+else:
+    RangeFields = _one_field_model("RangeFields", **{name: (NumberBounds, None) for name in NUMBER_FIELDS},
+                               **{name: (DateBounds, None) for name in DATE_FIELDS})
 
 
 class RangeClause(_Strict):
     """`{"range": {"confidence": {"gte": 0.8}}}`: the field lies within the bounds (missing never does)."""
 
-    range: RangeFields  # type: ignore[valid-type]
+    range: RangeFields
 
 
 class ExistsBody(_Strict):
@@ -202,12 +224,10 @@ BoolBody.model_rebuild()
 
 
 class SortBody(_Strict):
-    field: Literal[*SORT_FIELDS, "_score"]  # type: ignore[valid-type]
+    field: SortField
     order: Literal["asc", "desc"] = "asc"
 
 
-SortText = Literal[*(f"{field}{order}" for field in (*SORT_FIELDS, "_score")  # type: ignore[valid-type]
-                     for order in ("", ":asc", ":desc"))]
 
 
 SortChoice = Annotated[Annotated[SortText, Tag("text")] | Annotated[SortBody, Tag("body")],
@@ -217,7 +237,7 @@ SortChoice = Annotated[Annotated[SortText, Tag("text")] | Annotated[SortBody, Ta
 class HighlightBody(_Strict):
     """Which fields to mark and the tags around each matched span (the text between is HTML-escaped)."""
 
-    fields: list[HighlightField] = Field(default_factory=lambda: ["knowledge", "attribute", "value"])
+    fields: list[HighlightField] = Field(default_factory=lambda: list(HIGHLIGHTED))
     pre_tag: str = Field("<em>", max_length=MAX_TAG_LENGTH)
     post_tag: str = Field("</em>", max_length=MAX_TAG_LENGTH)
 
@@ -326,7 +346,7 @@ def _sort(value: str | SortBody | None) -> SortKey | None:
         return None
     if isinstance(value, str):
         field, _, order = value.partition(":")
-        value = SortBody(field=field, order=order or "asc")  # type: ignore[arg-type]
+        value = SortBody(field=field, order="desc" if order == "desc" else "asc")
     return None if value.field == "_score" else SortKey(value.field, value.order == "desc")
 
 

@@ -130,8 +130,8 @@ class ClusterEngine:
         self._ensure_meta_index()
         existing = self._version_indices()
         self._remove_unfinished(existing)
-        numbers = [int(self._number.match(n).group(1)) for n in existing]
-        known = [int(self._number.match(v.name).group(1)) for v in self.versions() if self._number.match(v.name)]
+        numbers = [int(m.group(1)) for n in existing if (m := self._number.match(n))]
+        known = [int(m.group(1)) for v in self.versions() if (m := self._number.match(v.name))]
         name = f"{self.settings.index_prefix}_v{max(numbers + known, default=0) + 1:06d}"
         body = version_index_body(self.dialect, self.settings, self.engine, vectors.shape[1])
         body["settings"].update(loading_settings(self.settings))

@@ -35,7 +35,7 @@ from kb_service.records import KnowledgeRecord, epoch_seconds
 from query_understanding.understander import KbDictionary
 from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
 from scoring.formula import Formula
-from scoring.plan import Mode, SearchPlan
+from scoring.plan import Mode, SearchPlan, SortKey
 from scoring.sorting import order_key, record_value
 
 
@@ -96,7 +96,7 @@ class ClusterVersion:
 
     def execute(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
         if plan.sort is not None:
-            return self._sorted(plan, query_vector)
+            return self._sorted(plan, plan.sort, query_vector)
         if plan.mode == Mode.EXACT:
             return self._exact(plan, query_vector)
         return self._fast(plan, query_vector)
@@ -133,13 +133,13 @@ class ClusterVersion:
         return self._scored(plan, query_vector,
                             self._search(self._exact_body(plan, query_vector, self._nearest(plan, query_vector))))
 
-    def _sorted(self, plan: SearchPlan, query_vector: np.ndarray) -> EngineResult:
+    def _sorted(self, plan: SearchPlan, sort: SortKey, query_vector: np.ndarray) -> EngineResult:
         """A field sort over the matching set: the engine orders by the field (ties by text score) and the
         formula then orders equal values, as the embedded engine does; no script is needed."""
         nearest = self._nearest(plan, query_vector)
         return self._scored(plan, query_vector, self._search({
             "query": render_bool(plan, text_required=False, restrict=matching_query(plan, nearest)),
-            "sort": render_sort(plan.sort), "track_scores": True, "size": plan.window, "_source": SOURCE_EXCLUDES,
+            "sort": render_sort(sort), "track_scores": True, "size": plan.window, "_source": SOURCE_EXCLUDES,
             "track_total_hits": False, "aggs": matching_aggregations(plan, nearest)}))
 
     def _scored(self, plan: SearchPlan, query_vector: np.ndarray, response: dict) -> EngineResult:

@@ -142,5 +142,5 @@ class EmbeddedEngine:
         """Delete the oldest versions beyond `keep`, never the served one."""
         doomed = removable_versions(self.versions(), keep)
         for version in doomed:
-            shutil.rmtree(version.path, ignore_errors=True)
+            shutil.rmtree(self.path_of(version.name), ignore_errors=True)
         return [v.name for v in doomed]

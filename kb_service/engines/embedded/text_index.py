@@ -19,13 +19,13 @@ from kb_service.engines.embedded.lines import MappedLines
 SEGMENTED = "segmented.txt"
 
 
-class _Decoded:
+class _Decoded(Sequence[str]):
     """The segmented text of a document, decoded from its mapped line when a phrase check reads it."""
 
     def __init__(self, lines: MappedLines):
         self._lines = lines
 
-    def __getitem__(self, index: int) -> str:
+    def __getitem__(self, index):  # documents are read one at a time, never sliced
         return self._lines[index].decode("utf-8")
 
     def __len__(self) -> int:
