@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=300)
     args = parser.parse_args()
     config = load_config(args.config)
-    store = EmbeddedEngine(config.data_path / "embedded", config.engine)
+    store = EmbeddedEngine(config.paths.embedded, config.engine)
     directory = store.path_of(store.current_name())
     vectors = np.load(directory / "vectors.npy", mmap_mode="r")
     with open(args.queries, encoding="utf-8") as handle:

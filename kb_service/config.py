@@ -216,9 +216,9 @@ class ReloadConfig:
         if self.ingest_status not in ("pending", "approved") or self.ingest_max_records < 1:
             raise ValueError("ingest_status must be pending or approved, ingest_max_records >= 1")
 
-    def database_url(self, data_path: Path) -> str:
+    def database_url(self, paths: DataPaths) -> str:
         """`database`, else the SQLite review database in the data directory."""
-        return self.database or f"sqlite:///{data_path / 'review.sqlite'}"
+        return self.database or f"sqlite:///{paths.review_database}"
 
 
 class LogFormat(StrEnum):
@@ -363,6 +363,48 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class DataPaths:
+    """Every file and folder the service keeps in its data directory, named here and nowhere else."""
+
+    root: Path
+
+    STATE_FILES: typing.ClassVar[dict[str, str]] = {
+        "events": "events.sqlite", "judgments": "judgments.sqlite", "query_log": "query_log.sqlite",
+        "reloads": "reloads.sqlite", "access": "access.sqlite", "proposals": "proposals.sqlite"}
+
+    @property
+    def embedded(self) -> Path:
+        """The embedded engine's versions and its CURRENT pointer."""
+        return self.root / "embedded"
+
+    @property
+    def cache(self) -> Path:
+        """What builds reuse: embeddings, segmentations and pinyin keys by content."""
+        return self.root / "cache"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.cache / "embeddings.sqlite"
+
+    @property
+    def review_database(self) -> Path:
+        return self.root / "review.sqlite"
+
+    @property
+    def demo_kb(self) -> Path:
+        return self.root / "demo" / "geonames-cities.jsonl.gz"
+
+    @property
+    def rejects(self) -> Path:
+        """Where a quarantining load writes the lines it refused."""
+        return self.root / "rejects"
+
+    def state(self, store: str) -> Path:
+        """The SQLite file of a state store (events, judgments, query_log, reloads, access, proposals)."""
+        return self.root / self.STATE_FILES[store]
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     data_dir: str = "data"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -383,6 +425,10 @@ class ServiceConfig:
     @property
     def data_path(self) -> Path:
         return Path(os.environ.get("KB_DATA_DIR") or self.data_dir).resolve()
+
+    @property
+    def paths(self) -> DataPaths:
+        return DataPaths(self.data_path)
 
     @property
     def elasticsearch_hosts(self) -> tuple[str, ...]:

@@ -27,8 +27,6 @@ from kb_service import logs
 from kb_service.config import ServiceConfig
 from kb_service.errors import InputError
 
-STATE_FILES = {"events": "events.sqlite", "judgments": "judgments.sqlite", "query_log": "query_log.sqlite",
-               "reloads": "reloads.sqlite", "access": "access.sqlite", "proposals": "proposals.sqlite"}
 MAX_SECRET_BYTES = 4096
 SCHEMA_LOCK = 0x6B62_7374_6174_65  # the advisory lock taken while creating tables ("kbstate")
 
@@ -125,7 +123,7 @@ def state_url(config: ServiceConfig, store: str) -> URL:
     """Where `store` keeps its rows: `state.database` with its password from $KB_STATE_PASSWORD or
     `state.password_file`, else its SQLite file in the data directory."""
     if not config.state.database:
-        return make_url(f"sqlite:///{config.data_path / STATE_FILES[store]}")
+        return make_url(f"sqlite:///{config.paths.state(store)}")
     try:
         url = make_url(config.state.database)
     except ArgumentError:

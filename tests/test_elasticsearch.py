@@ -308,7 +308,7 @@ def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasti
     canary = ("  canaries: []", f'  canaries: [{{query: 杭州的人口, kid: "{hangzhou}", top_k: 3}}]')
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, ("  mode: exact ", "  mode: fast "),
                                   canary)
-    database = ReviewDatabase(config.reload.database_url(config.data_path))
+    database = ReviewDatabase(config.reload.database_url(config.paths))
     database.import_records(read_records([str(small_kb_file)]).records, status="approved", reviewer="import")
     served = run_reload(config)
     store = ClusterEngine(config)

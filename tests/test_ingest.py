@@ -71,7 +71,7 @@ def test_a_bad_record_is_reported_by_its_line_and_the_others_are_kept(keyed):
     assert response.status_code == 200 and (body["received"], body["accepted"], body["status"]) == (6, 3, "pending")
     assert [(r["line"], r["field"]) for r in body["rejected"]] == [(2, "confidence"), (3, "body"), (5, "knowledge")]
     assert body["rejected"][0]["message"].startswith("line 2: confidence: expected a number in [0, 1]")
-    stored = ReviewDatabase(config.reload.database_url(config.data_path))
+    stored = ReviewDatabase(config.reload.database_url(config.paths))
     assert stored.counts().get("pending") == 3
     nothing = client.post("/v1/records", json=[{"kid": "y"}], headers=headers["ingest"])
     assert nothing.status_code == 400 and nothing.get_json()["error"]["code"] == "invalid_record"
@@ -104,4 +104,4 @@ def test_a_batch_over_the_limit_is_refused_before_anything_is_stored(keyed):
     response = client.post("/v1/records", data=_ndjson(too_many), content_type="application/x-ndjson",
                            headers=headers["ingest"])
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "too_many"
-    assert ReviewDatabase(config.reload.database_url(config.data_path)).counts().get("pending", 0) == 0
+    assert ReviewDatabase(config.reload.database_url(config.paths)).counts().get("pending", 0) == 0

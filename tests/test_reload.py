@@ -40,7 +40,7 @@ def _config(data_dir, *replacements, share_cache: bool = True):
 
 
 def _database(config) -> ReviewDatabase:
-    return ReviewDatabase(config.reload.database_url(config.data_path))
+    return ReviewDatabase(config.reload.database_url(config.paths))
 
 
 def _reviewed_kb(data_dir, small_kb_file, share_cache: bool = True):
@@ -177,7 +177,7 @@ def test_a_reload_killed_mid_build_leaves_the_served_version_and_the_next_one_su
     database.import_records(edited, status="approved", reviewer="erin")
     config_path = tmp_path / "config.yaml"
     config_path.write_text(config_text(("data_dir: data", f"data_dir: {config.data_path}")), encoding="utf-8")
-    versions_dir = config.data_path / "embedded" / "versions"
+    versions_dir = config.paths.embedded / "versions"
     process = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "--config", str(config_path), "reload"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     deadline = time.monotonic() + 120

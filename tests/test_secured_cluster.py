@@ -137,7 +137,7 @@ def test_load_search_and_reload_through_ca_and_password_file(tmp_path, secured_o
         loaded = load_files(config, [str(small_kb_file)])
         hits = SearchService(config).search(SearchRequest(query="杭州的人口", size=3)).hits
         assert (hits[0].record.knowledge, hits[0].record.attribute) == ("杭州", "人口")
-        database = ReviewDatabase(config.reload.database_url(config.data_path))
+        database = ReviewDatabase(config.reload.database_url(config.paths))
         database.import_records(read_records([str(small_kb_file)]).records, status="approved", reviewer="import")
         reloaded = run_reload(config)
         assert reloaded.status == "succeeded" and reloaded.version != loaded.version

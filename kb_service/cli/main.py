@@ -45,7 +45,7 @@ def cmd_demo(config: ServiceConfig, args) -> int:
     if args.if_missing and open_engine(config).current_name():
         print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
         return 0
-    path = config.data_path / "demo" / "geonames-cities.jsonl.gz"
+    path = config.paths.demo_kb
     count = write_demo_file(path, min_population=args.min_population)
     print(f"wrote {count} demo records (GeoNames, CC BY 4.0) to {path}")
     args.files, args.quarantine, args.reject_file = [str(path)], False, None
@@ -157,7 +157,7 @@ def cmd_review(config: ServiceConfig, args) -> int:
     from kb_service.ingest.readers import read_records
     from kb_service.reload.review import ReviewDatabase, ReviewStatus
 
-    database = ReviewDatabase(config.reload.database_url(config.data_path))
+    database = ReviewDatabase(config.reload.database_url(config.paths))
     try:
         if args.action == "import":
             result = read_records(args.files)

@@ -18,4 +18,4 @@ def open_engine(config: ServiceConfig) -> Engine:
         return ClusterEngine(config)
     from kb_service.engines.embedded.engine import EmbeddedEngine
 
-    return EmbeddedEngine(config.data_path / "embedded", config.engine)
+    return EmbeddedEngine(config.paths.embedded, config.engine)

@@ -32,7 +32,7 @@ NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl
 def _review_database() -> ReviewDatabase:
     """One review database per process and URL (its engine pools connections)."""
     config = current_app.extensions["kb_service"].config
-    url = config.reload.database_url(config.data_path)
+    url = config.reload.database_url(config.paths)
     databases: dict[str, ReviewDatabase] = current_app.extensions.setdefault("kb_review", {})
     if url not in databases:
         databases[url] = ReviewDatabase(url)

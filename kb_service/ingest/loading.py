@@ -145,7 +145,7 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
     encoder = load_encoder(config.encoder)
     engine = open_engine(config)
     with _storage_errors(config, engine):
-        cache = EmbeddingCache(config.data_path / "cache" / "embeddings.sqlite", encoder_identity(config.encoder),
+        cache = EmbeddingCache(config.paths.embeddings, encoder_identity(config.encoder),
                                encoder.dims)
         try:
             vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
@@ -153,10 +153,10 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
             cache.close()
         learned = approved_learning(config)
         dictionary = build_dictionary(records, config.query_understanding.alias_attributes,
-                                      config.data_path / "cache").with_learned(learned.phrasings, learned.aliases)
+                                      config.paths.cache).with_learned(learned.phrasings, learned.aliases)
         started = time.monotonic()
         centroids = category_centroids(records, vectors)
-        segmenter = CachedSegmenter(config.data_path / "cache", dictionary.user_words())
+        segmenter = CachedSegmenter(config.paths.cache, dictionary.user_words())
         dictionary = with_link_model(dictionary, config, encoder, centroids, segmenter.segmenter)
         dictionary = replace(dictionary, segmenter_words=segmenter.segmenter.added_words())
         name = engine.build(records, vectors, segmenter.segmented, dictionary,
@@ -207,7 +207,7 @@ def load_files(config: ServiceConfig, paths: list[str], quarantine: bool = False
     result = read_records(paths, quarantine=quarantine)
     written_rejects = None
     if result.rejected:
-        target = Path(reject_file or config.data_path / "rejects" / f"rejects-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+        target = Path(reject_file or config.paths.rejects / f"rejects-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as handle:
             for rejected in result.rejected:

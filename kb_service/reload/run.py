@@ -73,7 +73,7 @@ def read_source(config: ServiceConfig, counts: ReloadCounts) -> tuple[list[Knowl
         live = [r for r in result.records if not r.deleted and not (r.expires_at and r.expires_at <= now)]
         counts.expired = sum(1 for r in result.records if not r.deleted and r.expires_at and r.expires_at <= now)
         return live, ", ".join(settings.files)
-    url = settings.database_url(config.data_path)
+    url = settings.database_url(config.paths)
     database = ReviewDatabase(url)
     try:
         records, counts.expired = database.servable()
