@@ -8,6 +8,7 @@ Used by `kb eval`, `kb tune`, the console's comparison, the slow relevance tests
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -66,6 +67,26 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
             raise InputError("expected TREC qrels: qid 0 kid grade", f"{path}:{number}")
         judgments[parts[0]][parts[2]] = int(parts[3])
     return dict(judgments)
+
+
+def query_id(text: str, task: str) -> str:
+    """A stable qid for a judged query text (`judged:…`, `clicks:…`), so exports of the same list line up
+    run after run."""
+    return f"{task}:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+
+
+def write_judgments(qrels: str | Path, queries: str | Path | None, judged: list[tuple[str, str, int]],
+                    task: str) -> None:
+    """(query text, kid, grade) as TREC qrels under `query_id`s, and the queries file that maps those qids
+    back to their texts for `kb eval` (when `queries` is given)."""
+    with open(qrels, "w", encoding="utf-8") as handle:
+        for text, kid, grade in judged:
+            handle.write(f"{query_id(text, task)} 0 {kid} {grade}\n")
+    if queries:
+        with open(queries, "w", encoding="utf-8") as handle:
+            for text in dict.fromkeys(text for text, _, _ in judged):
+                handle.write(json.dumps({"qid": query_id(text, task), "task": task, "query": text},
+                                        ensure_ascii=False) + "\n")
 
 
 def read_run(path: str | Path) -> dict[str, list[str]]:

@@ -234,8 +234,7 @@ def cmd_eval(config: ServiceConfig, args) -> int:
 
 
 def cmd_judgments(config: ServiceConfig, args) -> int:
-    import hashlib
-
+    from kb_service.evaluation import write_judgments
     from kb_service.feedback.click_model import judgments_from_events
     from kb_service.feedback.events import EventStore
     from kb_service.feedback.judgments import JudgmentStore
@@ -253,14 +252,8 @@ def cmd_judgments(config: ServiceConfig, args) -> int:
 
     events = EventStore(open_state(config, "events"), config.feedback.max_events).all()
     judgments = judgments_from_events(events, args.min_impressions)
-    queries = {j.query: f"clicks:{hashlib.sha1(j.query.encode()).hexdigest()[:10]}" for j in judgments}
-    with open(args.qrels, "w", encoding="utf-8") as handle:
-        for j in judgments:
-            handle.write(f"{queries[j.query]} 0 {j.kid} {j.grade}\n")
-    if args.queries:
-        with open(args.queries, "w", encoding="utf-8") as handle:
-            for query, qid in queries.items():
-                handle.write(json.dumps({"qid": qid, "task": "clicks", "query": query}, ensure_ascii=False) + "\n")
+    write_judgments(args.qrels, args.queries, [(j.query, j.kid, j.grade) for j in judgments], "clicks")
+    queries = {j.query for j in judgments}
     print(f"{len(judgments)} judgments for {len(queries)} queries from {len(events)} events "
           f"(pairs shown fewer than {args.min_impressions} times left out) → {args.qrels}")
     return 0

@@ -4,8 +4,6 @@ when, and which config and index version produced the hit; exported as TREC qrel
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from sqlalchemy import Column, Float, MetaData, Table, Text, func, select
 from sqlalchemy import Integer as IntegerColumn
 
 from kb_service.errors import InputError
+from kb_service.evaluation import read_qrels, read_queries, write_judgments
 from kb_service.state import StateDatabase
 from kb_service.validation import Integer
 
@@ -43,9 +42,7 @@ class Rating:
     index_version: str = ""
 
 
-def query_id(query: str) -> str:
-    """A stable qid for a query text, so exports of the same list line up run after run."""
-    return "judged:" + hashlib.sha1(query.encode("utf-8")).hexdigest()[:10]
+JUDGED = "judged"  # the task (and qid prefix) of ratings people gave in the console
 
 
 ratings = Table(
@@ -86,39 +83,24 @@ class JudgmentStore:
 
     def export(self, qrels: Path, queries: Path | None = None) -> int:
         judged = self.judgments()
-        with open(qrels, "w", encoding="utf-8") as handle:
-            for rating in judged:
-                handle.write(f"{query_id(rating.query)} 0 {rating.kid} {rating.grade}\n")
-        if queries:
-            with open(queries, "w", encoding="utf-8") as handle:
-                for text in dict.fromkeys(r.query for r in judged):
-                    handle.write(json.dumps({"qid": query_id(text), "task": "judged", "query": text},
-                                            ensure_ascii=False) + "\n")
+        write_judgments(qrels, queries, [(r.query, r.kid, r.grade) for r in judged], JUDGED)
         return len(judged)
 
     def import_qrels(self, qrels: Path, queries: Path, rater: str) -> int:
-        """Ratings from TREC qrels whose qids the queries file maps to texts; a line that does not parse is
-        an error naming the file and line."""
-        texts = {}
-        for number, line in enumerate(queries.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    texts[row["qid"]] = row["query"]
-                except (ValueError, KeyError, TypeError):
-                    raise InputError(f"{queries}:{number}: expected a JSON object with qid and query", "queries"
-                                     ) from None
+        """Ratings from TREC qrels whose qids the queries file maps to texts; a line that does not parse, or
+        a qid the queries file does not name, is an error naming the file (and line)."""
+        texts = {q.qid: q.text for q in read_queries(queries)}
+        graded = read_qrels(qrels)
+        unknown = sorted(set(graded) - set(texts))
+        if unknown:
+            raise InputError(f"{qrels}: qid {unknown[0]} is not in {queries}", "qrels")
         count = 0
-        for number, line in enumerate(qrels.read_text(encoding="utf-8").splitlines(), start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4 or parts[0] not in texts or not parts[3].lstrip("-").isdigit():
-                raise InputError(f"{qrels}:{number}: expected 'qid 0 kid grade' with a qid of {queries}", "qrels")
-            try:
-                self.rate(Rating(texts[parts[0]], parts[2], int(parts[3]), rater, time.time()))
-            except InputError as err:
-                raise InputError(f"{qrels}:{number}: {err.message}", "qrels") from None
-            count += 1
+        for qid, grades in graded.items():
+            for kid, grade in grades.items():
+                try:
+                    self.rate(Rating(texts[qid], kid, grade, rater, time.time()))
+                except InputError as err:
+                    raise InputError(f"{qrels}: {qid} {kid}: {err.message}", "qrels") from None
+                count += 1
         return count
 

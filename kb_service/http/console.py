@@ -17,8 +17,8 @@ from flask import Blueprint, current_app, g, render_template, request
 
 from kb_service.config import ConfigError, Role, ServiceConfig, parse_config
 from kb_service.errors import InputError, NotFoundError
-from kb_service.evaluation import EvalQuery, evaluate, format_table, wins_and_losses
-from kb_service.feedback.judgments import JudgmentInput, JudgmentStore, Rating, query_id
+from kb_service.evaluation import EvalQuery, evaluate, format_table, query_id, wins_and_losses
+from kb_service.feedback.judgments import JUDGED, JudgmentInput, JudgmentStore, Rating
 from kb_service.feedback.query_log import PROBLEMS, QueryLog
 from kb_service.http.auth import authorise, rate_limited
 from kb_service.http.bodies import json_object
@@ -141,8 +141,8 @@ def _judged_comparison(service: SearchService, text: str, live_config: ServiceCo
         return {"problems": ["the judgment list is empty: rate some hits first (or `kb judgments import`)"]}
     qrels: dict[str, dict[str, int]] = {}
     for rating in ratings:
-        qrels.setdefault(query_id(rating.query), {})[rating.kid] = rating.grade
-    queries = [EvalQuery(query_id(q), "judged", q) for q in dict.fromkeys(r.query for r in ratings)]
+        qrels.setdefault(query_id(rating.query, JUDGED), {})[rating.kid] = rating.grade
+    queries = [EvalQuery(query_id(q, JUDGED), JUDGED, q) for q in dict.fromkeys(r.query for r in ratings)]
     runs = []
     for label, config in (("live", None), ("candidate", candidate_config)):
         runs.append(evaluate(queries, qrels, functools.partial(_ranked_kids, service, config), label))
