@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from kb_service import logs
@@ -42,9 +43,11 @@ def cmd_demo(config: ServiceConfig, args) -> int:
     from kb_service.engines import open_engine
     from kb_service.ingest.demo import write_demo_file
 
-    if args.if_missing and open_engine(config).current_name():
-        print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
-        return 0
+    if args.if_missing:
+        with closing(open_engine(config)) as engine:
+            if engine.current_name():
+                print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
+                return 0
     path = config.paths.demo_kb
     count = write_demo_file(path, min_population=args.min_population)
     print(f"wrote {count} demo records (GeoNames, CC BY 4.0) to {path}")
@@ -86,7 +89,8 @@ def cmd_serve(config: ServiceConfig, args) -> int:
 def cmd_versions(config: ServiceConfig, args) -> int:
     from kb_service.engines import open_engine
 
-    versions = open_engine(config).versions()
+    with closing(open_engine(config)) as engine:
+        versions = engine.versions()
     if args.json:
         _print_json([{"name": v.name, "current": v.current, **v.manifest} for v in versions])
         return 0

@@ -136,6 +136,11 @@ class Engine(Protocol):
 
     def size_bytes(self, name: str) -> int: ...
 
+    def close(self) -> None:
+        """Let go of what the engine holds open (a cluster client's connection pool); a process that opens
+        an engine for one job (a reload, a CLI command) closes it, so a server's reloads leak no sockets."""
+        ...
+
     def exclusive(self, name: str, refusal: Callable[[str], Exception]) -> AbstractContextManager[None]:
         """A lock named `name` that every process serving from this engine respects (the data directory's
         host for the embedded engine, every host of a cluster); raises `refusal(holder)` at once when taken."""

@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -143,38 +143,38 @@ def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch:
     if not records:
         raise InputError(f"no records to load from {source or 'the input'}: nothing was changed", "records")
     encoder = load_encoder(config.encoder)
-    engine = open_engine(config)
-    with _storage_errors(config, engine):
-        cache = EmbeddingCache(config.paths.embeddings, encoder_identity(config.encoder),
-                               encoder.dims)
-        try:
-            vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
-        finally:
-            cache.close()
-        learned = approved_learning(config)
-        dictionary = build_dictionary(records, config.query_understanding.alias_attributes,
-                                      config.paths.cache).with_learned(learned.phrasings, learned.aliases)
-        started = time.monotonic()
-        centroids = category_centroids(records, vectors)
-        segmenter = CachedSegmenter(config.paths.cache, dictionary.user_words())
-        dictionary = with_link_model(dictionary, config, encoder, centroids, segmenter.segmenter)
-        dictionary = replace(dictionary, segmenter_words=segmenter.segmenter.added_words())
-        name = engine.build(records, vectors, segmenter.segmented, dictionary,
-                           centroids, {
-                               "records": len(records),
-                               "encoder": encoder_identity(config.encoder),
-                               "dims": encoder.dims,
-                               "created": now_timestamp(),
-                               "config_version": config.version,
-                               "source": source,
-                           })
-        segmenter.save()
-    log.info("version %s built in %.1fs (%s engine; %d texts segmented, %d from the segmentation cache)",
-             name, time.monotonic() - started, config.engine.kind, segmenter.cut, segmenter.reused)
-    if switch:
-        engine.switch(name)
-        engine.prune(config.engine.keep_versions)
-    return BuiltVersion(name, encoded, engine.size_bytes(name))
+    with closing(open_engine(config)) as engine:
+        with _storage_errors(config, engine):
+            cache = EmbeddingCache(config.paths.embeddings, encoder_identity(config.encoder),
+                                   encoder.dims)
+            try:
+                vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
+            finally:
+                cache.close()
+            learned = approved_learning(config)
+            dictionary = build_dictionary(records, config.query_understanding.alias_attributes,
+                                          config.paths.cache).with_learned(learned.phrasings, learned.aliases)
+            started = time.monotonic()
+            centroids = category_centroids(records, vectors)
+            segmenter = CachedSegmenter(config.paths.cache, dictionary.user_words())
+            dictionary = with_link_model(dictionary, config, encoder, centroids, segmenter.segmenter)
+            dictionary = replace(dictionary, segmenter_words=segmenter.segmenter.added_words())
+            name = engine.build(records, vectors, segmenter.segmented, dictionary,
+                               centroids, {
+                                   "records": len(records),
+                                   "encoder": encoder_identity(config.encoder),
+                                   "dims": encoder.dims,
+                                   "created": now_timestamp(),
+                                   "config_version": config.version,
+                                   "source": source,
+                               })
+            segmenter.save()
+        log.info("version %s built in %.1fs (%s engine; %d texts segmented, %d from the segmentation cache)",
+                 name, time.monotonic() - started, config.engine.kind, segmenter.cut, segmenter.reused)
+        if switch:
+            engine.switch(name)
+            engine.prune(config.engine.keep_versions)
+        return BuiltVersion(name, encoded, engine.size_bytes(name))
 
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}

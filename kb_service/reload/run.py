@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import closing
 from dataclasses import dataclass
 
 from kb_service import metrics
@@ -113,22 +114,22 @@ def _canary_gates(config: ServiceConfig, name: str) -> list[GateResult]:
         return []
     from kb_service.serving.service import SearchService
 
-    service = SearchService(config, pinned=name)
     gates = []
-    for canary in config.reload.canaries:
-        hits = service.search(SearchRequest(query=canary.query, size=canary.top_k)).hits
-        kids = [h.record.kid for h in hits]
-        rank = kids.index(canary.kid) + 1 if canary.kid in kids else None
-        gates.append(GateResult(f"canary {canary.query!r}", rank is not None,
-                                f"{canary.kid} at rank {rank}" if rank else
-                                f"{canary.kid} not in the top {canary.top_k} (top: {', '.join(kids[:3])})"))
+    with closing(SearchService(config, pinned=name)) as service:
+        for canary in config.reload.canaries:
+            hits = service.search(SearchRequest(query=canary.query, size=canary.top_k)).hits
+            kids = [h.record.kid for h in hits]
+            rank = kids.index(canary.kid) + 1 if canary.kid in kids else None
+            gates.append(GateResult(f"canary {canary.query!r}", rank is not None,
+                                    f"{canary.kid} at rank {rank}" if rank else
+                                    f"{canary.kid} not in the top {canary.top_k} (top: {', '.join(kids[:3])})"))
     return gates
 
 
 def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = False) -> ReloadRun:
     """One gated reload; returns the run, raises ReloadRefusedError (gates), ReloadBusyError, or the
     failure that stopped it. The history records every outcome."""
-    with reload_lock(open_engine(config)):
+    with closing(open_engine(config)) as engine, reload_lock(engine):
         history = history_of(config)
         crashed = history.mark_crashed()
         if crashed:
@@ -136,7 +137,7 @@ def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = Fal
         run = history.start(trigger)
         started = time.monotonic()
         try:
-            _reload(config, run, history, force)
+            _reload(config, engine, run, history, force)
         except ReloadRefusedError:
             run.status = RunStatus.REFUSED
             raise
@@ -153,7 +154,7 @@ def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = Fal
         return run
 
 
-def _reload(config: ServiceConfig, run: ReloadRun, history: ReloadHistory, force: bool) -> None:
+def _reload(config: ServiceConfig, engine: Engine, run: ReloadRun, history: ReloadHistory, force: bool) -> None:
     counts = run.counts
     records, source = read_source(config, counts)
     records, merges = merge_near_duplicates(records, "".join(config.reload.merge_particles))
@@ -166,7 +167,6 @@ def _reload(config: ServiceConfig, run: ReloadRun, history: ReloadHistory, force
     counts.added = sum(1 for kid in contents if kid not in previous)
     counts.updated = sum(1 for kid, digest in contents.items() if kid in previous and previous[kid] != digest)
     counts.removed = sum(1 for kid in previous if kid not in contents)
-    engine = open_engine(config)
     if not previous:
         current = next((v for v in engine.versions() if v.current), None)
         counts.removed = max(0, int(current.manifest.get("records", 0)) - len(records)) if current else 0
@@ -207,8 +207,7 @@ class Rollback:
 
 def rollback(config: ServiceConfig, version: str | None = None) -> Rollback:
     """Serve `version`, else the newest version older than the served one."""
-    engine = open_engine(config)
-    with reload_lock(engine):
+    with closing(open_engine(config)) as engine, reload_lock(engine):
         names = [v.name for v in engine.versions()]
         current = engine.current_name()
         if version:

@@ -192,6 +192,10 @@ class SearchService:
         preloading.result()
         _ = self.encoder
 
+    def close(self) -> None:
+        """Let go of the engine's connections: a service opened for one job (a reload's canaries) closes."""
+        self.engine.close()
+
     @property
     def encoder(self) -> Encoder:
         """The query encoder, once its background load has finished (its error, if any, is raised here)."""

@@ -60,6 +60,9 @@ class ClusterEngine:
         self._number = re.compile(rf"^{re.escape(self.settings.index_prefix)}_v(\d{{6}})$")
 
     # --- reading -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.client.close()
+
     def reachable(self) -> bool:
         """Cluster health answers (any colour): `GET /` (ping) needs the rest-root module, not always there."""
         try:

@@ -55,6 +55,9 @@ class EmbeddedEngine:
     def reachable(self) -> bool:
         return True
 
+    def close(self) -> None:
+        """Nothing stays open: versions are files, opened by whoever serves them."""
+
     def exclusive(self, name: str, refusal: Callable[[str], Exception]):
         """A `flock` in the engine's folder: every process on the host that serves this data directory."""
         return exclusive_lock(self.root / f"{name}.lock", lambda held: refusal(f"a process holds {held}"))
