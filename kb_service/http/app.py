@@ -30,7 +30,7 @@ from kb_service.errors import AuthError, KbError, TooManyRequestsError, error_bo
 from kb_service.feedback.events import EventStore
 from kb_service.feedback.judgments import JudgmentStore
 from kb_service.feedback.query_log import QueryLog
-from kb_service.http import admin, console, ingest, openapi, search
+from kb_service.http import admin, console, ingest, openapi, ops, search
 from kb_service.http.auth import AccessStore, client_address
 from kb_service.serving.service import ConfigReloadError, NotReadyError, SearchService
 from kb_service.state import open_state
@@ -92,7 +92,7 @@ def _watch(service: SearchService, watcher: ConfigWatcher | None, asked: Callabl
             service.suggestion_index(asked)  # built here, not by the first type-ahead request
         if watcher:
             watcher.poll()
-        search.publish_state(service)
+        ops.publish_state(service)
 
 
 def _asked(service: SearchService, query_log: QueryLog, events: EventStore | None) -> dict[str, int]:
@@ -170,12 +170,9 @@ def _deprecation_headers(response: Response) -> None:
     """An API path without the version prefix answers as before, saying it is deprecated and where its
     successor is (RFC 9745's Deprecation, RFC 8288's Link)."""
     rule = request.url_rule
-    if rule is not None and request.blueprint in ("search", "admin") and request.path not in UNVERSIONED_PATHS:
+    if rule is not None and request.blueprint in ("search", "admin"):
         response.headers["Deprecation"] = "true"
         response.headers["Link"] = f'<{openapi.API_PREFIX}{request.path}>; rel="successor-version"'
-
-
-UNVERSIONED_PATHS = ("/healthz", "/readyz", "/metrics")  # probes and scrapes stay where load balancers look
 
 
 def _finish_request(response: Response) -> Response:
@@ -219,12 +216,13 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.extensions["kb_access"] = AccessStore(open_state(live, "access"))
     app.extensions["kb_config_watcher"] = watcher
     if watch:
-        search.publish_state(service)  # metrics and log lines name the served version from the first request
+        ops.publish_state(service)  # metrics and log lines name the served version from the first request
         stop = threading.Event()
         threading.Thread(target=_watch, args=(service, watcher if config.server.watch_config else None,
                                               app.extensions["kb_asked"], stop),
                          daemon=True, name="kb-watch").start()
         app.extensions["kb_service_stop"] = stop
+    app.register_blueprint(ops.blueprint)
     app.register_blueprint(search.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(search.blueprint, url_prefix=openapi.API_PREFIX, name="v1_search")

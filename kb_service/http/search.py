@@ -1,21 +1,21 @@
-"""The public endpoints: search, query understanding, records by kid, health and readiness."""
+"""The search API: search, type-ahead, query understanding, records by kid, the front end's events."""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from pydantic import BaseModel, Field
 
-from kb_service import logs, metrics
+from kb_service import metrics
 from kb_service.config import Role
-from kb_service.errors import InputError, NotFoundError, error_body
+from kb_service.errors import InputError, NotFoundError
 from kb_service.feedback.events import parse_events
 from kb_service.http.auth import rate_limited, role_required
 from kb_service.http.bodies import json_body, json_object
 from kb_service.serving.request import parse_search
-from kb_service.serving.service import NotReadyError, SearchService
+from kb_service.serving.service import SearchService
 from kb_service.validation import Integer, validated
 from query_understanding.suggest import MAX_QUERY_CHARS
 
@@ -32,25 +32,6 @@ def request_params() -> dict:
     if request.method == "POST":
         params.update(json_object())
     return params
-
-
-@blueprint.get("/healthz")
-def healthz():
-    return jsonify({"status": "ok"})
-
-
-@blueprint.get("/readyz")
-def readyz():
-    service = _service()
-    reason = service.unready_reason()
-    if reason:
-        return jsonify(error_body(503, reason, code="not_ready")), 503
-    state = service.state
-    body = {"status": "ready", "index_version": state.version.name, "records": state.version.size,
-            "config_version": state.config.version, "encoder": state.version.manifest.get("encoder")}
-    if service.fallback:  # ready, but not on the version CURRENT names: say which and why
-        body["fallback"] = {"wanted": service.fallback.wanted, "reason": service.fallback.reason}
-    return jsonify(body)
 
 
 @blueprint.route("/search", methods=["GET", "POST"])
@@ -111,23 +92,3 @@ def knowledge(kid: str):
     if record is None:
         raise NotFoundError(f"no record with kid {kid!r}", "kid")
     return jsonify(record.to_dict())
-
-
-def publish_state(service: SearchService) -> None:
-    """This process's served version and cache counts into the metrics (every worker, every second)."""
-    try:
-        state = service.state
-    except NotReadyError:
-        state = None
-    hits, misses = service.query_vector_cache()
-    logs.set_context(index_version=state.version.name if state else None, config_version=service.config.version)
-    metrics.publish_state(service, state.version.name if state else None, service.config.version, hits, misses,
-                          service.fallback is not None)
-
-
-@blueprint.get("/metrics")
-def prometheus_metrics():
-    """Prometheus' text format: requests, latencies, search stages, the served version, caches, reloads."""
-    publish_state(_service())
-    body, content_type = metrics.exposition()
-    return Response(body, content_type=content_type)
