@@ -39,6 +39,11 @@ def _review_database() -> ReviewDatabase:
     return databases[url]
 
 
+def _too_many(limit: int) -> InputError:
+    return InputError(f"more than {limit} records in one request (reload.ingest_max_records)", "body",
+                      code="too_many")
+
+
 def _items(limit: int) -> Iterator[tuple[int, object]]:
     """(line, parsed JSON or the InputError of its line) of every record in the body, at most `limit`."""
     if request.mimetype in NDJSON_TYPES:
@@ -48,8 +53,7 @@ def _items(limit: int) -> Iterator[tuple[int, object]]:
                 continue
             count += 1
             if count > limit:
-                raise InputError(f"more than {limit} records in one request (reload.ingest_max_records)", "body",
-                                 code="too_many")
+                raise _too_many(limit)
             try:
                 yield line_number, parse_json(line)
             except InputError as err:
@@ -62,8 +66,7 @@ def _items(limit: int) -> Iterator[tuple[int, object]]:
         raise InputError("expected NDJSON (one record per line), a JSON array of records or {\"records\": [...]}",
                          "body", code="not_a_list")
     if len(body) > limit:
-        raise InputError(f"more than {limit} records in one request (reload.ingest_max_records)", "body",
-                         code="too_many")
+        raise _too_many(limit)
     yield from enumerate(body, start=1)
 
 

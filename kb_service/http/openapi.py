@@ -67,16 +67,20 @@ def _parameters(model: type[BaseModel]) -> tuple[dict, ...]:
                  for name, spec in schema["properties"].items())
 
 
+def _configured_limits(config: ServiceConfig) -> dict[str, dict]:
+    """The schemas of `q`, `size` and `from` under this config's limits, for the GET form and the body alike."""
+    return {"q": {"type": "string", "minLength": 1, "maxLength": config.query_understanding.max_query_length,
+                  "pattern": QUERY_PATTERN},
+            "size": {"type": "integer", "minimum": 1, "maximum": config.search.max_size},
+            "from": {"type": "integer", "minimum": 0, "maximum": config.search.max_offset}}
+
+
 def _search_parameters(config: ServiceConfig) -> tuple[dict, ...]:
-    limits = config.search
+    limits = _configured_limits(config)
     return (
-        {"name": "q", "in": "query", "required": True, "description": "the query text",
-         "schema": {"type": "string", "minLength": 1, "maxLength": config.query_understanding.max_query_length,
-                    "pattern": QUERY_PATTERN}},
-        {"name": "size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": limits.max_size,
-                                                   "default": limits.default_size}},
-        {"name": "from", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": limits.max_offset,
-                                                   "default": 0}},
+        {"name": "q", "in": "query", "required": True, "description": "the query text", "schema": limits["q"]},
+        {"name": "size", "in": "query", "schema": {**limits["size"], "default": config.search.default_size}},
+        {"name": "from", "in": "query", "schema": {**limits["from"], "default": 0}},
         {"name": "category", "in": "query", "description": "comma-separated categories", "schema": {"type": "string"}},
         {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["exact", "fast"]}},
         {"name": "explain", "in": "query", "schema": {"type": "boolean", "default": False}},
@@ -217,10 +221,10 @@ def document(config: ServiceConfig, version: str) -> dict:
 def _tighten_search(schemas: dict, config: ServiceConfig) -> None:
     """The POST body's limits as the config sets them (the models state only what holds for every config)."""
     properties = schemas["SearchParameters"]["properties"]
-    properties["q"] = {"type": "string", "minLength": 1, "maxLength": config.query_understanding.max_query_length,
-                       "pattern": QUERY_PATTERN, "description": "the query text"}
-    properties["size"] = {"type": ["integer", "null"], "minimum": 1, "maximum": config.search.max_size}
-    properties["from"] = {"type": ["integer", "null"], "minimum": 0, "maximum": config.search.max_offset}
+    limits = _configured_limits(config)
+    properties["q"] = {**limits["q"], "description": "the query text"}
+    properties["size"] = {**limits["size"], "type": ["integer", "null"]}  # null: the default
+    properties["from"] = {**limits["from"], "type": ["integer", "null"]}
     properties["highlight"]["description"] = (f"true, or {{fields, pre_tag, post_tag}} (tags up to {MAX_TAG_LENGTH} "
                                               "characters)")
 

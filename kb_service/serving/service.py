@@ -122,26 +122,21 @@ class SearchResponse:
         }
 
     def _hit(self, hit: ScoredHit, rank: int, explain: bool, shape: HitShape) -> dict:
-        out = hit_to_dict(hit, rank, explain)
+        """One hit as the API shows it: its rank, score, the chosen record fields and components, with the
+        explanation and highlights when asked for."""
         record = hit.record.to_dict()
-        if shape.fields is not None:
-            for name in set(record) - set(shape.fields):
-                del out[name]
+        shown = record if shape.fields is None else {k: v for k, v in record.items() if k in shape.fields}
+        out = {"rank": rank, "score": round(hit.score, 6), **shown,
+               "components": {c.name: round(c.contribution, 6) for c in hit.components}}
+        if explain:
+            out["explain"] = [{"stage": c.stage, "name": c.name, "raw": c.raw, "weight": c.weight,
+                               "contribution": c.contribution} for c in hit.components]
+            out["text_clauses"] = hit.details
         if shape.highlight is not None and self.segmenter is not None:
             light = shape.highlight
             out["highlight"] = highlights(record, self.parsed, self.segmenter, light.fields, light.pre_tag,
                                           light.post_tag)
         return out
-
-
-def hit_to_dict(hit: ScoredHit, rank: int, explain: bool) -> dict:
-    out = {"rank": rank, "score": round(hit.score, 6), **hit.record.to_dict(),
-           "components": {c.name: round(c.contribution, 6) for c in hit.components}}
-    if explain:
-        out["explain"] = [{"stage": c.stage, "name": c.name, "raw": c.raw, "weight": c.weight,
-                           "contribution": c.contribution} for c in hit.components]
-        out["text_clauses"] = hit.details
-    return out
 
 
 class ConfigReloadError(ConflictError):
