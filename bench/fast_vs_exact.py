@@ -18,7 +18,7 @@ import time
 
 from threadpoolctl import threadpool_limits
 
-from kb_service.config import load_config
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 
@@ -32,7 +32,7 @@ def main() -> None:
     with open(args.queries, encoding="utf-8") as handle:
         texts = [json.loads(line)["query"] for line in handle][: args.limit]
     started = time.monotonic()
-    service = SearchService(load_config(args.config))
+    service = SearchService(Runtime.start(args.config))
     print(f"opened {service.state.version.name} ({service.state.version.size:,} records, "
           f"ANN codes: {'yes' if service.state.version.ann else 'no'}) in {time.monotonic() - started:.1f}s")
     for text in texts:

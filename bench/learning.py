@@ -33,6 +33,7 @@ from kb_service.feedback.click_model import judgments_from_events
 from kb_service.feedback.events import EventStore
 from kb_service.feedback.learning import ProposalStore, mine
 from kb_service.ingest.loading import load_files
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from kb_service.state import open_state
 from scoring.planner import SearchRequest
@@ -60,8 +61,8 @@ def learn(name: str, kb: Path, questions: list[tuple[str, str, str]], folder: Pa
     seen = [q for q in questions if q[2] in used]
     held = [q for q in questions if q[2] not in used]
     config = dataclasses.replace(load_config(), data_dir=str(folder))
-    load_files(config, [str(kb)])
-    service = SearchService(config)
+    load_files(Runtime(config), [str(kb)])
+    service = SearchService(Runtime(config))
     before = reciprocal_rank(service, held), reciprocal_rank(service, seen)
     dev_before = _dev_run(service, dev, "before") if dev else None
     started = time.monotonic()
@@ -76,8 +77,8 @@ def learn(name: str, kb: Path, questions: list[tuple[str, str, str]], folder: Pa
           f"judgments, {len(mined)} proposals (mined in {time.monotonic() - started:.1f}s):")
     for p in mined:
         print(f"  {p.kind}: {p.text!r} → {p.target} ({p.queries} queries, {p.clicks} clicks, grade {p.grade})")
-    load_files(config, [str(kb)])  # the next reload builds the approved proposals in
-    service = SearchService(config)
+    load_files(Runtime(config), [str(kb)])  # the next reload builds the approved proposals in
+    service = SearchService(Runtime(config))
     after = reciprocal_rank(service, held), reciprocal_rank(service, seen)
     print(f"| {name} | {len(held)} | {before[0]:.3f} | {after[0]:.3f} | {len(seen)} | {before[1]:.3f} | "
           f"{after[1]:.3f} |")

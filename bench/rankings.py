@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from kb_service.config import load_config
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 
@@ -24,7 +24,7 @@ def main() -> int:
     parser.add_argument("--config")
     parser.add_argument("--tag", default="kb")
     args = parser.parse_args()
-    service = SearchService(load_config(args.config))
+    service = SearchService(Runtime.start(args.config))
     with open(args.queries, encoding="utf-8") as handle:
         queries = [json.loads(line) for line in handle if line.strip()]
     started = time.monotonic()

@@ -66,13 +66,13 @@ def main() -> None:
     kb("review", "import", str(batch), "--approve", "--reviewer", "bench", data_dir=data_dir)
     if args.profile:
         os.environ["KB_DATA_DIR"] = str(data_dir)
-        from kb_service.config import load_config
         from kb_service.reload.run import run_reload
+        from kb_service.runtime import Runtime
 
         profile = cProfile.Profile()
         started = time.monotonic()
         profile.enable()
-        run = run_reload(load_config(REPO / "config.yaml"))
+        run = run_reload(Runtime.start(REPO / "config.yaml"))
         profile.disable()
         small = time.monotonic() - started
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)

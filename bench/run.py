@@ -245,12 +245,12 @@ def _ms(text: str) -> float:
 
 
 def in_process_ranker(config_path: Path, data_dir: Path, mode: str | None = None):
-    from kb_service.config import load_config
+    from kb_service.runtime import Runtime
     from kb_service.serving.service import SearchService
     from scoring.planner import SearchRequest
 
     os.environ["KB_DATA_DIR"] = str(data_dir)
-    service = SearchService(load_config(config_path))
+    service = SearchService(Runtime.start(config_path))
     timings: list[float] = []
 
     def rank(text: str) -> list[str]:

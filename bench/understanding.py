@@ -28,6 +28,7 @@ from kb_service.config import load_config
 from kb_service.evaluation import read_qrels, read_queries
 from kb_service.ingest.loading import build_dictionary
 from kb_service.ingest.readers import read_records
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from query_understanding import QueryUnderstander
 from query_understanding.normalise import normalise_text
@@ -81,7 +82,7 @@ def main(folders: list[str]) -> None:
 
 def leave_phrasing_out(folder: Path, data_dir: Path) -> None:
     base = dataclasses.replace(load_config(), data_dir=str(data_dir))
-    service = SearchService(base)
+    service = SearchService(Runtime(base))
     qrels = read_qrels(folder / "qrels.dev.tsv")
     groups: dict[str, list[tuple[str, object]]] = defaultdict(list)
     for query in read_queries(folder / "queries.dev.jsonl"):
@@ -196,8 +197,8 @@ def shapes(config_path: str | None) -> None:
             wordings[text.replace(typed, "{}")].append((text, kid))
         with tempfile.TemporaryDirectory() as folder:
             base = dataclasses.replace(load_config(config_path), data_dir=folder)
-            load_files(base, [str(write_jsonl(records, Path(folder) / "kb.jsonl"))])
-            service = SearchService(base)
+            load_files(Runtime(base), [str(write_jsonl(records, Path(folder) / "kb.jsonl"))])
+            service = SearchService(Runtime(base))
             rows: dict[str, list[tuple[bool, float, bool, float]]] = defaultdict(list)
             for number, (wording, members) in enumerate(sorted(wordings.items())):
                 measured = []

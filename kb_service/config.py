@@ -84,6 +84,7 @@ class EncoderConfig:
     model_path: str | None = None        # … or a local model folder
     threads: int = 0
     batch_size: int = 256
+    models_dir: str | None = None        # where joined packaged models are kept (None: see packaged_models.py)
 
     def __post_init__(self):
         if self.model is not None and (self.model_path or self.provider != EncoderProvider.SENTENCE_TRANSFORMERS):
@@ -248,10 +249,11 @@ class ServerConfig:
             raise ValueError("max_body_bytes must be >= 1024 and connection_limit >= 4")
         if min(self.channel_timeout_s, self.request_timeout_s, self.drain_s) <= 0 or self.worker_timeout_s < 3:
             raise ValueError("channel_timeout_s, request_timeout_s and drain_s must be > 0, worker_timeout_s >= 3")
-        if self.threads == 0:
-            object.__setattr__(self, "threads", os.cpu_count() or 1)
         if self.threads < 0 or self.workers < 0:
             raise ValueError("threads and workers must be >= 0 (0 = one per CPU core)")
+        for name in ("threads", "workers"):
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, os.cpu_count() or 1)
 
 
 class Role(StrEnum):
@@ -424,19 +426,11 @@ class ServiceConfig:
 
     @property
     def data_path(self) -> Path:
-        return Path(os.environ.get("KB_DATA_DIR") or self.data_dir).resolve()
+        return Path(self.data_dir).resolve()
 
     @property
     def paths(self) -> DataPaths:
         return DataPaths(self.data_path)
-
-    @property
-    def elasticsearch_hosts(self) -> tuple[str, ...]:
-        """The cluster's nodes: $KB_OS_URL for OpenSearch, $KB_ES_URL for Elasticsearch (comma-separated) win
-        over the config, so tests and deployments can point elsewhere."""
-        variable = "KB_OS_URL" if self.engine.kind is EngineKind.OPENSEARCH else "KB_ES_URL"
-        url = os.environ.get(variable)
-        return tuple(u.strip() for u in url.split(",") if u.strip()) if url else self.elasticsearch.hosts
 
 
 MAX_YAML_BYTES = 1_048_576  # a config file or a pasted candidate; config.yaml is about 11 KB
@@ -708,8 +702,8 @@ def read_raw(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None = None) -> ServiceConfig:
-    """The --config path, else $KB_CONFIG, else `default_config_path()`."""
-    path = Path(path or os.environ.get("KB_CONFIG") or default_config_path())
+    """The config file at `path`, else `default_config_path()` (the runtime passes --config or $KB_CONFIG)."""
+    path = Path(path or default_config_path())
     try:
         text = read_config_text(path)
     except OSError as err:

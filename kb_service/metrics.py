@@ -7,8 +7,6 @@ number of apps in one process (tests) share them instead of registering them twi
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as multiprocess_collector
 
@@ -58,11 +56,19 @@ def publish_state(owner: object, version: str | None, config_version: str, cache
     QUERY_VECTOR_CACHE.labels("miss").set(cache_misses)
 
 
+_shared: list[str] = []  # the folder through which the server's workers share their metrics, once set
+
+
+def share_through(directory: str) -> None:
+    """Every worker's metrics through files in `directory`, which the process set as $PROMETHEUS_MULTIPROC_DIR
+    before prometheus_client was imported."""
+    _shared[:] = [directory]
+
+
 def exposition() -> tuple[bytes, str]:
-    """The metrics in Prometheus' text format: this process's, or every worker's when
-    $PROMETHEUS_MULTIPROC_DIR makes the client share them through files."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    """The metrics in Prometheus' text format: this process's, or every worker's once `share_through`."""
+    if _shared:
         registry = CollectorRegistry()
-        multiprocess_collector.MultiProcessCollector(registry)
+        multiprocess_collector.MultiProcessCollector(registry, path=_shared[0])
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -119,9 +119,9 @@ def _sqlite_connected(connection, _record) -> None:
             time.sleep(0.05)
 
 
-def state_url(config: ServiceConfig, store: str) -> URL:
-    """Where `store` keeps its rows: `state.database` with its password from $KB_STATE_PASSWORD or
-    `state.password_file`, else its SQLite file in the data directory."""
+def state_url(config: ServiceConfig, store: str, password: str | None = None) -> URL:
+    """Where `store` keeps its rows: `state.database` with `password` (the runtime's $KB_STATE_PASSWORD) or
+    the one in `state.password_file`, else its SQLite file in the data directory."""
     if not config.state.database:
         return make_url(f"sqlite:///{config.paths.state(store)}")
     try:
@@ -131,7 +131,7 @@ def state_url(config: ServiceConfig, store: str) -> URL:
                                  "state.database") from None
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")  # psycopg 3, the driver the install step brings
-    password = os.environ.get("KB_STATE_PASSWORD") or _password_file(config.state.password_file)
+    password = password or _password_file(config.state.password_file)
     if password:
         logs.mask(password)
         url = url.set(password=password)
@@ -151,9 +151,9 @@ def _password_file(path: str | None) -> str | None:
     return value
 
 
-def open_state(config: ServiceConfig, store: str) -> StateDatabase:
+def open_state(config: ServiceConfig, store: str, password: str | None = None) -> StateDatabase:
     """The process's database for `store` (stores on one URL share its engine and connection pool)."""
-    url = state_url(config, store)
+    url = state_url(config, store, password)
     key = (os.getpid(), url.render_as_string(hide_password=False))
     with _engines_lock:
         database = _engines.get(key)

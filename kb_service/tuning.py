@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from kb_service.config import ServiceConfig, parse_config, read_raw
+from kb_service.config import parse_config, read_raw
 from kb_service.evaluation import EvalQuery, evaluate, paired_p_value
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 
@@ -99,7 +100,8 @@ class Tuner:
     def per_query(self, raw: dict, queries: list[EvalQuery]) -> dict[str, float]:
         """nDCG@10 of each query under the candidate `raw` config."""
         text = overlay(self.base_path, read_raw(self.base_path), raw)
-        config = parse_config(text, str(self.base_path.parent / "tuning-candidate.yaml"))
+        config = self.service.runtime.environment.apply(
+            parse_config(text, str(self.base_path.parent / "tuning-candidate.yaml")))
         self.service.reload_config(replace(config, version=f"tune-{self.evaluations}"))
         self.evaluations += 1
         return evaluate(queries, self.qrels, lambda q: [
@@ -159,11 +161,11 @@ class CrossValidation:
     tuned: dict
 
 
-def cross_validate(config: ServiceConfig, queries: list[EvalQuery], qrels: dict[str, dict[str, int]], k: int,
+def cross_validate(runtime: Runtime, queries: list[EvalQuery], qrels: dict[str, dict[str, int]], k: int,
                    rounds: int, report: Callable[[str], None]) -> CrossValidation:
-    base_path = Path(config.source)
+    base_path = Path(runtime.config.source)
     raw = read_raw(base_path)
-    tuner = Tuner(base_path, SearchService(config), qrels)
+    tuner = Tuner(base_path, SearchService(runtime), qrels)
     rows, held_default, held_tuned = [], {}, {}
     parts = folds(queries, k)
     for index, held_out in enumerate(parts):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from kb_service.config import ServiceConfig, parse_config
+from kb_service.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -140,7 +141,7 @@ def loaded(directory: Path, kb_file: Path) -> Path:
     """`directory` serving one version of `kb_file`, loaded with the real encoder."""
     from kb_service.ingest.loading import load_files
 
-    load_files(make_config(directory), [str(kb_file)])
+    load_files(Runtime(make_config(directory)), [str(kb_file)])
     return directory
 
 
@@ -148,7 +149,7 @@ def serving(data_dir: Path):
     """A search service over the version `data_dir` serves, with the repository's config."""
     from kb_service.serving.service import SearchService
 
-    return SearchService(make_config(data_dir))
+    return SearchService(Runtime(make_config(data_dir)))
 
 
 @pytest.fixture(scope="session")

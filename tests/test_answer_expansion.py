@@ -3,6 +3,7 @@
 import pytest
 
 from kb_service.records import KnowledgeRecord
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.answer_expansion import AnswerExpansion, expand_answer
 from scoring.hits import ScoredHit
@@ -26,7 +27,7 @@ def entity_blocks(hits) -> list[str]:
 def services(capital_data_dir, capital_service):
     off = make_config(capital_data_dir, ("    enabled: true            #", "    enabled: false           #"))
     assert not off.scoring.answer_expansion.enabled
-    return capital_service, SearchService(off)
+    return capital_service, SearchService(Runtime(off))
 
 
 def test_the_capital_follows_the_answer_and_its_country(services):

@@ -16,9 +16,9 @@ import uuid
 import pytest
 import requests
 
-from kb_service.engines import open_engine
 from kb_service.errors import KbError
 from kb_service.ingest.loading import load_files
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from tests.conftest import REPO, make_config, searching_in_background, wait_for
 
@@ -67,15 +67,15 @@ def test_killing_a_node_during_searches_and_a_reload_fails_no_search(tmp_path, t
         ("  max_retries: 1", "  max_retries: 3"),
         ("  mode: exact ", f"  mode: {three_nodes.mode} "))
     try:
-        load_files(config, [str(capital_kb_file)])
-        engine = open_engine(config)
+        load_files(Runtime(config), [str(capital_kb_file)])
+        engine = Runtime(config).engine
         first = engine.current_name()
-        service = SearchService(config)
+        service = SearchService(Runtime(config))
         outcome: dict = {}
 
         def reload() -> None:
             try:
-                outcome["report"] = load_files(config, [str(small_kb_file)])
+                outcome["report"] = load_files(Runtime(config), [str(small_kb_file)])
             except KbError as err:  # a refusal the service reports is allowed; what matters is the alias after
                 outcome["error"] = err
             except BaseException as err:  # anything else is a bug, reported by the assertion below

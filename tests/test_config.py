@@ -1,8 +1,11 @@
 """config.yaml validation: unknown keys, unknown names and bad values fail with file, line and key path."""
 
+from pathlib import Path
+
 import pytest
 
 from kb_service.config import ConfigError, load_config, parse_config
+from kb_service.runtime import Runtime
 from scoring.formula import TextScoreTerm
 from scoring.rescoring import ConfidenceBoost
 from tests.conftest import REPO
@@ -51,10 +54,18 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_config(tmp_path / "absent.yaml")
 
 
-def test_kb_data_dir_overrides_the_config(monkeypatch, tmp_path):
-    config = parse_config("data_dir: somewhere\n")
+def test_the_environment_overrides_the_config_only_through_the_runtime(monkeypatch, tmp_path):
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("data_dir: somewhere\nengine:\n  kind: opensearch\n", encoding="utf-8")
     monkeypatch.setenv("KB_DATA_DIR", str(tmp_path))
-    assert config.data_path == tmp_path
+    monkeypatch.setenv("KB_OS_URL", "http://os-a:9200, http://os-b:9200")
+    monkeypatch.setenv("KB_ES_URL", "http://es:9200")
+    monkeypatch.setenv("KB_CONFIG", str(config_file))
+    runtime = Runtime.start()
+    assert runtime.config.source == str(config_file) and runtime.paths.root == tmp_path
+    assert runtime.config.elasticsearch.hosts == ("http://os-a:9200", "http://os-b:9200")
+    assert load_config(config_file).data_path == Path("somewhere").resolve()  # the config module reads no variable
+    assert Runtime(load_config(config_file)).paths.root == Path("somewhere").resolve()  # nor does a bare runtime
 
 
 def test_presets_extend_the_default_and_change_only_the_formula():

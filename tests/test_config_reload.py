@@ -8,6 +8,7 @@ import pytest
 from kb_service.config import load_config
 from kb_service.http.app import create_app
 from kb_service.http.auth import digest, matching_key_id
+from kb_service.runtime import Runtime
 from tests.conftest import config_text
 
 KEY = "test-admin-key"
@@ -31,7 +32,7 @@ class ConfigFile:
 def served(loaded_data_dir, tmp_path_factory):
     config_file = ConfigFile(tmp_path_factory.mktemp("reload") / "config.yaml", loaded_data_dir)
     config_file.write()
-    app = create_app(load_config(config_file.path))
+    app = create_app(Runtime(load_config(config_file.path)))
     yield app.test_client(), config_file
     app.extensions["kb_service_stop"].set()
 

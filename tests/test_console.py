@@ -16,6 +16,7 @@ import pytest
 from kb_service.cli.main import main
 from kb_service.http.app import create_app
 from kb_service.http.auth import new_key
+from kb_service.runtime import Runtime
 from tests.conftest import config_text, loaded, make_config, running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -40,7 +41,7 @@ def _analyst_key(digest: str) -> tuple[str, str]:
 def _client(keyed, *replacements, with_key: bool = True):
     """A test client of the app over the keyed data directory; it presents the analyst key unless told not."""
     _, data_dir, _, key, digest = keyed
-    client = create_app(make_config(data_dir, _analyst_key(digest), *replacements), watch=False).test_client()
+    client = create_app(Runtime(make_config(data_dir, _analyst_key(digest), *replacements)), watch=False).test_client()
     if with_key:
         client.environ_base["HTTP_X_API_KEY"] = key
     return client, key

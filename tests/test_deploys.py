@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from kb_service.http.auth import digest, new_key
-from kb_service.http.server import fresh_metrics_dir
+from kb_service.process import fresh_metrics_dir
 from tests.conftest import config_text, loaded, running_server, server_pid, wait_for
 
 KEY = new_key()[0]

@@ -16,13 +16,13 @@ import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
 from kb_service.config import ConfigError
-from kb_service.engines import open_engine
 from kb_service.engines.elastic.dsl import render_script_score
 from kb_service.engines.elastic.engine import BulkLoadError, ClusterEngine
 from kb_service.evaluation import read_queries
 from kb_service.http.app import create_app
 from kb_service.ingest.loading import build_version, category_centroids, load_files
 from kb_service.ingest.readers import read_records
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary
@@ -64,16 +64,16 @@ def loaded_pair(tmp_path_factory, elasticsearch_url, small_kb_file):
     fast = ("  mode: exact ", "  mode: fast ")
     es_config = elasticsearch_config(data_dir, elasticsearch_url, prefix, fast)
     embedded_config = make_config(data_dir, fast)
-    report = load_files(es_config, [str(small_kb_file)])
-    load_files(embedded_config, [str(small_kb_file)])
+    report = load_files(Runtime(es_config), [str(small_kb_file)])
+    load_files(Runtime(embedded_config), [str(small_kb_file)])
     yield es_config, embedded_config, report
-    ClusterEngine(es_config).client.options(ignore_status=404).indices.delete(index=f"{prefix}*",
+    ClusterEngine(es_config, {}).client.options(ignore_status=404).indices.delete(index=f"{prefix}*",
                                                                              expand_wildcards="all")
 
 
 def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair, small_kb_file):
     es_config, _, report = loaded_pair
-    store = ClusterEngine(es_config)
+    store = ClusterEngine(es_config, {})
     client = store.client
     records = read_records([str(small_kb_file)]).records
     assert report.records == len(records) and report.version.startswith(es_config.elasticsearch.index_prefix)
@@ -97,7 +97,7 @@ def test_load_creates_mapping_fills_the_version_and_points_the_alias(loaded_pair
 
 def test_fast_mode_ranks_like_the_embedded_engine(loaded_pair, small_kb_file):
     es_config, embedded_config, _ = loaded_pair
-    on_es, embedded = SearchService(es_config), SearchService(embedded_config)
+    on_es, embedded = SearchService(Runtime(es_config)), SearchService(Runtime(embedded_config))
     overlaps, same_first = [], 0
     for query in sample_queries(small_kb_file):
         es_hits = on_es.search(SearchRequest(query=query, size=10)).hits
@@ -115,7 +115,7 @@ def test_fast_mode_ranks_like_the_embedded_engine(loaded_pair, small_kb_file):
 
 def test_explain_on_elasticsearch_sums_to_the_score_and_names_the_clauses(loaded_pair):
     es_config, _, _ = loaded_pair
-    response = SearchService(es_config).search(SearchRequest(query="杭州的人口", size=5, explain=True))
+    response = SearchService(Runtime(es_config)).search(SearchRequest(query="杭州的人口", size=5, explain=True))
     top = response.hits[0]
     assert (top.record.knowledge, top.record.attribute) == ("杭州", "人口")
     assert sum(c.contribution for c in top.components) == pytest.approx(top.score)
@@ -126,7 +126,7 @@ def test_explain_on_elasticsearch_sums_to_the_score_and_names_the_clauses(loaded
 
 def test_aliases_stored_with_the_version_link_an_english_name(loaded_pair):
     es_config, _, _ = loaded_pair
-    service = SearchService(es_config)
+    service = SearchService(Runtime(es_config))
     assert service.state.version.dictionary.aliases["hangzhou"] == "杭州"
     top = service.search(SearchRequest(query="Hangzhou 人口", size=3)).hits[0].record
     assert (top.knowledge, top.attribute) == ("杭州", "人口")
@@ -137,8 +137,8 @@ def test_answer_expansion_ranks_alike_on_both_engines(tmp_path, elasticsearch_ur
     rankings = []
     for config in (elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, fast),
                    make_config(tmp_path / "data", fast)):
-        load_files(config, [str(capital_kb_file)])
-        hits = SearchService(config).search(SearchRequest(query="哥伦比亚的首都是哪里", size=20)).hits
+        load_files(Runtime(config), [str(capital_kb_file)])
+        hits = SearchService(Runtime(config)).search(SearchRequest(query="哥伦比亚的首都是哪里", size=20)).hits
         rankings.append(([h.record.kid for h in hits], [h.score for h in hits]))
     (es_kids, es_scores), (kids, scores) = rankings
     assert es_kids == kids and es_scores == pytest.approx(scores, rel=1e-4)
@@ -147,7 +147,7 @@ def test_answer_expansion_ranks_alike_on_both_engines(tmp_path, elasticsearch_ur
 
 def test_category_filter_and_response_total(loaded_pair):
     es_config, _, _ = loaded_pair
-    service = SearchService(es_config)
+    service = SearchService(Runtime(es_config))
     categories = {h.record.category for h in service.search(SearchRequest(query="上海", size=50)).hits}
     assert categories == {"城市"}
     nothing = service.search(SearchRequest(query="上海", size=10, categories=("没有这个类别",)))
@@ -165,8 +165,8 @@ def test_deleted_unavailable_and_expired_records_are_never_found(tmp_path, elast
     ]
     path = write_jsonl(tmp_path / "flags.jsonl", rows)
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, ("  mode: exact ", "  mode: fast "))
-    load_files(config, [str(path)])
-    found = {h.record.kid for h in SearchService(config).search(SearchRequest(query="甲城", size=10)).hits}
+    load_files(Runtime(config), [str(path)])
+    found = {h.record.kid for h in SearchService(Runtime(config)).search(SearchRequest(query="甲城", size=10)).hits}
     assert found == {"live", "future"}
 
 
@@ -174,13 +174,13 @@ def test_exact_mode_renders_a_script_score_that_elasticsearch_parses_up_to_the_s
     """This node has no lang-painless: the request must get past the query parser and fail only on the
     missing script language (a production node with the module runs it)."""
     es_config, _, report = loaded_pair
-    service = SearchService(es_config)
+    service = SearchService(Runtime(es_config))
     parsed = service.understand("杭州的人口")
     plan = build_plan(parsed, SearchRequest(query="杭州的人口", mode="exact"), es_config.scoring)
     query = render_script_score(plan, service._encode_cached(plan.vector_text))
     assert "cosineSimilarity(params.query_vector, 'vector')" in query["script_score"]["script"]["source"]
     with pytest.raises(BadRequestError) as refused:
-        ClusterEngine(es_config).client.search(index=report.version, query=query, size=3)
+        ClusterEngine(es_config, {}).client.search(index=report.version, query=query, size=3)
     assert "painless" in str(refused.value).lower()
     assert "parsing_exception" not in str(refused.value)
 
@@ -188,8 +188,8 @@ def test_exact_mode_renders_a_script_score_that_elasticsearch_parses_up_to_the_s
 def test_bulk_errors_name_the_records_and_leave_the_served_version(tmp_path, elasticsearch_url, es_prefix,
                                                                    small_kb_file):
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix)
-    first = load_files(config, [str(small_kb_file)]).version
-    store = ClusterEngine(config)
+    first = load_files(Runtime(config), [str(small_kb_file)]).version
+    store = ClusterEngine(config, {})
     records = read_records([str(small_kb_file)]).records[:50]
     vectors = np.random.default_rng(1).normal(size=(50, 512)).astype(np.float32)
     vectors[[3, 17]] = np.nan  # Elasticsearch's JSON parser refuses NaN: two real per-document rejections
@@ -206,11 +206,11 @@ def test_bulk_errors_name_the_records_and_leave_the_served_version(tmp_path, ela
 def test_alias_swap_and_rollback_while_searches_run(tmp_path, elasticsearch_url, es_prefix, small_kb_file):
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix, ("  mode: exact ", "  mode: fast "))
     rows = read_jsonl(small_kb_file)
-    first = load_files(config, [str(small_kb_file)]).version
-    with searching_in_background(SearchService(config), "上海的人口") as load:
+    first = load_files(Runtime(config), [str(small_kb_file)]).version
+    with searching_in_background(SearchService(Runtime(config)), "上海的人口") as load:
         second_path = write_jsonl(tmp_path / "second.jsonl", rows[: len(rows) // 2])
-        second = load_files(config, [str(second_path)]).version
-        store = open_engine(config)
+        second = load_files(Runtime(config), [str(second_path)]).version
+        store = Runtime(config).engine
         assert store.current_name() == second
         store.switch(first)
         assert store.current_name() == first
@@ -225,8 +225,8 @@ def test_keep_versions_prunes_old_indices_but_never_the_served_one(tmp_path, ela
     config = elasticsearch_config(tmp_path / "data", elasticsearch_url, es_prefix,
                                   ("  keep_versions: 3", "  keep_versions: 2"))
     records = read_records([str(small_kb_file)]).records[:200]
-    names = [build_version(config, records).name for _ in range(3)]
-    store = ClusterEngine(config)
+    names = [build_version(Runtime(config), records).name for _ in range(3)]
+    store = ClusterEngine(config, {})
     assert [v.name for v in store.versions()] == names[1:]
     assert sorted(store.client.indices.get(index=f"{es_prefix}_v*")) == names[1:]
     assert store.current_name() == names[2]
@@ -238,7 +238,7 @@ def test_elasticsearch_down_gives_not_ready_and_a_fast_json_503(loaded_pair, ela
     relay = TcpRelay(int(elasticsearch_url.rsplit(":", 1)[1]))
     config = elasticsearch_config(es_config.data_path, f"http://127.0.0.1:{relay.port}",
                                   es_config.elasticsearch.index_prefix, ("  mode: exact ", "  mode: fast "))
-    client = create_app(config, SearchService(config), watch=False).test_client()
+    client = create_app(Runtime(config), SearchService(Runtime(config)), watch=False).test_client()
     assert client.get("/readyz").status_code == 200
     assert client.get("/search", query_string={"q": "上海"}).status_code == 200
     relay.cut()
@@ -287,11 +287,12 @@ def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, ela
     fast = ("  mode: exact ", "  mode: fast ")
     embedded_config = make_config(data_dir, fast)
     es_config = elasticsearch_config(data_dir, elasticsearch_url, es_prefix, fast)
-    embedded_report = load_files(embedded_config, [kb_file])
-    es_report = load_files(es_config, [kb_file])
+    embedded_report = load_files(Runtime(embedded_config), [kb_file])
+    es_report = load_files(Runtime(es_config), [kb_file])
     assert es_report.records == embedded_report.records
-    assert ClusterEngine(es_config).client.count(index=es_report.version)["count"] == es_report.records
-    parity = top10_parity(SearchService(es_config), SearchService(embedded_config), [q.text for q in queries])
+    assert ClusterEngine(es_config, {}).client.count(index=es_report.version)["count"] == es_report.records
+    parity = top10_parity(SearchService(Runtime(es_config)), SearchService(Runtime(embedded_config)),
+                          [q.text for q in queries])
     print(f"\n{kb}: {es_report.records} records; Elasticsearch load {es_report.seconds:.1f}s "
           f"({es_report.records_per_second:,.0f} records/s, vectors from cache), index "
           f"{es_report.index_bytes / 2**20:.0f} MiB; {len(queries)} dev queries, "
@@ -310,17 +311,17 @@ def test_gated_reload_from_the_review_database_on_elasticsearch(tmp_path, elasti
                                   canary)
     database = ReviewDatabase(config.reload.database_url(config.paths))
     database.import_records(read_records([str(small_kb_file)]).records, status="approved", reviewer="import")
-    served = run_reload(config)
-    store = ClusterEngine(config)
+    served = run_reload(Runtime(config))
+    store = ClusterEngine(config, {})
     assert served.status == "succeeded" and store.current_name() == served.version
     kids = [row["kid"] for row in database.listing("approved", limit=10_000)]
     database.set_status(kids[: len(kids) // 2], "rejected", "reviewer")
     with pytest.raises(ReloadRefusedError, match="removed_ratio"):
-        run_reload(config)
+        run_reload(Runtime(config))
     database.set_status(kids[: len(kids) // 2], "approved", "reviewer")
     database.set_status([hangzhou], "rejected", "reviewer")
     with pytest.raises(ReloadRefusedError, match="canary") as refused:
-        run_reload(config)
+        run_reload(Runtime(config))
     assert refused.value.run.version not in (None, served.version)
     assert store.current_name() == served.version
     assert list(store.client.indices.get(index=f"{es_prefix}_v*")) == [served.version]
@@ -331,13 +332,14 @@ def test_a_formula_the_node_cannot_run_is_a_config_error_naming_the_line(loaded_
     is refused with the formula's file and line; in fast mode the service still serves."""
     es_config, _, _ = loaded_pair
     exact = elasticsearch_config(es_config.data_path, elasticsearch_url, es_config.elasticsearch.index_prefix)
-    if ClusterEngine(exact).open(ClusterEngine(exact).current_name()).formula_problem(exact.scoring.formula) is None:
+    engine = ClusterEngine(exact, {})
+    if engine.open(engine.current_name()).formula_problem(exact.scoring.formula) is None:
         pytest.skip("this node runs painless")
     with pytest.raises(ConfigError) as refused:
-        SearchService(exact)
+        SearchService(Runtime(exact))
     assert refused.value.problems[0].startswith("config.yaml:") and "scoring.formula" in refused.value.problems[0]
     assert "painless" in refused.value.problems[0]
-    assert SearchService(es_config).search(SearchRequest(query="上海", size=1)).hits
+    assert SearchService(Runtime(es_config)).search(SearchRequest(query="上海", size=1)).hits
 
 
 def _lease_config_file(tmp_path: Path, name: str, url: str, prefix: str, kb_file: Path) -> Path:
@@ -357,8 +359,8 @@ def _lease_config_file(tmp_path: Path, name: str, url: str, prefix: str, kb_file
 
 
 def _scheduled_reload_in_a_process(config_path: Path) -> subprocess.Popen:
-    code = ("import sys; from kb_service.config import load_config; "
-            "from kb_service.reload.schedule import scheduled_reload; scheduled_reload(load_config(sys.argv[1]))")
+    code = ("import sys; from kb_service.runtime import Runtime; "
+            "from kb_service.reload.schedule import scheduled_reload; scheduled_reload(Runtime.start(sys.argv[1]))")
     return subprocess.Popen([sys.executable, "-c", code, str(config_path)], cwd=REPO)
 
 
@@ -373,27 +375,26 @@ def test_the_reload_lock_is_cluster_wide_and_expires_with_a_dead_holder(tmp_path
     first = load_config(_lease_config_file(tmp_path, "host-a", elasticsearch_url, es_prefix, small_kb_file))
     second_path = _lease_config_file(tmp_path, "host-b", elasticsearch_url, es_prefix, small_kb_file)
     second = load_config(second_path)
-    with reload_lock(open_engine(first)):
-        with pytest.raises(ReloadBusyError, match="holds the reload lease"), reload_lock(open_engine(second)):
+    with reload_lock(Runtime(first).engine):
+        with pytest.raises(ReloadBusyError, match="holds the reload lease"), reload_lock(Runtime(second).engine):
             pass
         assert _scheduled_reload_in_a_process(second_path).wait(timeout=300) == 0
-        assert [run.status for run in history_of(second).runs()] == ["skipped"]
-        assert open_engine(second).current_name() is None
+        assert [run.status for run in history_of(Runtime(second)).runs()] == ["skipped"]
+        assert Runtime(second).engine.current_name() is None
     assert _scheduled_reload_in_a_process(second_path).wait(timeout=300) == 0
-    assert [run.status for run in history_of(second).runs()] == ["succeeded", "skipped"]
-    served = open_engine(second).current_name()
+    assert [run.status for run in history_of(Runtime(second)).runs()] == ["succeeded", "skipped"]
+    served = Runtime(second).engine.current_name()
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from kb_service.config import load_config; from kb_service.engines import open_engine; "
-        "from kb_service.reload.run import reload_lock\n"
-        "with reload_lock(open_engine(load_config(sys.argv[1]))):\n    print('held', flush=True); time.sleep(600)"),
+        "import sys, time; from kb_service.runtime import Runtime; from kb_service.reload.run import reload_lock\n"
+        "with reload_lock(Runtime.start(sys.argv[1]).engine):\n    print('held', flush=True); time.sleep(600)"),
         str(second_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(ReloadBusyError), reload_lock(open_engine(first)):
+    with pytest.raises(ReloadBusyError), reload_lock(Runtime(first).engine):
         pass
     holder.kill()  # SIGKILL: no release, the lease just stops being renewed
     holder.wait()
     time.sleep(3.5)
     assert _scheduled_reload_in_a_process(_lease_config_file(
         tmp_path, "host-a2", elasticsearch_url, es_prefix, small_kb_file)).wait(timeout=300) == 0
-    assert open_engine(first).current_name() not in (None, served)
+    assert Runtime(first).engine.current_name() not in (None, served)

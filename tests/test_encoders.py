@@ -45,7 +45,6 @@ def test_a_changed_part_of_a_packaged_model_is_refused(tmp_path, monkeypatch):
     data[len(data) // 3] ^= 0xFF
     damaged.write_bytes(bytes(data))
     monkeypatch.setattr(packaged_models, "_part_file", lambda name: damaged if name == last else originals[name])
-    monkeypatch.setenv("KB_MODELS_DIR", str(tmp_path / "models"))
     with pytest.raises(packaged_models.PackagedModelError):
-        packaged_models.packaged_model_path(packaged_models.PackagedModel.MPNET)
+        packaged_models.packaged_model_path(packaged_models.PackagedModel.MPNET, str(tmp_path / "models"))
     assert not (tmp_path / "models" / "all-mpnet-base-v2").exists()

@@ -17,6 +17,7 @@ from kb_service.evaluation import read_queries
 from kb_service.feedback.click_model import fit_pbm, judgments_from_events
 from kb_service.feedback.events import parse_events
 from kb_service.http.app import create_app
+from kb_service.runtime import Runtime
 from tests.conftest import loaded, make_config
 
 PLANTED = {"doc-a": 0.9, "doc-b": 0.55, "doc-c": 0.3, "doc-d": 0.12, "doc-e": 0.02}  # attractiveness
@@ -66,7 +67,7 @@ def test_too_little_evidence_gives_no_judgment():
     ({"query_id": "q", "kid": "x", "position": 1, "action": "click", "timestamp": "now"}, "events[0].timestamp"),
 ])
 def test_bad_events_are_refused_naming_the_field(capital_service, event, field):
-    client = create_app(capital_service.config, service=capital_service, watch=False).test_client()
+    client = create_app(capital_service.runtime, service=capital_service, watch=False).test_client()
     response = client.post("/events", json={"events": [event]})
     assert response.status_code == 400 and response.get_json()["error"]["field"] == field
 
@@ -75,7 +76,7 @@ def test_search_ids_events_and_judgments_end_to_end(tmp_path, capital_kb_file, m
     """A search answers with a query_id; the front end posts impressions and clicks under it; the CLI writes
     qrels and queries that `kb eval` reads, graded in the planted order."""
     data_dir = loaded(tmp_path / "data", capital_kb_file)
-    client = create_app(make_config(data_dir), watch=False).test_client()
+    client = create_app(Runtime(make_config(data_dir)), watch=False).test_client()
     answer = client.get("/search", query_string={"q": "哥伦比亚的首都"}).get_json()
     assert len(answer["query_id"]) == 32 and answer["hits"]
     sessions = _sessions("哥伦比亚的首都", random.Random(3), 400)

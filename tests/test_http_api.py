@@ -7,17 +7,18 @@ import socket
 import pytest
 
 from kb_service.http.app import create_app
+from kb_service.runtime import Runtime
 from tests.conftest import running_server
 
 
 @pytest.fixture(scope="module")
 def client(search_service):
-    return create_app(search_service.config, service=search_service, watch=False).test_client()
+    return create_app(search_service.runtime, service=search_service, watch=False).test_client()
 
 
 @pytest.fixture(scope="module")
 def capital_client(capital_service):
-    return create_app(capital_service.config, service=capital_service, watch=False).test_client()
+    return create_app(capital_service.runtime, service=capital_service, watch=False).test_client()
 
 
 def test_health_and_readiness(client):
@@ -189,7 +190,7 @@ def test_a_search_past_its_deadline_answers_503_and_frees_the_worker(loaded_data
     from tests.conftest import make_config
 
     config = make_config(loaded_data_dir, ("  deadline_ms: 5000 ", "  deadline_ms: 0.01 "))
-    client = create_app(config, SearchService(config), watch=False).test_client()
+    client = create_app(Runtime(config), SearchService(Runtime(config)), watch=False).test_client()
     late = client.get("/search", query_string={"q": "杭州的人口"})
     assert late.status_code == 503 and "search.deadline_ms" in late.get_json()["error"]["message"]
     assert client.get("/healthz").status_code == 200

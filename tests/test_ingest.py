@@ -11,6 +11,7 @@ import pytest
 from kb_service.http.app import create_app
 from kb_service.http.auth import new_key
 from kb_service.reload.review import ReviewDatabase
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import make_config
@@ -35,8 +36,8 @@ def keyed(tmp_path):
                                                   for role, (_, digest) in keys.items()),
                              ("  ingest_status: pending ", f"  ingest_status: {status} "),
                              ("  ingest_max_records: 10000 ", f"  ingest_max_records: {limit} "))
-        service = SearchService(config)
-        client = create_app(config, service=service, watch=False).test_client()
+        service = SearchService(Runtime(config))
+        client = create_app(Runtime(config), service=service, watch=False).test_client()
         return client, service, {role: {"X-API-Key": key} for role, (key, _) in keys.items()}, config
 
     return make

@@ -5,6 +5,7 @@ rejects them, and the next version built carries the approved ones, for entities
 import json
 
 from kb_service.feedback.events import EventStore
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from kb_service.state import open_state
 from tests.click_simulation import sessions
@@ -24,7 +25,7 @@ def test_phrasings_mined_from_clicks_apply_after_approval_and_the_next_reload(tm
     asked, unseen = entities[:6], entities[-1]
     kb = write_jsonl(records, tmp_path / "kb.jsonl")
     config = make_config(loaded(tmp_path / "data", kb))
-    service = SearchService(config)
+    service = SearchService(Runtime(config))
     assert _top_attribute(service, f"{unseen}这几个字怎么念") != "读音", "the wording is not understood yet"
     EventStore(open_state(config, "events")).add(sessions(service, [q for q in questions if q[2] in asked], 12))
 
@@ -51,7 +52,7 @@ def test_phrasings_mined_from_clicks_apply_after_approval_and_the_next_reload(tm
     service.refresh()
     assert _top_attribute(service, f"{unseen}这几个字怎么念") != "读音", "approval alone changes nothing served"
     loaded(tmp_path / "data", kb)  # the next reload builds the approved phrasing in
-    service = SearchService(config)
+    service = SearchService(Runtime(config))
     learned = service.state.version.dictionary.learned_phrasings
     assert learned == {"读音": ["这几个字怎么念"]}, "only the approved proposal is built in"
     assert _top_attribute(service, f"{unseen}这几个字怎么念") == "读音"

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from kb_service.engines import open_engine
 from kb_service.errors import InputError
 from kb_service.ingest.loading import load_files
 from kb_service.ingest.readers import KnowledgeFileError
+from kb_service.runtime import Runtime
 from kb_service.serving.request import parse_search
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
@@ -88,8 +88,8 @@ def test_deleted_unavailable_and_expired_records_are_never_returned(tmp_path, sm
         if row["knowledge"] == "杭州":
             row.update(changes.get(row["attribute"], {}))
     config = make_config(tmp_path / "data")
-    load_files(config, [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
-    hits = SearchService(config).search(SearchRequest(query="杭州的人口", size=50)).hits
+    load_files(Runtime(config), [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
+    hits = SearchService(Runtime(config)).search(SearchRequest(query="杭州的人口", size=50)).hits
     assert len(hidden) == 3 and not hidden & {h.record.kid for h in hits}
     assert hits[0].record.knowledge == "杭州"
     assert "geo:city:1808926:英文名" in {h.record.kid for h in hits}
@@ -97,12 +97,12 @@ def test_deleted_unavailable_and_expired_records_are_never_returned(tmp_path, sm
 
 def test_failed_load_leaves_the_served_version(tmp_path, small_kb_file):
     config = make_config(tmp_path / "data")
-    first = load_files(config, [str(small_kb_file)]).version
+    first = load_files(Runtime(config), [str(small_kb_file)]).version
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"kid": "x", "knowledge": "y"}\n', encoding="utf-8")
     with pytest.raises(KnowledgeFileError, match=r"bad\.jsonl:1: field 'attribute': missing"):
-        load_files(config, [str(small_kb_file), str(bad)])
-    store = open_engine(config)
+        load_files(Runtime(config), [str(small_kb_file), str(bad)])
+    store = Runtime(config).engine
     assert store.current_name() == first
     assert [v.name for v in store.versions()] == [first]
     assert not list(store.versions_dir.glob(".building-*"))
@@ -112,7 +112,7 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
     """A real `kb load` subprocess killed with SIGKILL while it writes the new version: a real crash, no fake."""
     data_dir = tmp_path / "data"
     config = make_config(data_dir)
-    first = load_files(config, [str(small_kb_file)]).version
+    first = load_files(Runtime(config), [str(small_kb_file)]).version
     rows = read_jsonl(small_kb_file)
     # Twenty copies under new kids: every text is already cached, so the child spends its time building.
     copies = write_jsonl(tmp_path / "copies.jsonl", [{**r, "kid": f"{r['kid']}#{n}"} for n in range(20) for r in rows])
@@ -120,7 +120,7 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
     config_file.write_text(f"data_dir: {data_dir}\n", encoding="utf-8")
     process = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "--config", str(config_file), "load",
                                 str(copies)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = open_engine(config)
+    store = Runtime(config).engine
     deadline = time.monotonic() + 120
     while not list(store.versions_dir.glob(".building-*/*")) and time.monotonic() < deadline:
         assert process.poll() is None, "the load ended before it could be killed"
@@ -128,8 +128,8 @@ def test_killed_load_leaves_the_served_version_and_the_next_load_succeeds(tmp_pa
     process.kill()
     process.wait()
     assert store.current_name() == first
-    assert SearchService(config).search(SearchRequest(query="杭州的人口")).version == first
-    second = load_files(config, [str(copies)])
+    assert SearchService(Runtime(config)).search(SearchRequest(query="杭州的人口")).version == first
+    second = load_files(Runtime(config), [str(copies)])
     assert store.current_name() == second.version != first
     assert second.records == 20 * len(rows) and second.encoded == 0
 
@@ -141,8 +141,8 @@ def test_fast_mode_with_the_ann_codes_agrees_with_exact(tmp_path, small_kb_file,
 
     config = make_config(tmp_path, ANN_FOR_EVERY_SIZE, ("ann_partitions: 1024", f"ann_partitions: {partitions}"),
                          ("ann_probes: 256", "ann_probes: 2"))
-    load_files(config, [str(small_kb_file)])
-    service = SearchService(config)
+    load_files(Runtime(config), [str(small_kb_file)])
+    service = SearchService(Runtime(config))
     index = service.state.version.ann._index
     assert isinstance(index, faiss.IndexIVF) == (partitions != "0")
     assert not isinstance(index, faiss.IndexIVF) or (index.nlist > index.nprobe == 2)
@@ -161,8 +161,8 @@ def test_fast_mode_finds_every_record_of_a_narrow_filter(tmp_path, small_kb_file
     for row in rows[:3]:
         row["category"] = "测试"
     config = make_config(tmp_path, ANN_FOR_EVERY_SIZE)
-    load_files(config, [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
-    service = SearchService(config)
+    load_files(Runtime(config), [str(write_jsonl(tmp_path / "kb.jsonl", rows))])
+    service = SearchService(Runtime(config))
     hits = service.search(SearchRequest(query="人口最多的城市", mode="fast", categories=("测试",))).hits
     assert {h.record.kid for h in hits} == narrow
 
@@ -180,7 +180,7 @@ def test_not_ready_before_any_load(tmp_path):
     from kb_service.http.app import create_app
 
     config = make_config(tmp_path / "empty")
-    client = create_app(config, watch=False).test_client()
+    client = create_app(Runtime(config), watch=False).test_client()
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "no index version" in ready.get_json()["error"]["message"]

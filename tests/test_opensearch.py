@@ -14,6 +14,7 @@ from kb_service.engines.elastic.engine import ClusterEngine
 from kb_service.evaluation import read_queries
 from kb_service.http.app import create_app
 from kb_service.ingest.loading import load_files
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest, build_plan
 from tests.conftest import (
@@ -40,16 +41,16 @@ def loaded(tmp_path_factory, opensearch_url, small_kb_file):
     data_dir = tmp_path_factory.mktemp("os-data")
     prefix = f"kbo{uuid.uuid4().hex[:8]}"
     os_config = _opensearch_config(data_dir, opensearch_url, prefix, EXACT)
-    report = load_files(os_config, [str(small_kb_file)])
-    load_files(make_config(data_dir), [str(small_kb_file)])
+    report = load_files(Runtime(os_config), [str(small_kb_file)])
+    load_files(Runtime(make_config(data_dir)), [str(small_kb_file)])
     yield os_config, data_dir, report
-    ClusterEngine(os_config).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
+    ClusterEngine(os_config, {}).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
                                              ignore=(404,))
 
 
 def test_a_load_creates_a_knn_version_behind_the_alias(loaded):
     os_config, _, report = loaded
-    engine = ClusterEngine(os_config)
+    engine = ClusterEngine(os_config, {})
     assert engine.current_name() == report.version and engine.dialect.name == "OpenSearch"
     mapping = engine.cluster.request("GET", f"/{report.version}/_mapping")[report.version]["mappings"]
     assert mapping["properties"]["vector"]["type"] == "knn_vector"
@@ -61,9 +62,9 @@ def test_a_load_creates_a_knn_version_behind_the_alias(loaded):
 @pytest.mark.parametrize(("mode", "overlap"), [(EXACT, 0.98), (FAST, 0.95)])
 def test_rankings_match_the_embedded_engine(loaded, small_kb_file, mode, overlap):
     os_config, data_dir, _ = loaded
-    on_os = SearchService(_opensearch_config(data_dir, os_config.elasticsearch_hosts[0],
-                                             os_config.elasticsearch.index_prefix, mode))
-    embedded = SearchService(make_config(data_dir, mode))
+    on_os = SearchService(Runtime(_opensearch_config(data_dir, os_config.elasticsearch.hosts[0],
+                                             os_config.elasticsearch.index_prefix, mode)))
+    embedded = SearchService(Runtime(make_config(data_dir, mode)))
     overlaps = []
     for query in sample_queries(small_kb_file, 40):
         os_hits = on_os.search(SearchRequest(query=query, size=10)).hits
@@ -82,8 +83,8 @@ def test_the_script_score_that_runs_on_the_node_is_the_embedded_formula(loaded):
     """The raw `_score` the node's painless computes for each hit equals the embedded engine's engine-stage
     score (the formula before rescoring) for the same record."""
     os_config, data_dir, report = loaded
-    service = SearchService(os_config)
-    embedded = SearchService(make_config(data_dir))
+    service = SearchService(Runtime(os_config))
+    embedded = SearchService(Runtime(make_config(data_dir)))
     for query in ("杭州的人口", "东京", "Asia/Tokyo 是哪个城市"):
         parsed = service.understand(query)
         plan = build_plan(parsed, SearchRequest(query=query, size=10), os_config.scoring)
@@ -100,7 +101,7 @@ def test_the_script_score_that_runs_on_the_node_is_the_embedded_formula(loaded):
 
 def test_explain_names_the_clauses_and_sums_to_the_score(loaded):
     os_config, _, _ = loaded
-    top = SearchService(os_config).search(SearchRequest(query="杭州的人口", size=5, explain=True)).hits[0]
+    top = SearchService(Runtime(os_config)).search(SearchRequest(query="杭州的人口", size=5, explain=True)).hits[0]
     assert (top.record.knowledge, top.record.attribute) == ("杭州", "人口")
     assert sum(c.contribution for c in top.components) == pytest.approx(top.score)
     assert {"knowledge_term", "attribute_term", "knowledge_phrase"} <= set(top.details)
@@ -111,7 +112,7 @@ def test_a_node_that_goes_away_gives_503_and_service_resumes_when_it_is_back(loa
     os_config, data_dir, _ = loaded
     relay = TcpRelay(int(opensearch_url.rsplit(":", 1)[1]))
     config = _opensearch_config(data_dir, f"http://127.0.0.1:{relay.port}", os_config.elasticsearch.index_prefix)
-    client = create_app(config, SearchService(config), watch=False).test_client()
+    client = create_app(Runtime(config), SearchService(Runtime(config)), watch=False).test_client()
     assert client.get("/search", query_string={"q": "上海"}).status_code == 200
     relay.cut()
     down = client.get("/search", query_string={"q": "北京的人口"})
@@ -135,17 +136,17 @@ def test_dev_query_parity_in_both_modes_on_a_full_kb(kb, tmp_path, opensearch_ur
     prefix = f"kbo{uuid.uuid4().hex[:8]}"
     os_config = _opensearch_config(data_dir, opensearch_url, prefix)
     try:
-        os_report = load_files(os_config, [kb_file])
-        assert load_files(make_config(data_dir), [kb_file]).records == os_report.records
+        os_report = load_files(Runtime(os_config), [kb_file])
+        assert load_files(Runtime(make_config(data_dir)), [kb_file]).records == os_report.records
         figures = [f"\n{kb}: {os_report.records} records; OpenSearch load {os_report.seconds:.1f}s "
                    f"({os_report.records_per_second:,.0f} records/s, vectors from cache)"]
         for mode, wanted in ((EXACT, 0.98), (FAST, 0.95)):
-            parity = top10_parity(SearchService(_opensearch_config(data_dir, opensearch_url, prefix, mode)),
-                                  SearchService(make_config(data_dir, mode)), [q.text for q in queries])
+            parity = top10_parity(SearchService(Runtime(_opensearch_config(data_dir, opensearch_url, prefix, mode))),
+                                  SearchService(Runtime(make_config(data_dir, mode))), [q.text for q in queries])
             figures.append(f"{mode[1].split(':')[1].strip()}: {len(queries)} dev queries, "
                            f"{parity.describe('OpenSearch', 'embedded')}")
             assert parity.overlap >= wanted, figures
         print("\n".join(figures))
     finally:
-        ClusterEngine(os_config).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
+        ClusterEngine(os_config, {}).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
                                                  ignore=(404,))

@@ -7,6 +7,7 @@ import pytest
 
 from kb_service.evaluation import evaluate, read_qrels, read_queries
 from kb_service.ingest.loading import load_files
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import data_dir_sharing_cache, make_config, shared_file
@@ -25,8 +26,8 @@ def test_dev_queries_beat_the_naive_baselines(kb, tmp_path, embedding_cache):
     queries = read_queries(shared_file(kb, "queries.dev.jsonl"))
     qrels = read_qrels(shared_file(kb, "qrels.dev.tsv"))
     config = make_config(data_dir_sharing_cache(tmp_path / "data", embedding_cache))
-    assert load_files(config, [str(shared_file(kb, "kb.jsonl.gz"))]).records == records
-    service = SearchService(config)
+    assert load_files(Runtime(config), [str(shared_file(kb, "kb.jsonl.gz"))]).records == records
+    service = SearchService(Runtime(config))
     scores = evaluate(queries, qrels, lambda text: [
         h.record.kid for h in service.search(SearchRequest(query=text, size=100)).hits]).tasks
     by_task = {s.task: s for s in scores}

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from kb_service.engines import open_engine
 from kb_service.http.app import create_app
 from kb_service.ingest.readers import read_records
 from kb_service.records import KnowledgeRecord
@@ -27,6 +26,7 @@ from kb_service.reload.run import (
     run_reload,
 )
 from kb_service.reload.schedule import build_scheduler
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import REPO, config_text, make_config, searching_in_background, write_jsonl
@@ -69,7 +69,7 @@ def reviewed_cold(tmp_path, small_kb_file):
 
 
 def _served_records(config) -> int:
-    store = open_engine(config)
+    store = Runtime(config).engine
     return next(v for v in store.versions() if v.current).manifest["records"]
 
 
@@ -78,29 +78,29 @@ def test_nothing_approved_is_refused_and_nothing_served(tmp_path, small_kb_file)
     database = _database(config)
     database.import_records(read_records([str(small_kb_file)]).records)
     with pytest.raises(ReloadRefusedError, match="min_records"):
-        run_reload(config)
-    assert open_engine(config).current_name() is None
-    assert history_of(config).runs()[0].status == "refused"
+        run_reload(Runtime(config))
+    assert Runtime(config).engine.current_name() is None
+    assert history_of(Runtime(config)).runs()[0].status == "refused"
     with pytest.raises(ReviewError, match="no record with kid"):
         database.set_status(["no-such-kid"], "approved", "alice")
 
 
 def test_review_flow_reload_counts_and_the_changed_records_only_are_encoded(reviewed_cold, small_kb_file):
     config, database = reviewed_cold
-    first = run_reload(config)
+    first = run_reload(Runtime(config))
     assert first.status == "succeeded" and first.counts.added == first.counts.records > 1000
     assert first.counts.encoded == first.counts.records
     assert _served_records(config) == first.counts.records
     records = read_records([str(small_kb_file)]).records
     edited = [KnowledgeRecord(**{**_fields(r), "value": r.value + "（修订）"}) for r in records[:15]]
     assert database.import_records(edited).changed == 15
-    pending_out = run_reload(config)
+    pending_out = run_reload(Runtime(config))
     assert (pending_out.counts.removed, pending_out.counts.encoded) == (15, 0)
     database.set_status([r.kid for r in edited], "approved", "bob")
-    back = run_reload(config)
+    back = run_reload(Runtime(config))
     assert (back.counts.added, back.counts.updated, back.counts.removed) == (15, 0, 0)
     assert back.counts.encoded == 15 and back.counts.reused == back.counts.records - 15
-    runs = history_of(config).runs()
+    runs = history_of(Runtime(config)).runs()
     assert [r.status for r in runs[:3]] == ["succeeded"] * 3 and runs[0].version == back.version
 
 
@@ -110,15 +110,15 @@ def _fields(record: KnowledgeRecord) -> dict:
 
 def test_removed_ratio_gate_refuses_and_force_overrides(reviewed):
     config, database = reviewed
-    served = run_reload(config).version
+    served = run_reload(Runtime(config)).version
     kids = [row["kid"] for row in database.listing("approved", limit=10_000)]
     database.set_status(kids[: len(kids) * 3 // 10], "rejected", "carol")
     with pytest.raises(ReloadRefusedError, match="removed_ratio") as refused:
-        run_reload(config)
+        run_reload(Runtime(config))
     assert refused.value.run.version is None
-    assert open_engine(config).current_name() == served
-    forced = run_reload(config, force=True)
-    assert forced.status == "succeeded" and open_engine(config).current_name() == forced.version
+    assert Runtime(config).engine.current_name() == served
+    forced = run_reload(Runtime(config), force=True)
+    assert forced.status == "succeeded" and Runtime(config).engine.current_name() == forced.version
     assert "overridden" in forced.message
 
 
@@ -126,14 +126,14 @@ def test_canary_gate_refuses_a_version_that_loses_the_expected_answer(tmp_path, 
     config, database = reviewed
     canary = ("  canaries: []", f'  canaries: [{{query: 杭州的人口, kid: "{HANGZHOU_POPULATION}", top_k: 3}}]')
     config = _config(config.data_path, canary)
-    served = run_reload(config)
+    served = run_reload(Runtime(config))
     assert any(g.gate.startswith("canary") and g.passed for g in served.gates)
     database.set_status([HANGZHOU_POPULATION], "rejected", "dave")
     with pytest.raises(ReloadRefusedError, match="canary") as refused:
-        run_reload(config)
-    assert open_engine(config).current_name() == served.version
+        run_reload(Runtime(config))
+    assert Runtime(config).engine.current_name() == served.version
     refused_version = refused.value.run.version
-    assert refused_version and refused_version not in {v.name for v in open_engine(config).versions()}
+    assert refused_version and refused_version not in {v.name for v in Runtime(config).engine.versions()}
 
 
 def test_expired_records_leave_at_the_next_reload(tmp_path):
@@ -145,11 +145,11 @@ def test_expired_records_leave_at_the_next_reload(tmp_path):
     database = _database(config)
     database.import_records(read_records([str(write_jsonl(tmp_path / "kb.jsonl", rows))]).records,
                             status="approved", reviewer="import")
-    assert run_reload(config).counts.records == 10
+    assert run_reload(Runtime(config)).counts.records == 10
     time.sleep(max(0.0, time.mktime(time.strptime(soon, "%Y-%m-%d %H:%M:%S")) - time.time() + 1.1))
-    after = run_reload(config)
+    after = run_reload(Runtime(config))
     assert (after.counts.records, after.counts.expired, after.counts.removed) == (9, 1, 1)
-    assert SearchService(config).get("hot") is None
+    assert SearchService(Runtime(config)).get("hot") is None
 
 
 def test_quality_pass_merges_particle_only_duplicates_keeping_the_expert_record(tmp_path):
@@ -163,15 +163,15 @@ def test_quality_pass_merges_particle_only_duplicates_keeping_the_expert_record(
     config = _config(tmp_path / "data")
     _database(config).import_records(read_records([str(write_jsonl(tmp_path / "kb.jsonl", rows))]).records,
                                      status="approved", reviewer="import")
-    run = run_reload(config)
+    run = run_reload(Runtime(config))
     assert (run.counts.records, run.counts.merged) == (2, 1)
-    service = SearchService(config)
+    service = SearchService(Runtime(config))
     assert service.get("expert") is not None and service.get("model") is None
 
 
 def test_a_reload_killed_mid_build_leaves_the_served_version_and_the_next_one_succeeds(tmp_path, reviewed):
     config, database = reviewed
-    served = run_reload(config).version
+    served = run_reload(Runtime(config)).version
     edited = [KnowledgeRecord(**{**_fields(r), "value": r.value + "!"})
               for r in read_records([str(_export(tmp_path, database))]).records[:50]]
     database.import_records(edited, status="approved", reviewer="erin")
@@ -187,12 +187,12 @@ def test_a_reload_killed_mid_build_leaves_the_served_version_and_the_next_one_su
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert open_engine(config).current_name() == served
-    assert SearchService(config).search(SearchRequest(query="杭州的人口")).hits
-    assert history_of(config).runs()[0].status == "running"
-    recovered = run_reload(config)
+    assert Runtime(config).engine.current_name() == served
+    assert SearchService(Runtime(config)).search(SearchRequest(query="杭州的人口")).hits
+    assert history_of(Runtime(config)).runs()[0].status == "running"
+    recovered = run_reload(Runtime(config))
     assert recovered.status == "succeeded" and recovered.counts.updated == 50
-    statuses = [r.status for r in history_of(config).runs()]
+    statuses = [r.status for r in history_of(Runtime(config)).runs()]
     assert statuses[:2] == ["succeeded", "crashed"]
     assert not list(versions_dir.glob(".building-*"))
 
@@ -206,41 +206,42 @@ def _export(tmp_path, database: ReviewDatabase):
 
 def test_searches_across_reloads_and_a_rollback_all_succeed_from_one_version_each(reviewed):
     config, database = reviewed
-    first = run_reload(config).version
-    with searching_in_background(SearchService(config), "上海的人口", threads=4) as load:
+    first = run_reload(Runtime(config)).version
+    with searching_in_background(SearchService(Runtime(config)), "上海的人口", threads=4) as load:
         kids = [row["kid"] for row in database.listing("approved", limit=50)]
         database.set_status(kids, "rejected", "frank")
-        second = run_reload(config).version
+        second = run_reload(Runtime(config)).version
         _wait_for(lambda: second in load.versions)  # a busy machine may not have searched the new one yet
-        done = rollback(config)
+        done = rollback(Runtime(config))
         assert (done.serving, done.previous) == (first, second)
         searched = load.count
         _wait_for(lambda: load.count > searched + 20)
     print(f"{load.count} searches across a reload and a rollback, {len(load.errors)} errors")
     assert load.errors == [] and load.count > 20 and load.versions == {first, second}
     with pytest.raises(RollbackError, match="no complete version"):
-        rollback(config, "v999999")
+        rollback(Runtime(config), "v999999")
 
 
 def test_scheduler_runs_reloads_and_records_overlaps_as_skipped(reviewed):
     config, _ = reviewed
     config = _config(config.data_path, ("  interval_minutes: null", "  interval_minutes: 0.01"))
-    with reload_lock(open_engine(config)):
+    with reload_lock(Runtime(config).engine):
         with pytest.raises(ReloadBusyError):
-            run_reload(config)
-        scheduler = build_scheduler(config)
+            run_reload(Runtime(config))
+        scheduler = build_scheduler(Runtime(config))
         scheduler.start()
         try:
-            _wait_for(lambda: any(r.status == "skipped" for r in history_of(config).runs()))
+            _wait_for(lambda: any(r.status == "skipped" for r in history_of(Runtime(config)).runs()))
         finally:
             scheduler.shutdown(wait=True)
-    scheduler = build_scheduler(config)
+    scheduler = build_scheduler(Runtime(config))
     scheduler.start()
     try:
-        _wait_for(lambda: any(r.status == "succeeded" and r.trigger == "schedule" for r in history_of(config).runs()))
+        _wait_for(lambda: any(r.status == "succeeded" and r.trigger == "schedule"
+                              for r in history_of(Runtime(config)).runs()))
     finally:
         scheduler.shutdown(wait=True)
-    assert open_engine(config).current_name() is not None
+    assert Runtime(config).engine.current_name() is not None
 
 
 def _wait_for(condition, seconds: float = 90.0) -> None:
@@ -256,8 +257,8 @@ def test_admin_api_runs_reloads_lists_history_and_rolls_back(reviewed):
     config, database = reviewed
     key, digest = new_key()
     config = _config(config.data_path, ("  admin_key_sha256: []", f"  admin_key_sha256: [{digest}]"))
-    first = run_reload(config).version
-    client = create_app(config, SearchService(config), watch=False).test_client()
+    first = run_reload(Runtime(config)).version
+    client = create_app(Runtime(config), SearchService(Runtime(config)), watch=False).test_client()
     headers = {"X-API-Key": key}
     assert client.post("/admin/reload", json={"wait": True}).status_code == 401
     database.set_status([row["kid"] for row in database.listing("approved", limit=5)], "rejected", "gina")
@@ -290,17 +291,17 @@ def test_idioms_end_to_end_scheduled_full_reload_then_one_percent_change(tmp_pat
     database.import_records(records)
     database.set_status(None, "approved", "expert")
     imported_s = time.monotonic() - started
-    scheduler = build_scheduler(config)
+    scheduler = build_scheduler(Runtime(config))
     scheduler.start()
     try:
-        _wait_for(lambda: any(r.status == "succeeded" for r in history_of(config).runs()), seconds=1800)
+        _wait_for(lambda: any(r.status == "succeeded" for r in history_of(Runtime(config)).runs()), seconds=1800)
     finally:
         scheduler.shutdown(wait=True)
-    full = next(r for r in reversed(history_of(config).runs()) if r.status == "succeeded")
+    full = next(r for r in reversed(history_of(Runtime(config)).runs()) if r.status == "succeeded")
     assert full.trigger == "schedule" and full.counts.encoded == full.counts.records
     changed = [KnowledgeRecord(**{**_fields(r), "value": r.value + "（专家修订）"}) for r in records[::100]]
     assert database.import_records(changed, status="approved", reviewer="expert").changed == len(changed)
-    partial = run_reload(config)
+    partial = run_reload(Runtime(config))
     # an edited record no longer merges with its near-duplicate, which then comes back as added
     assert partial.counts.updated == len(changed) and partial.counts.removed == 0
     assert partial.counts.encoded == len(changed) + partial.counts.added
@@ -309,7 +310,7 @@ def test_idioms_end_to_end_scheduled_full_reload_then_one_percent_change(tmp_pat
           f"1% change ({len(changed)} records) reload {partial.duration_s:.1f}s: "
           f"{full.duration_s / partial.duration_s:.1f}x faster, encoded {partial.counts.encoded}, "
           f"reused {partial.counts.reused} ({partial.counts.reused / partial.counts.records:.1%})")
-    assert SearchService(config).get(changed[0].kid).value.endswith("（专家修订）")
+    assert SearchService(Runtime(config)).get(changed[0].kid).value.endswith("（专家修订）")
 
 
 def test_a_restored_backup_serves_identical_search_results(reviewed, tmp_path):
@@ -322,8 +323,8 @@ def test_a_restored_backup_serves_identical_search_results(reviewed, tmp_path):
     assert restored.restore(backup) == sum(database.counts().values())
     assert restored.counts() == database.counts()
     assert restored.listing(limit=10_000) == database.listing(limit=10_000)
-    run_reload(config), run_reload(elsewhere)
-    original, copy = SearchService(config), SearchService(elsewhere)
+    run_reload(Runtime(config)), run_reload(Runtime(elsewhere))
+    original, copy = SearchService(Runtime(config)), SearchService(Runtime(elsewhere))
     for query in ("杭州的人口", "东京", "上海在哪个时区"):
         assert ([h.record.kid for h in copy.search(SearchRequest(query=query, size=10)).hits]
                 == [h.record.kid for h in original.search(SearchRequest(query=query, size=10)).hits])

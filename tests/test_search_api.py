@@ -12,6 +12,7 @@ from itertools import pairwise
 import pytest
 
 from kb_service.http.app import create_app
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from tests.conftest import loaded, make_config
 from tests.search_api_kb import FILTER_CASES, MARKUP, servable, write_varied_kb
@@ -29,7 +30,7 @@ def varied(tmp_path_factory, small_kb_file):
 def _client(data_dir, candidates: int):
     """The app over the varied KB; `candidates` is the vector half of the matching set (scoring.candidates)."""
     config = make_config(data_dir, ("  candidates: 200 ", f"  candidates: {candidates} "))
-    return create_app(config, service=SearchService(config), watch=False).test_client()
+    return create_app(Runtime(config), service=SearchService(Runtime(config)), watch=False).test_client()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 
 from kb_service.engines.elastic.engine import ClusterEngine
 from kb_service.ingest.loading import load_files
+from kb_service.runtime import Runtime
 from kb_service.serving.request import parse_search
 from kb_service.serving.service import SearchService
 from tests.conftest import cluster_config, make_config, sample_queries
@@ -52,10 +53,11 @@ def engines(request, tmp_path_factory, small_kb_file):
     settings = (*SETTINGS, ("  mode: exact ", f"  mode: {MODES[request.param][0]} "))
     cluster = cluster_config(request.param, directory / "data", url, prefix, *settings)
     embedded = make_config(directory / "data", *settings)
-    load_files(cluster, [str(kb_file)])
-    load_files(embedded, [str(kb_file)])
-    yield SearchService(cluster), SearchService(embedded), kb_file, rows, MODES[request.param][1]
-    ClusterEngine(cluster).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"}, ignore=(404,))
+    load_files(Runtime(cluster), [str(kb_file)])
+    load_files(Runtime(embedded), [str(kb_file)])
+    yield SearchService(Runtime(cluster)), SearchService(Runtime(embedded)), kb_file, rows, MODES[request.param][1]
+    ClusterEngine(cluster, {}).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
+                                               ignore=(404,))
 
 
 def test_filtered_queries_count_and_sort_alike_on_every_engine(engines):

@@ -22,6 +22,7 @@ from kb_service.config import parse_config
 from kb_service.engines.elastic.engine import ClusterEngine
 from kb_service.ingest.loading import load_files
 from kb_service.ingest.readers import read_records
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import REPO, config_text, data_dir_sharing_cache
@@ -134,16 +135,16 @@ def test_load_search_and_reload_through_ca_and_password_file(tmp_path, secured_o
     config = parse_config(_config_text(data_dir, secured_opensearch.url, prefix, *_settings(secured_opensearch)),
                           "config.yaml")
     try:
-        loaded = load_files(config, [str(small_kb_file)])
-        hits = SearchService(config).search(SearchRequest(query="杭州的人口", size=3)).hits
+        loaded = load_files(Runtime(config), [str(small_kb_file)])
+        hits = SearchService(Runtime(config)).search(SearchRequest(query="杭州的人口", size=3)).hits
         assert (hits[0].record.knowledge, hits[0].record.attribute) == ("杭州", "人口")
         database = ReviewDatabase(config.reload.database_url(config.paths))
         database.import_records(read_records([str(small_kb_file)]).records, status="approved", reviewer="import")
-        reloaded = run_reload(config)
+        reloaded = run_reload(Runtime(config))
         assert reloaded.status == "succeeded" and reloaded.version != loaded.version
-        assert ClusterEngine(config).current_name() == reloaded.version
+        assert ClusterEngine(config, {}).current_name() == reloaded.version
     finally:
-        ClusterEngine(config).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
+        ClusterEngine(config, {}).cluster.request("DELETE", f"/{prefix}*", params={"expand_wildcards": "all"},
                                               ignore=(404,))
 
 
@@ -224,17 +225,20 @@ def test_secrets_stay_out_of_the_config_version_and_its_problems():
 def test_the_environment_wins_over_a_file_which_wins_over_the_config(tmp_path, monkeypatch, clean_environment):
     from kb_service.config import EngineKind
     from kb_service.engines.elastic.dialect import Connection
+    from kb_service.runtime import Environment
 
     secret_file = tmp_path / "api-key"
     secret_file.write_text("from-the-file\n")
     settings = parse_config(f"elasticsearch:\n  api_key_file: {secret_file}\n").elasticsearch
-    hosts = ("https://127.0.0.1:9200",)
-    assert Connection.resolve(EngineKind.ELASTICSEARCH, settings, hosts).api_key == "from-the-file"
+    assert Connection.resolve(EngineKind.ELASTICSEARCH, settings).api_key == "from-the-file"
     monkeypatch.setenv("KB_ES_API_KEY", "from-the-environment")
-    assert Connection.resolve(EngineKind.ELASTICSEARCH, settings, hosts).api_key == "from-the-environment"
+    monkeypatch.setenv("KB_OS_API_KEY", "for-the-other-engine")
+    secrets = Environment.read().cluster_secrets(EngineKind.ELASTICSEARCH)
+    assert Connection.resolve(EngineKind.ELASTICSEARCH, settings, secrets).api_key == "from-the-environment"
     inline = parse_config("elasticsearch:\n  api_key: from-the-config\n").elasticsearch
     monkeypatch.delenv("KB_ES_API_KEY")
-    assert Connection.resolve(EngineKind.ELASTICSEARCH, inline, hosts).api_key == "from-the-config"
+    secrets = Environment.read().cluster_secrets(EngineKind.ELASTICSEARCH)
+    assert Connection.resolve(EngineKind.ELASTICSEARCH, inline, secrets).api_key == "from-the-config"
 
 
 def test_a_resolved_secret_is_masked_in_every_log_line(clean_environment, caplog):
@@ -246,6 +250,6 @@ def test_a_resolved_secret_is_masked_in_every_log_line(clean_environment, caplog
 
     password = "masked-" + uuid.uuid4().hex
     settings = parse_config(f"elasticsearch:\n  username: kb\n  password: {password}\n").elasticsearch
-    Connection.resolve(EngineKind.OPENSEARCH, settings, ("https://127.0.0.1:9200",))
+    Connection.resolve(EngineKind.OPENSEARCH, settings)
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "a library quoted %s", (password,), None)
     assert OneLineFormatter("%(message)s").format(record) == "a library quoted ***"

@@ -24,6 +24,7 @@ from kb_service.feedback.events import Action, EventStore, SearchEvent
 from kb_service.http.app import POLL_SECONDS, create_app
 from kb_service.http.auth import client_address, digest, new_key
 from kb_service.logs import OneLineFormatter
+from kb_service.runtime import Runtime
 from kb_service.state import StateDatabase
 from tests.conftest import config_text, loaded, make_config, running_server, server_pid
 
@@ -330,8 +331,9 @@ def test_pages_cannot_be_framed_and_run_only_their_own_script(secured):
 # in process: what needs no server of its own --------------------------------------------------------------------
 
 def _app(data_dir: Path, *replacements: tuple[str, str]):
-    return create_app(make_config(data_dir, ("  analyst_key_sha256: []", f"  analyst_key_sha256: [{digest(ANALYST)}]"),
-                                  *replacements), watch=False)
+    return create_app(Runtime(make_config(data_dir, ("  analyst_key_sha256: []",
+                                                     f"  analyst_key_sha256: [{digest(ANALYST)}]"), *replacements)),
+                      watch=False)
 
 
 def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(capital_data):

@@ -26,6 +26,7 @@ from kb_service.feedback.judgments import JudgmentStore, Rating
 from kb_service.feedback.query_log import BATCH, QueryLog
 from kb_service.http.auth import AccessStore, digest, new_key
 from kb_service.reload.history import ReloadHistory, RunStatus
+from kb_service.runtime import Runtime
 from kb_service.state import StateDatabase, open_state, state_url
 from scoring.planner import SearchRequest
 from tests.conftest import REPO, config_text, loaded, running_server
@@ -220,7 +221,7 @@ def test_a_state_database_that_is_down_costs_its_routes_never_search(tmp_path, c
         port = probe.getsockname()[1]
     config = make_config(capital_data_dir, ("  database: null             # SQLAlchemy",
                                             f"  database: postgresql://kb@127.0.0.1:{port}/kb  #"))
-    client = create_app(config, watch=False).test_client()
+    client = create_app(Runtime(config), watch=False).test_client()
     assert client.get("/search", query_string={"q": "杭州"}).status_code == 200
     refused = client.post("/events", json={"query_id": "q", "kid": "k", "position": 1, "action": "click"})
     assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "state_unavailable"

@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from kb_service.engines import open_engine
 from kb_service.engines.embedded.version import VersionCorruptError
 from kb_service.errors import StorageError
 from kb_service.http.app import create_app
 from kb_service.ingest.loading import load_files
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
 from tests.conftest import loaded, make_config
@@ -38,27 +38,27 @@ def small_disk(tmp_path):
 def test_a_full_or_read_only_disk_during_a_load_is_a_clear_error_and_leaves_the_served_version(
         fault, small_disk, capital_kb_file, small_kb_file):
     config = make_config(small_disk / "data")
-    load_files(config, [str(capital_kb_file)])
-    engine = open_engine(config)
+    load_files(Runtime(config), [str(capital_kb_file)])
+    engine = Runtime(config).engine
     served = engine.current_name()
-    before = SearchService(config).search(SearchRequest(query="哥伦比亚的首都")).hits
+    before = SearchService(Runtime(config)).search(SearchRequest(query="哥伦比亚的首都")).hits
     reason = "(No space left on device|bytes left on its file system)"
     if fault == "read-only":
         subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
         reason = "Read-only file system"
     with pytest.raises(StorageError, match=f"{reason}.*still serving {served}") as refused:
-        load_files(config, [str(small_kb_file)])
+        load_files(Runtime(config), [str(small_kb_file)])
     assert refused.value.field == "data_dir" and refused.value.http_status == 507
     assert engine.current_name() == served and [v.name for v in engine.versions()] == [served]
     assert not list(engine.versions_dir.glob(".building-*")), "the unfinished build must be removed"
-    after = SearchService(config).search(SearchRequest(query="哥伦比亚的首都")).hits
+    after = SearchService(Runtime(config)).search(SearchRequest(query="哥伦比亚的首都")).hits
     assert [h.record.kid for h in after] == [h.record.kid for h in before]
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_a_damaged_version_is_refused_at_open_and_not_served(tmp_path, capital_kb_file, damage):
     data_dir = loaded(tmp_path / "data", capital_kb_file)
-    engine = open_engine(make_config(data_dir))
+    engine = Runtime(make_config(data_dir)).engine
     name = engine.current_name()
     vectors = engine.path_of(name) / "vectors.npy"
     size = vectors.stat().st_size
@@ -72,7 +72,7 @@ def test_a_damaged_version_is_refused_at_open_and_not_served(tmp_path, capital_k
             handle.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(VersionCorruptError, match=f"version {name} is damaged: vectors.npy"):
         engine.open(name)
-    service = SearchService(make_config(data_dir))
+    service = SearchService(Runtime(make_config(data_dir)))
     assert service.unready_reason().startswith(
         f"no intact index version: version {name} cannot be served: version {name} is damaged: vectors.npy")
     assert service.fallback is None
@@ -87,11 +87,11 @@ def _damage(engine, name: str) -> None:
 def test_a_damaged_or_unnamed_current_version_falls_back_to_the_newest_intact_one(tmp_path, capital_kb_file,
                                                                                     caplog):
     data_dir = loaded(tmp_path / "data", capital_kb_file)
-    older = open_engine(make_config(data_dir)).current_name()
-    service = SearchService(make_config(data_dir))  # serving, when CURRENT moves to a version that is damaged
+    older = Runtime(make_config(data_dir)).engine.current_name()
+    service = SearchService(Runtime(make_config(data_dir)))  # serving, when CURRENT moves to a version that is damaged
     with caplog.at_level(logging.ERROR, logger="kb_service.serving.service"):
         loaded(data_dir, capital_kb_file)
-        engine = open_engine(make_config(data_dir))
+        engine = Runtime(make_config(data_dir)).engine
         newest = engine.current_name()
         _damage(engine, newest)
         for _ in range(5):  # the server's watcher asks every second: one log line, not one per second
@@ -102,11 +102,11 @@ def test_a_damaged_or_unnamed_current_version_falls_back_to_the_newest_intact_on
         f"{service.fallback.reason}; serving {older} instead"]
     assert service.search(SearchRequest(query="哥伦比亚的首都")).hits
 
-    started = SearchService(make_config(data_dir))  # starting with it: the newest intact version
+    started = SearchService(Runtime(make_config(data_dir)))  # starting with it: the newest intact version
     assert started.state.version.name == older and started.fallback.wanted == newest
 
     (data_dir / "embedded" / "CURRENT").write_text("garbage\n", encoding="utf-8")  # a pointer to nothing
-    fresh = SearchService(make_config(data_dir))
+    fresh = SearchService(Runtime(make_config(data_dir)))
     assert fresh.state.version.name == older and "CURRENT is missing" in fresh.fallback.reason
 
     (data_dir / "embedded" / "CURRENT").write_text(older, encoding="utf-8")  # put right: no fallback any more
@@ -117,9 +117,9 @@ def test_a_damaged_or_unnamed_current_version_falls_back_to_the_newest_intact_on
 def test_readyz_names_the_fallback_and_a_metric_counts_it(tmp_path, capital_kb_file):
     data_dir = loaded(tmp_path / "data", capital_kb_file)
     loaded(data_dir, capital_kb_file)
-    engine = open_engine(make_config(data_dir))
+    engine = Runtime(make_config(data_dir)).engine
     _damage(engine, engine.current_name())
-    client = create_app(make_config(data_dir), watch=False).test_client()
+    client = create_app(Runtime(make_config(data_dir)), watch=False).test_client()
     ready = client.get("/readyz").get_json()
     assert ready["status"] == "ready" and "is damaged" in ready["fallback"]["reason"]
     assert ready["fallback"]["wanted"] == engine.current_name() != ready["index_version"]

@@ -7,6 +7,7 @@ import pytest
 from pypinyin import lazy_pinyin
 
 from kb_service.http.app import create_app
+from kb_service.runtime import Runtime
 from query_understanding.linking import pinyin_key
 from query_understanding.suggest import SuggestIndex
 from query_understanding.understander import KbDictionary
@@ -64,7 +65,7 @@ def test_nothing_to_suggest_for_text_that_starts_no_name():
 
 @pytest.fixture(scope="module")
 def client(search_service):
-    return create_app(search_service.config, service=search_service, watch=False).test_client()
+    return create_app(search_service.runtime, service=search_service, watch=False).test_client()
 
 
 def test_the_endpoint_suggests_cities_of_the_served_version(client, search_service):
@@ -86,8 +87,8 @@ def test_entities_users_click_rise_in_the_suggestions(tmp_path, small_kb_file):
     from tests.conftest import loaded, make_config
 
     config = make_config(loaded(tmp_path / "data", small_kb_file))
-    service = SearchService(config)
-    app = create_app(config, service=service, watch=False)
+    service = SearchService(Runtime(config))
+    app = create_app(Runtime(config), service=service, watch=False)
     before = SuggestIndex.build(service.state.version.dictionary)
     by_start: dict[str, list[str]] = {}
     for names in service.state.version.dictionary.entity_names.values():

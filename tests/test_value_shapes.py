@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from query_understanding.value_shapes import attribute_shapes, value_shape
 from tests.conftest import loaded, make_config
@@ -44,7 +45,7 @@ def test_questions_in_unlisted_words_reach_the_attribute_whose_values_answer_the
     """The same KB and questions with and without the value-shape forms: the forms must move linking."""
     records, questions = make()
     config = make_config(loaded(tmp_path, write_jsonl(records, tmp_path / "kb.jsonl")))
-    service = SearchService(config)
+    service = SearchService(Runtime(config))
     with_shapes = _linked_first(service, questions)
     service.reload_config(dataclasses.replace(config, version="no-shapes", query_understanding=dataclasses.replace(
         config.query_understanding, value_shape_questions={})))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from query_understanding.understander import QueryUnderstander
 from tests.conftest import make_config, read_jsonl
@@ -15,17 +16,17 @@ def test_the_link_model_fitted_at_build_is_reused_and_refitted_when_settings_cha
     fits = []
     original = QueryUnderstander._fit_link_model
     monkeypatch.setattr(QueryUnderstander, "_fit_link_model", lambda self: fits.append(1) or original(self))
-    same = SearchService(make_config(loaded_data_dir))
+    same = SearchService(Runtime(make_config(loaded_data_dir)))
     stored = same.state.version.dictionary.link_model
     assert fits == [] and stored["fingerprint"], "the build fitted it; opening reused it"
     assert list(same.state.understander.link_model.weights) == stored["weights"]
-    changed = SearchService(make_config(loaded_data_dir, ("  min_entity_chars: 2", "  min_entity_chars: 3")))
+    changed = SearchService(Runtime(make_config(loaded_data_dir, ("  min_entity_chars: 2", "  min_entity_chars: 3"))))
     assert fits == [1], "other understanding settings: fitted again at open"
     assert changed.state.understander.stored_link_model()["fingerprint"] != stored["fingerprint"]
 
 
 def test_records_are_read_from_the_mapped_file_when_returned(capital_data_dir, capital_kb_file):
-    version = SearchService(make_config(capital_data_dir)).state.version
+    version = SearchService(Runtime(make_config(capital_data_dir))).state.version
     rows = read_jsonl(capital_kb_file)
     assert version.size == len(rows)
     for row in rows:
@@ -40,7 +41,7 @@ def test_records_are_read_from_the_mapped_file_when_returned(capital_data_dir, c
 def test_jieba_with_the_kb_names_is_restored_from_words_stored_at_build(loaded_data_dir):
     from query_understanding.segmenter import Segmenter
 
-    dictionary = SearchService(make_config(loaded_data_dir)).state.version.dictionary
+    dictionary = SearchService(Runtime(make_config(loaded_data_dir))).state.version.dictionary
     assert dictionary.segmenter_words and dictionary.segmenter_words["total"] > 0, "the build stored them"
     restored, rebuilt = dictionary.segmenter(), Segmenter(dictionary.user_words())
     texts = [f"{name}的人口有多少" for name in list(dictionary.entity_names)[:300]]

@@ -7,13 +7,13 @@ import dataclasses
 import json
 import logging
 import sys
-from contextlib import closing
 from pathlib import Path
 
 from kb_service import logs
-from kb_service.config import LogFormat, Role, ServiceConfig, load_config
+from kb_service.config import LogFormat, Role
 from kb_service.errors import KbError
 from kb_service.reload.review import ReviewStatus
+from kb_service.runtime import Runtime
 from scoring.plan import Mode
 
 log = logging.getLogger("kb")
@@ -24,10 +24,10 @@ def _print_json(value) -> None:
     sys.stdout.write("\n")
 
 
-def cmd_load(config: ServiceConfig, args) -> int:
+def cmd_load(runtime: Runtime, args) -> int:
     from kb_service.ingest.loading import load_files
 
-    report = load_files(config, args.files, quarantine=args.quarantine, reject_file=args.reject_file)
+    report = load_files(runtime, args.files, quarantine=args.quarantine, reject_file=args.reject_file)
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -39,33 +39,30 @@ def cmd_load(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_demo(config: ServiceConfig, args) -> int:
-    from kb_service.engines import open_engine
+def cmd_demo(runtime: Runtime, args) -> int:
     from kb_service.ingest.demo import write_demo_file
 
-    if args.if_missing:
-        with closing(open_engine(config)) as engine:
-            if engine.current_name():
-                print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
-                return 0
-    path = config.paths.demo_kb
+    if args.if_missing and runtime.engine.current_name():
+        print("an index version is already served; not rebuilding the demo (drop --if-missing to rebuild)")
+        return 0
+    path = runtime.paths.demo_kb
     count = write_demo_file(path, min_population=args.min_population)
     print(f"wrote {count} demo records (GeoNames, CC BY 4.0) to {path}")
     args.files, args.quarantine, args.reject_file = [str(path)], False, None
-    return cmd_load(config, args)
+    return cmd_load(runtime, args)
 
 
-def cmd_search(config: ServiceConfig, args) -> int:
+def cmd_search(runtime: Runtime, args) -> int:
     from kb_service.serving.request import parse_search
     from kb_service.serving.service import SearchService
 
-    service = SearchService(config)
+    service = SearchService(runtime)
     params = {"q": args.query, "size": args.size, "from": args.offset, "explain": args.explain}
     if args.category:
         params["category"] = args.category
     if args.mode:
         params["mode"] = args.mode
-    request, shape = parse_search(params, config)
+    request, shape = parse_search(params, runtime.config)
     response = service.search(request).to_dict(request.offset, request.explain, shape)
     if args.json:
         _print_json(response)
@@ -79,18 +76,15 @@ def cmd_search(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_serve(config: ServiceConfig, args) -> int:
-    from kb_service.http.server import serve
+def cmd_serve(runtime: Runtime, args) -> int:
+    from kb_service.process import serve
 
-    serve(config, host=args.host, port=args.port, workers=args.workers)
+    serve(runtime, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
-def cmd_versions(config: ServiceConfig, args) -> int:
-    from kb_service.engines import open_engine
-
-    with closing(open_engine(config)) as engine:
-        versions = engine.versions()
+def cmd_versions(runtime: Runtime, args) -> int:
+    versions = runtime.engine.versions()
     if args.json:
         _print_json([{"name": v.name, "current": v.current, **v.manifest} for v in versions])
         return 0
@@ -101,10 +95,10 @@ def cmd_versions(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_rollback(config: ServiceConfig, args) -> int:
+def cmd_rollback(runtime: Runtime, args) -> int:
     from kb_service.reload.run import rollback
 
-    done = rollback(config, args.version)
+    done = rollback(runtime, args.version)
     print(f"serving {done.serving} (was {done.previous}); running servers switch within a second")
     return 0
 
@@ -121,11 +115,11 @@ def _print_run(run) -> None:
         print(f"   {run.message}")
 
 
-def cmd_reload(config: ServiceConfig, args) -> int:
+def cmd_reload(runtime: Runtime, args) -> int:
     from kb_service.reload.run import ReloadRefusedError, run_reload
 
     try:
-        run = run_reload(config, trigger="cli", force=args.force)
+        run = run_reload(runtime, trigger="cli", force=args.force)
     except ReloadRefusedError as err:
         _print_json(err.run.to_dict()) if args.json else _print_run(err.run)
         raise
@@ -133,10 +127,10 @@ def cmd_reload(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_reloads(config: ServiceConfig, args) -> int:
+def cmd_reloads(runtime: Runtime, args) -> int:
     from kb_service.reload.run import history_of
 
-    runs = history_of(config).runs(args.limit)
+    runs = history_of(runtime).runs(args.limit)
     if args.json:
         _print_json([run.to_dict() for run in runs])
         return 0
@@ -145,10 +139,11 @@ def cmd_reloads(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_schedule(config: ServiceConfig, args) -> int:
+def cmd_schedule(runtime: Runtime, args) -> int:
     from kb_service.reload.schedule import build_scheduler
 
-    scheduler = build_scheduler(config, blocking=True)
+    config = runtime.config
+    scheduler = build_scheduler(runtime, blocking=True)
     if scheduler is None:
         print("kb: no schedule: set reload.cron or reload.interval_minutes in the config", file=sys.stderr)
         return 2
@@ -157,11 +152,11 @@ def cmd_schedule(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_review(config: ServiceConfig, args) -> int:
+def cmd_review(runtime: Runtime, args) -> int:
     from kb_service.ingest.readers import read_records
     from kb_service.reload.review import ReviewDatabase, ReviewStatus
 
-    database = ReviewDatabase(config.reload.database_url(config.paths))
+    database = ReviewDatabase(runtime.config.reload.database_url(runtime.paths))
     try:
         if args.action == "import":
             result = read_records(args.files)
@@ -191,7 +186,7 @@ def cmd_review(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_eval(config: ServiceConfig, args) -> int:
+def cmd_eval(runtime: Runtime, args) -> int:
     from kb_service.evaluation import (
         comparison,
         evaluate_rankings,
@@ -209,8 +204,9 @@ def cmd_eval(config: ServiceConfig, args) -> int:
     queries = read_queries(args.queries)
     qrels = read_qrels(args.qrels)
     runs = [evaluate_rankings(queries, qrels, read_run(path), path) for path in args.runs or ()]
-    for run_config in [load_config(path) for path in args.configs] if args.configs else [config]:
-        service = SearchService(run_config)
+    for parts in [runtime.with_config(runtime.read_config(path)) for path in args.configs or ()] or [runtime]:
+        run_config = parts.config
+        service = SearchService(parts)
 
         def rank(text: str, service=service) -> list[str]:
             response = service.search(SearchRequest(query=text, size=100, mode=args.mode))
@@ -222,6 +218,7 @@ def cmd_eval(config: ServiceConfig, args) -> int:
             write_run(Path(args.save_runs) / f"{Path(run_config.source).stem}.run", rankings,
                       Path(run_config.source).stem)
         runs.append(evaluate_rankings(queries, qrels, rankings, run_config.source))
+        parts.close()  # the command's own runtime closes twice, which is harmless
     if args.json:
         _print_json([{"config": run.label, "tasks": [t.__dict__ for t in run.tasks], "per_query": run.per_query,
                       **({"versus_first": comparison(runs[0], run)} if index else {})}
@@ -237,15 +234,14 @@ def cmd_eval(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_judgments(config: ServiceConfig, args) -> int:
+def cmd_judgments(runtime: Runtime, args) -> int:
     from kb_service.evaluation import write_judgments
     from kb_service.feedback.click_model import judgments_from_events
     from kb_service.feedback.events import EventStore
     from kb_service.feedback.judgments import JudgmentStore
-    from kb_service.state import open_state
 
     if args.action in ("export", "import"):
-        judged = JudgmentStore(open_state(config, "judgments"))
+        judged = JudgmentStore(runtime.state("judgments"))
         if args.action == "export":
             count = judged.export(Path(args.qrels), Path(args.queries) if args.queries else None)
             print(f"{count} judgments → {args.qrels}")
@@ -254,7 +250,7 @@ def cmd_judgments(config: ServiceConfig, args) -> int:
             print(f"{count} judgments imported from {args.qrels}")
         return 0
 
-    events = EventStore(open_state(config, "events"), config.feedback.max_events).all()
+    events = EventStore(runtime.state("events"), runtime.config.feedback.max_events).all()
     judgments = judgments_from_events(events, args.min_impressions)
     write_judgments(args.qrels, args.queries, [(j.query, j.kid, j.grade) for j in judgments], "clicks")
     queries = {j.query for j in judgments}
@@ -263,22 +259,21 @@ def cmd_judgments(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_suggest_understanding(config: ServiceConfig, args) -> int:
+def cmd_suggest_understanding(runtime: Runtime, args) -> int:
     from kb_service.feedback.click_model import judgments_from_events
     from kb_service.feedback.events import EventStore
     from kb_service.feedback.learning import ProposalStore, mine
     from kb_service.serving.service import SearchService
-    from kb_service.state import open_state
 
-    store = ProposalStore(open_state(config, "proposals"))
+    store = ProposalStore(runtime.state("proposals"))
     for status, ids in (("approved", args.approve), ("rejected", args.reject)):
         if ids:
             print(f"{status} {store.decide(ids, status, args.reviewer)} proposal(s) as {args.reviewer}; "
                   "they apply from the next reload")
     if not (args.approve or args.reject or args.status):
-        events = EventStore(open_state(config, "events"), config.feedback.max_events).all()
+        events = EventStore(runtime.state("events"), runtime.config.feedback.max_events).all()
         judgments = judgments_from_events(events, args.min_impressions)
-        service = SearchService(config)
+        service = SearchService(runtime)
         mined = mine(judgments, service.understand, service.get, args.min_queries)
         print(f"{len(mined)} proposals from {len(judgments)} judgments of {len(events)} events "
               f"({store.save(mined)} new or pending)", file=sys.stderr)
@@ -293,17 +288,18 @@ def cmd_suggest_understanding(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_tune(config: ServiceConfig, args) -> int:
+def cmd_tune(runtime: Runtime, args) -> int:
     from kb_service.config import read_raw
     from kb_service.errors import InputError
     from kb_service.evaluation import read_qrels, read_queries
     from kb_service.tuning import changed_weights, cross_validate, overlay
 
+    config = runtime.config
     out = Path(args.out).resolve()
     if out == Path(config.source).resolve():
         raise InputError(f"{args.out} is the config being tuned; name another file for the overlay", "out")
     queries, qrels = read_queries(args.queries), read_qrels(args.qrels)
-    result = cross_validate(config, queries, qrels, args.folds, args.rounds,
+    result = cross_validate(runtime, queries, qrels, args.folds, args.rounds,
                             lambda line: print(line, file=sys.stderr))
     print("| fold | training queries | held-out queries | default nDCG@10 | tuned nDCG@10 | changed |")
     print("|---|---|---|---|---|---|")
@@ -322,7 +318,7 @@ def cmd_tune(config: ServiceConfig, args) -> int:
     return 0
 
 
-def cmd_key(config: ServiceConfig, args) -> int:
+def cmd_key(runtime: Runtime, args) -> int:
     from kb_service.http.auth import new_key
 
     key, digest = new_key()
@@ -468,10 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.verbose)
     try:
-        config = load_config(args.config)
-        if config.server.log_format is not LogFormat.TEXT:
-            logs.configure(args.verbose, config.server.log_format.value)
-        return args.handler(config, args)
+        runtime = Runtime.start(args.config)
+        if runtime.config.server.log_format is not LogFormat.TEXT:
+            logs.configure(args.verbose, runtime.config.server.log_format.value)
+        with runtime:
+            return args.handler(runtime, args)
     except KbError as err:
         print(f"kb: {err}", file=sys.stderr)
         return err.exit_code

@@ -29,11 +29,11 @@ from pathlib import Path
 from sqlalchemy import Column, Float, MetaData, Table, Text, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from kb_service.config import ServiceConfig
 from kb_service.errors import InputError
 from kb_service.feedback.click_model import Judgment
 from kb_service.records import KnowledgeRecord
-from kb_service.state import StateDatabase, StateDatabaseError, open_state, state_url
+from kb_service.runtime import Runtime
+from kb_service.state import StateDatabase, StateDatabaseError, state_url
 from query_understanding.normalise import normalise_text
 from query_understanding.parsed_query import ParsedQuery
 
@@ -205,14 +205,14 @@ class ProposalStore:
         return Learned({a: tuple(texts) for a, texts in phrasings.items()}, aliases)
 
 
-def approved_learning(config: ServiceConfig) -> Learned:
+def approved_learning(runtime: Runtime) -> Learned:
     """What a version build adds from approved proposals. With the default SQLite state and no proposals
     file yet there is nothing approved, and the build creates no file; a SQLite file read is let go at once,
     so a build leaves no handle open in the data directory."""
-    url = state_url(config, "proposals")
+    url = state_url(runtime.config, "proposals")
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
         return Learned()
-    state = open_state(config, "proposals")
+    state = runtime.state("proposals")
     try:
         return ProposalStore(state).learned()
     finally:

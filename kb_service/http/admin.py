@@ -68,19 +68,19 @@ def start_reload():
     force, wait = body.force, body.wait
     if force:
         audit.info("reload by key %s overrides its gates (force)", g.key_id)
-    config, trigger = _service().config, f"api:{g.key_id}"
+    runtime, trigger = _service().runtime, f"api:{g.key_id}"
     if not wait:
         app = current_app._get_current_object()  # type: ignore[attr-defined]  # werkzeug's proxy, untyped
 
         def background():
             try:
-                run_reload(config, trigger=trigger, force=force)
+                run_reload(runtime, trigger=trigger, force=force)
             except Exception:
                 app.logger.exception("reload started through the API did not switch")
 
         threading.Thread(target=background, name="kb-reload", daemon=True).start()
         return jsonify({"status": "started", "history": "/admin/reloads"}), 202
-    run = run_reload(config, trigger=trigger, force=force)
+    run = run_reload(runtime, trigger=trigger, force=force)
     _service().refresh()  # this worker answers from the new version at once; the others within a second
     return jsonify(run.to_dict())
 
@@ -89,7 +89,7 @@ def start_reload():
 @role_required(Role.ADMIN, "reloads.show")
 def reloads():
     limit = parse_int(request.args.get("limit", 20), "limit", 1, 10_000)
-    return jsonify({"runs": [run.to_dict() for run in history_of(_service().config).runs(limit)]})
+    return jsonify({"runs": [run.to_dict() for run in history_of(_service().runtime).runs(limit)]})
 
 
 @blueprint.get("/versions")
@@ -105,6 +105,6 @@ def roll_back():
     version = validated(RollbackBody, json_object()).version
     audit.info("rollback by key %s to %s", g.key_id, version or "(previous)")
     service = _service()
-    done = rollback(service.config, version)
+    done = rollback(service.runtime, version)
     service.refresh()
     return jsonify({"serving": done.serving, "previous": done.previous, "by": g.key_id})

@@ -25,15 +25,15 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from kb_service import logs, metrics
-from kb_service.config import ConfigError, ServiceConfig, load_config
+from kb_service.config import ConfigError
 from kb_service.errors import AuthError, KbError, TooManyRequestsError, error_body
 from kb_service.feedback.events import EventStore
 from kb_service.feedback.judgments import JudgmentStore
 from kb_service.feedback.query_log import QueryLog
 from kb_service.http import admin, console, ingest, openapi, ops, search
 from kb_service.http.auth import AccessStore, client_address
+from kb_service.runtime import Runtime
 from kb_service.serving.service import ConfigReloadError, NotReadyError, SearchService
-from kb_service.state import open_state
 from query_understanding.normalise import normalise_text
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ConfigWatcher:
         """Re-read the config file now; raises ConfigError or ConfigReloadError and keeps the old config."""
         self._mtime = self._stat()
         try:
-            changed = self.service.reload_config(load_config(self.service.config.source))
+            changed = self.service.reload_config(self.service.runtime.read_config(self.service.config.source))
         except ConfigError as err:
             self.last_error = err.problems
             raise
@@ -195,10 +195,11 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
-def create_app(config: ServiceConfig, service: SearchService | None = None, watch: bool = True) -> Flask:
-    """The API over `service` (one is opened from `config` when not given); `watch` follows new versions and
+def create_app(runtime: Runtime, service: SearchService | None = None, watch: bool = True) -> Flask:
+    """The API over `service` (one is opened on `runtime` when not given); `watch` follows new versions and
     config changes every second, as a server does."""
-    service = service or SearchService(config)
+    config = runtime.config
+    service = service or SearchService(runtime)
     watcher = ConfigWatcher(service)
     app = Flask("kb_service")
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Flask's DefaultJSONProvider has both
@@ -207,13 +208,13 @@ def create_app(config: ServiceConfig, service: SearchService | None = None, watc
     app.extensions["kb_service"] = service
     live = service.config
     if live.feedback.enabled:
-        app.extensions["kb_events"] = EventStore(open_state(live, "events"), live.feedback.max_events,
+        app.extensions["kb_events"] = EventStore(runtime.state("events"), live.feedback.max_events,
                                                  live.feedback.max_bytes)
-    app.extensions["kb_judgments"] = JudgmentStore(open_state(live, "judgments"))
-    query_log = QueryLog(open_state(live, "query_log"), queue_size=live.state.query_log_queue)
+    app.extensions["kb_judgments"] = JudgmentStore(runtime.state("judgments"))
+    query_log = QueryLog(runtime.state("query_log"), queue_size=live.state.query_log_queue)
     app.extensions["kb_query_log"] = query_log
     app.extensions["kb_asked"] = functools.partial(_asked, service, query_log, app.extensions.get("kb_events"))
-    app.extensions["kb_access"] = AccessStore(open_state(live, "access"))
+    app.extensions["kb_access"] = AccessStore(runtime.state("access"))
     app.extensions["kb_config_watcher"] = watcher
     if watch:
         ops.publish_state(service)  # metrics and log lines name the served version from the first request

@@ -14,31 +14,21 @@ so slow or stalled clients cannot keep a normal one out.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
-import os
-import shutil
 import signal
 import socket
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-from threadpoolctl import threadpool_limits
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
-from kb_service import logs
-from kb_service.config import ServerConfig, ServiceConfig
+from kb_service.config import ServerConfig
 from kb_service.errors import error_body
-from kb_service.http.prefork import Prefork
 
 log = logging.getLogger(__name__)
 SHED_PER_ACCEPT = 8  # connections shed at once when full, so a flood does not cost a scan per accept
@@ -229,89 +219,3 @@ def run_server(app, server: ServerConfig, listener: socket.socket,
     if query_log is not None:  # the tally of the searches just answered, before the process goes
         query_log.flush(timeout_s=min(5.0, server.drain_s))
     log.info("drained")
-
-
-def worker_count(config: ServiceConfig, requested: int | None) -> int:
-    """`--workers`, else server.workers; 0 means one per CPU core."""
-    workers = config.server.workers if requested is None else requested
-    return workers or os.cpu_count() or 1
-
-
-def fresh_metrics_dir() -> str:
-    """A new directory for the workers' metric files, named by this server's pid; those of servers that were
-    killed before they could remove theirs (no process has that pid any more) are removed first."""
-    for stale in Path(tempfile.gettempdir()).glob("kb-metrics-*-*"):
-        pid = stale.name.split("-")[2]
-        if pid.isdigit() and stale.owner() == getpass.getuser() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(stale, ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"kb-metrics-{os.getpid()}-")
-
-
-def serve(config: ServiceConfig, host: str | None = None, port: int | None = None,
-          workers: int | None = None) -> None:
-    """Serve with waitress in `workers` processes forked after the encoder and the served version are loaded
-    (prefork.py), sharing that memory; the reload schedule runs once, in the parent. SIGTERM drains, SIGHUP
-    re-reads the config and replaces the workers one at a time."""
-    host = host or config.server.host
-    port = port or config.server.port
-    workers = worker_count(config, workers)
-    # every worker's metrics through files; set before prometheus_client is first imported
-    assert "prometheus_client" not in sys.modules, "multi-process metrics need the directory set first"
-    metrics_dir = fresh_metrics_dir()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    from prometheus_client import multiprocess
-
-    from kb_service.config import load_config
-    from kb_service.http.app import create_app
-    from kb_service.reload.schedule import build_scheduler
-    from kb_service.serving.service import SearchService, frozen_changes
-
-    def open_service(settings: ServiceConfig) -> SearchService:
-        service = SearchService(settings)
-        # one compute thread per request: concurrency comes from request threads and workers, and BLAS
-        # threads spinning beside them on the same cores cut throughput under load (8 connections, 2 cores:
-        # 50 req/s with 2 BLAS threads against 78 for a single client)
-        threadpool_limits(1)
-        service.encoder.use_threads(1)
-        return service
-
-    serving: dict[str, Any] = {"config": config, "service": open_service(config)}
-
-    def work(listener: socket.socket, heartbeat: Callable[[], None]) -> None:  # in each forked worker
-        settings, service = serving["config"], serving["service"]
-        run_server(create_app(settings, service=service), settings.server, listener, heartbeat)
-
-    def follow() -> None:  # replacement workers are forked from the parent: keep it on the served version
-        try:
-            serving["service"].refresh()
-        except Exception:
-            log.exception("the parent process could not open the new version; workers still follow it")
-
-    def reconfigure() -> None:  # SIGHUP: the new workers start from the config file as it is now
-        current: ServiceConfig = serving["config"]
-        settings = load_config(current.source)
-        if (settings.server.host, settings.server.port) != (current.server.host, current.server.port):
-            log.warning("SIGHUP: server.host and server.port apply at the next start, not in a rolling restart")
-        if frozen_changes(settings, current):
-            serving["service"] = open_service(settings)  # a new encoder or engine: opened before any worker moves
-        else:
-            serving["service"].reload_config(settings)
-        serving["config"] = settings
-        if settings.server.log_format is not current.server.log_format:  # new workers inherit the handler
-            logs.configure(log.isEnabledFor(logging.DEBUG), settings.server.log_format.value)
-        log.info("SIGHUP: config %s from %s; replacing the workers one at a time", settings.version, settings.source)
-
-    scheduler = build_scheduler(config)
-    if scheduler is not None:
-        scheduler.start()
-        log.info("scheduled reloads: %s", config.reload.cron or f"every {config.reload.interval_minutes} min")
-    log.info("kb-service listening on http://%s:%d (%d worker process%s)", host, port, workers,
-             "es" if workers > 1 else "")
-    try:
-        Prefork(host, port, workers, work, on_worker_exit=multiprocess.mark_process_dead, tick=follow,
-                reconfigure=reconfigure, drain_s=config.server.drain_s,
-                worker_timeout_s=config.server.worker_timeout_s).run()
-    finally:
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
-        shutil.rmtree(metrics_dir, ignore_errors=True)

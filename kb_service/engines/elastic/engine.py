@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import quote
 
 import numpy as np
@@ -51,11 +51,11 @@ class BulkLoadError(EngineError):
 class ClusterEngine:
     """Versions as indices `<prefix>_v000042`, their manifests in the meta index, served through the alias."""
 
-    def __init__(self, config: ServiceConfig):
+    def __init__(self, config: ServiceConfig, secrets: Mapping[str, str]):
         self.settings = config.elasticsearch
         self.engine: EngineConfig = config.engine
         self.dialect = DIALECTS[config.engine.kind]
-        self.cluster = Cluster(self.dialect, self.settings, config.elasticsearch_hosts)
+        self.cluster = Cluster(self.dialect, self.settings, secrets)
         self.client = self.cluster.client
         self._number = re.compile(rf"^{re.escape(self.settings.index_prefix)}_v(\d{{6}})$")
 
