@@ -2,6 +2,7 @@
 damaged afterwards. The full disk is real (a small tmpfs mounted for the test, skipped where mounting is not
 allowed); the damage is done to the real files of a real version."""
 
+import json
 import logging
 import re
 import subprocess
@@ -76,6 +77,16 @@ def test_a_damaged_version_is_refused_at_open_and_not_served(tmp_path, capital_k
     assert service.unready_reason().startswith(
         f"no intact index version: version {name} cannot be served: version {name} is damaged: vectors.npy")
     assert service.fallback is None
+
+
+def test_a_manifest_that_seals_no_files_is_refused(tmp_path, capital_kb_file):
+    """A manifest whose file list was lost (or written by hand) verifies nothing, so the version is refused."""
+    engine = Runtime(make_config(loaded(tmp_path / "data", capital_kb_file))).engine
+    name = engine.current_name()
+    manifest = engine.path_of(name) / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "files": {}}), encoding="utf-8")
+    with pytest.raises(VersionCorruptError, match=f"version {name} is damaged: its manifest lists no files"):
+        engine.open(name)
 
 
 def _damage(engine, name: str) -> None:

@@ -20,13 +20,17 @@ import numpy as np
 
 from kb_service.config import EngineConfig
 from kb_service.engines.base import VersionInfo, VersionNotFoundError, removable_versions
-from kb_service.engines.embedded.version import INDEX_FORMAT, EmbeddedVersion, file_digests, write_version
+from kb_service.engines.embedded.version import (
+    INDEX_FORMAT,
+    MANIFEST,
+    EmbeddedVersion,
+    file_digests,
+    write_version,
+)
 from kb_service.errors import ConflictError
 from kb_service.locking import exclusive_lock
 from kb_service.records import KnowledgeRecord
 from query_understanding.understander import KbDictionary
-
-MANIFEST = "manifest.json"
 
 
 class BuildInProgressError(ConflictError):

@@ -7,7 +7,6 @@ candidate (`exact` mode), or only on the union of the text and vector top-N (`fa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import threading
@@ -49,7 +48,12 @@ from scoring.plan import (
 )
 from scoring.sorting import order_key
 
-INDEX_FORMAT = 8
+INDEX_FORMAT = 8  # bumped whenever a file is added, renamed or laid out differently: older versions are refused
+MANIFEST = "manifest.json"  # the files of a version, each named once: the writer and the reader use these
+RECORDS = "records.jsonl"
+VECTORS = "vectors.npy"
+CENTROIDS = "category_centroids.npy"
+DICTIONARY = "dictionary.json"
 NUMBER_FILES = {"confidence": "confidence", "create_timestamp": "created", "update_timestamp": "updated",
                 "expires_at": "expires"}  # number and date columns (dates as epoch seconds), NaN where empty
 CACHED_FILTER_MASKS = 16
@@ -84,10 +88,10 @@ def _text_top(parts: list[Postings], mask: np.ndarray, count: int) -> np.ndarray
 def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
                 dictionary: KbDictionary, centroids: dict[str, np.ndarray], engine: EngineConfig) -> None:
     """Write every file of a version into `directory` (a build folder the version store will seal)."""
-    with open(directory / "records.jsonl", "w", encoding="utf-8") as handle:
+    with open(directory / RECORDS, "w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-    np.save(directory / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    np.save(directory / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
     for flag in FLAG_FIELDS:
         np.save(directory / f"{flag}.npy", np.array([r.to_dict()[flag] for r in records], dtype=np.int8))
     np.save(directory / "confidence.npy",
@@ -107,8 +111,8 @@ def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.n
         FieldTextIndex.build(texts, k1=engine.bm25_k1, b=engine.bm25_b).save(directory / "text" / field)
     if len(records) >= engine.ann_min_records:
         VectorIndex.build(vectors, directory, engine.ann_subquantizers, engine.ann_partitions)
-    np.save(directory / "category_centroids.npy", np.stack(list(centroids.values())))
-    (directory / "dictionary.json").write_text(json.dumps({
+    np.save(directory / CENTROIDS, np.stack(list(centroids.values())))
+    (directory / DICTIONARY).write_text(json.dumps({
         **dictionary.to_json(), "centroid_categories": list(centroids)}, ensure_ascii=False), encoding="utf-8")
 
 
@@ -121,13 +125,11 @@ class VersionCorruptError(VersionUnusableError):
     overwritten file): it is refused rather than served with wrong answers."""
 
 
-DIGEST = "xxh3_128"  # manifests before it hold "sha256", still verified by it
+DIGEST = "xxh3_128"
 
 
-def _digest(path: Path, algorithm: str) -> str:
+def _digest(path: Path) -> str:
     with open(path, "rb") as handle:
-        if algorithm == "sha256":
-            return hashlib.file_digest(handle, "sha256").hexdigest()
         if not path.stat().st_size:
             return xxhash.xxh3_128().hexdigest()
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
@@ -139,13 +141,16 @@ def file_digests(directory: Path) -> dict[str, dict]:
     reads a mapped file at memory speed (3.5 GiB in about a second here, SHA-256 took 3.6 s), so every open
     can afford to check every byte; it detects damage, it is not a defence against a forger, who could
     rewrite the manifest too."""
-    return {path.relative_to(directory).as_posix(): {"bytes": path.stat().st_size, DIGEST: _digest(path, DIGEST)}
-            for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "manifest.json")}
+    return {path.relative_to(directory).as_posix(): {"bytes": path.stat().st_size, DIGEST: _digest(path)}
+            for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)}
 
 
 def verify_files(directory: Path, sealed: dict[str, dict]) -> None:
     """Raises VersionCorruptError naming the first file that is missing, resized or altered."""
     name = directory.name
+    if not sealed:
+        raise VersionCorruptError(f"version {name} is damaged: its manifest lists no files; not serving it "
+                                  "(`kb rollback` serves an earlier version)")
     for relative, expected in sealed.items():
         path = directory / relative
         if not path.is_file():
@@ -156,8 +161,7 @@ def verify_files(directory: Path, sealed: dict[str, dict]) -> None:
                                       f"{expected['bytes']} were written; not serving it (`kb rollback` serves an "
                                       "earlier version)")
     for relative, expected in sealed.items():
-        algorithm = DIGEST if DIGEST in expected else "sha256"
-        if _digest(directory / relative, algorithm) != expected[algorithm]:
+        if _digest(directory / relative) != expected.get(DIGEST):
             raise VersionCorruptError(f"version {name} is damaged: {relative} does not match its checksum; not "
                                       "serving it (`kb rollback` serves an earlier version)")
 
@@ -168,17 +172,17 @@ class EmbeddedVersion:
     def __init__(self, directory: Path, engine: EngineConfig):
         self.directory = Path(directory)
         self.name = self.directory.name
-        self.manifest = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))
+        self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
         if self.manifest.get("format") != INDEX_FORMAT:
             raise IndexFormatError(f"version {self.name} has index format {self.manifest.get('format')}, this "
                                    f"release reads format {INDEX_FORMAT}: rebuild it with `kb load`")
-        verify_files(self.directory, self.manifest.get("files", {}))  # versions sealed before checksums: none
+        verify_files(self.directory, self.manifest.get("files", {}))
         self.k1 = engine.bm25_k1
         self.overfetch = engine.ann_overfetch
         self.ann = VectorIndex.load(self.directory, engine.ann_probes)
-        self._stored = MappedLines(self.directory / "records.jsonl")
+        self._stored = MappedLines(self.directory / RECORDS)
         self.record = lru_cache(maxsize=RECORDS_CACHED)(self._read_record)
-        self.vectors = np.load(self.directory / "vectors.npy", mmap_mode="r")
+        self.vectors = np.load(self.directory / VECTORS, mmap_mode="r")
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
         self.numbers = {field: np.load(self.directory / f"{name}.npy") for field, name in NUMBER_FILES.items()}
         self.confidence = self.numbers["confidence"]
@@ -189,9 +193,9 @@ class EmbeddedVersion:
         self._masks_lock = threading.Lock()
         self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
         self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
-        raw = orjson.loads((self.directory / "dictionary.json").read_bytes())
+        raw = orjson.loads((self.directory / DICTIONARY).read_bytes())
         self.dictionary = KbDictionary.from_json(raw)
-        centroids = np.load(self.directory / "category_centroids.npy")
+        centroids = np.load(self.directory / CENTROIDS)
         self.category_centroids = dict(zip(raw["centroid_categories"], centroids, strict=True))
         self.segmenter = self.dictionary.segmenter()
         if len(self.keywords["kid"].vocabulary) != self.size:
