@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from pypinyin import lazy_pinyin
 
+from query_understanding.dictionary import KbDictionary
 from query_understanding.normalise import alias_key
-from query_understanding.understander import KbDictionary
 
 KEY_BYTES = 48  # keys are compared on their first 48 UTF-8 bytes: nobody types a longer prefix
 _KEY_TYPE = f"S{KEY_BYTES + 1}"  # room for a prefix's upper bound (the prefix and 0xFF, never in UTF-8)

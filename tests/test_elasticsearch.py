@@ -24,8 +24,8 @@ from kb_service.ingest.loading import build_version, category_centroids, load_fi
 from kb_service.ingest.readers import read_records
 from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
+from query_understanding.dictionary import KbDictionary
 from query_understanding.segmenter import Segmenter
-from query_understanding.understander import KbDictionary
 from scoring.planner import SearchRequest, build_plan
 from tests.conftest import (
     REPO,

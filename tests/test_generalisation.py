@@ -10,8 +10,8 @@ import pytest
 
 from kb_service.records import KnowledgeRecord
 from query_understanding import QueryUnderstander, UnderstandingConfig
+from query_understanding.dictionary import KbDictionary
 from query_understanding.segmenter import Segmenter
-from query_understanding.understander import KbDictionary
 from scoring.planner import SearchRequest
 from tests.conftest import loaded, read_jsonl, serving
 

@@ -82,7 +82,7 @@ def test_aliases_of_any_length_link_as_typed_by_sound_and_by_folded_spelling():
 def test_dictionaries_derived_in_a_build_share_one_name_automaton():
     from dataclasses import replace
 
-    from query_understanding.understander import KbDictionary
+    from query_understanding.dictionary import KbDictionary
 
     dictionary = KbDictionary.from_pairs([("杭州", "城市"), ("Harbor Lantern", "tool")], {"人口"})
     sampled = dictionary.with_samples([("杭州", "人口", "1200万", "城市")])

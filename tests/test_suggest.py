@@ -8,9 +8,9 @@ from pypinyin import lazy_pinyin
 
 from kb_service.http.app import create_app
 from kb_service.runtime import Runtime
+from query_understanding.dictionary import KbDictionary
 from query_understanding.linking import pinyin_key
 from query_understanding.suggest import SuggestIndex
-from query_understanding.understander import KbDictionary
 from scoring.planner import SearchRequest
 
 CITIES = ["杭州", "杭锦旗", "湖州", "惠州", "北京", "北海", "伦敦", "Lund"]

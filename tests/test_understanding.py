@@ -3,8 +3,9 @@
 import pytest
 
 from query_understanding import QueryUnderstander, UnderstandingConfig
+from query_understanding.dictionary import KbDictionary
 from query_understanding.segmenter import Segmenter
-from query_understanding.understander import KbDictionary, QueryError
+from query_understanding.understander import QueryError
 
 CONFIG = UnderstandingConfig(attribute_synonyms={"人口": ("多少人",)})
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from kb_service.errors import KbError, UnavailableError
 from kb_service.records import KnowledgeRecord
+from query_understanding.dictionary import KbDictionary
 from query_understanding.segmenter import Segmenter
-from query_understanding.understander import KbDictionary
 from scoring.formula import Formula
 from scoring.hits import ScoredHit
 from scoring.plan import SearchPlan

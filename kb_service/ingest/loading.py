@@ -30,9 +30,10 @@ from kb_service.ingest.segment_cache import CachedSegmenter
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord, now_timestamp
 from kb_service.runtime import Runtime
+from query_understanding.dictionary import KbDictionary
 from query_understanding.linking import pinyin_key
 from query_understanding.segmenter import Segmenter
-from query_understanding.understander import KbDictionary, QueryUnderstander
+from query_understanding.understander import QueryUnderstander
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from kb_service.engines.elastic.version import ClusterVersion
 from kb_service.errors import ConflictError
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord
-from query_understanding.understander import KbDictionary
+from query_understanding.dictionary import KbDictionary
 
 log = logging.getLogger(__name__)
 

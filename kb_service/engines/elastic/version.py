@@ -32,7 +32,7 @@ from kb_service.engines.elastic.dsl import (
 )
 from kb_service.engines.elastic.layout import from_source
 from kb_service.records import KnowledgeRecord, epoch_seconds
-from query_understanding.understander import KbDictionary
+from query_understanding.dictionary import KbDictionary
 from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
 from scoring.formula import Formula
 from scoring.plan import Mode, SearchPlan, SortKey

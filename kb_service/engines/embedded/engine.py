@@ -30,7 +30,7 @@ from kb_service.engines.embedded.version import (
 from kb_service.errors import ConflictError
 from kb_service.locking import exclusive_lock
 from kb_service.records import KnowledgeRecord
-from query_understanding.understander import KbDictionary
+from query_understanding.dictionary import KbDictionary
 
 
 class BuildInProgressError(ConflictError):

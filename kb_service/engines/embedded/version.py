@@ -27,7 +27,7 @@ from kb_service.engines.embedded.text_index import FieldTextIndex, Postings
 from kb_service.engines.embedded.vector_index import VectorIndex
 from kb_service.progress import Progress
 from kb_service.records import KnowledgeRecord, epoch_seconds
-from query_understanding.understander import KbDictionary
+from query_understanding.dictionary import KbDictionary
 from scoring.candidate_scoring import formula_variables, nonzero_details, top_hits
 from scoring.formula import Formula
 from scoring.plan import (
