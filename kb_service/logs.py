@@ -122,3 +122,5 @@ def configure(verbose: bool, log_format: str = "text") -> None:
     logging.getLogger("elastic_transport").setLevel(logging.DEBUG if verbose else logging.WARNING)
     # opensearch-py logs every failed request as a warning; the service reports each failure itself
     logging.getLogger("opensearch").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    # faiss logs, at INFO, each CPU build it tries before the one that loads: noise before every command
+    logging.getLogger("faiss.loader").setLevel(logging.DEBUG if verbose else logging.WARNING)

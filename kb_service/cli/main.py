@@ -53,6 +53,7 @@ def cmd_demo(runtime: Runtime, args) -> int:
 
 
 def cmd_search(runtime: Runtime, args) -> int:
+    from kb_service.http.shaping import search_body
     from kb_service.serving.request import parse_search
     from kb_service.serving.service import SearchService
 
@@ -63,7 +64,7 @@ def cmd_search(runtime: Runtime, args) -> int:
     if args.mode:
         params["mode"] = args.mode
     request, shape = parse_search(params, runtime.config)
-    response = service.search(request).to_dict(request.offset, request.explain, shape)
+    response = search_body(service.search(request), request.offset, request.explain, shape)
     if args.json:
         _print_json(response)
         return 0

@@ -14,6 +14,7 @@ from kb_service.errors import InputError, NotFoundError
 from kb_service.feedback.events import parse_events
 from kb_service.http.auth import rate_limited, role_required
 from kb_service.http.bodies import json_body, json_object
+from kb_service.http.shaping import search_body
 from kb_service.serving.request import parse_search
 from kb_service.serving.service import SearchService
 from kb_service.validation import Integer, validated
@@ -44,8 +45,8 @@ def search():
     g.search_mode = response.mode.value
     for stage, milliseconds in response.stages_ms.items():
         metrics.STAGE_SECONDS.labels(stage, g.search_mode).observe(milliseconds / 1000)
-    return jsonify({"query_id": uuid.uuid4().hex, **response.to_dict(search_request.offset, search_request.explain,
-                                                                       shape)})
+    return jsonify({"query_id": uuid.uuid4().hex, **search_body(response, search_request.offset,
+                                                                search_request.explain, shape)})
 
 
 @blueprint.post("/events")

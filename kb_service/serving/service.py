@@ -24,8 +24,6 @@ from kb_service.errors import ConflictError, InputError, KbError, UnavailableErr
 from kb_service.ingest.encoders import Encoder, encoder_identity
 from kb_service.records import KnowledgeRecord
 from kb_service.runtime import Runtime
-from kb_service.serving.highlight import highlights
-from kb_service.serving.request import HitShape
 from query_understanding import ParsedQuery, QueryUnderstander, segmenter
 from query_understanding.segmenter import Segmenter
 from query_understanding.suggest import SuggestIndex, Suggestion
@@ -85,9 +83,6 @@ class ServingState:
     config: ServiceConfig
 
 
-WHOLE_HITS = HitShape()  # every record field, no highlights
-
-
 @dataclass(frozen=True)
 class SearchResponse:
     """One search's answer: `total` counts the matching set (SearchPlan), exactly, so `total_relation` is
@@ -104,39 +99,6 @@ class SearchResponse:
     plan: SearchPlan | None = None
     facets: dict[str, list[tuple[str, int]]] = dataclasses.field(default_factory=dict)
     segmenter: Segmenter | None = None
-
-    def to_dict(self, offset: int, explain: bool, shape: HitShape = WHOLE_HITS) -> dict:
-        return {
-            "query": self.parsed.original,
-            "total": self.total,
-            "total_relation": "eq",
-            "took_ms": round(self.took_ms, 2),
-            **({"stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()}} if explain else {}),
-            "index_version": self.version,
-            "config_version": self.config_version,
-            "mode": self.mode,
-            "hits": [self._hit(hit, rank, explain, shape) for rank, hit in enumerate(self.hits, start=offset + 1)],
-            **({"facets": {field: [{"value": value, "count": count} for value, count in counts]
-                           for field, counts in self.facets.items()}} if self.plan and self.plan.facets else {}),
-            **({"parsed_query": self.parsed.to_dict()} if explain else {}),
-        }
-
-    def _hit(self, hit: ScoredHit, rank: int, explain: bool, shape: HitShape) -> dict:
-        """One hit as the API shows it: its rank, score, the chosen record fields and components, with the
-        explanation and highlights when asked for."""
-        record = hit.record.to_dict()
-        shown = record if shape.fields is None else {k: v for k, v in record.items() if k in shape.fields}
-        out = {"rank": rank, "score": round(hit.score, 6), **shown,
-               "components": {c.name: round(c.contribution, 6) for c in hit.components}}
-        if explain:
-            out["explain"] = [{"stage": c.stage, "name": c.name, "raw": c.raw, "weight": c.weight,
-                               "contribution": c.contribution} for c in hit.components]
-            out["text_clauses"] = hit.details
-        if shape.highlight is not None and self.segmenter is not None:
-            light = shape.highlight
-            out["highlight"] = highlights(record, self.parsed, self.segmenter, light.fields, light.pre_tag,
-                                          light.post_tag)
-        return out
 
 
 class ConfigReloadError(ConflictError):
