@@ -23,7 +23,6 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    create_engine,
     func,
     make_url,
     or_,
@@ -33,6 +32,7 @@ from sqlalchemy import (
 
 from kb_service.errors import InputError
 from kb_service.records import KnowledgeRecord, now_timestamp
+from kb_service.state import StateDatabase
 
 
 class ReviewStatus(StrEnum):
@@ -84,13 +84,13 @@ def _row(record: KnowledgeRecord) -> dict:
 
 
 class ReviewDatabase:
+    """The records experts review, on the state stores' database helper (WAL and immediate transactions on
+    SQLite, a checked pool on PostgreSQL)."""
+
     def __init__(self, url: str):
         self.url = url
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        metadata.create_all(self.engine)
+        self.database = StateDatabase(make_url(url))
+        self.engine = self.database.ready(*metadata.sorted_tables)
 
     def import_records(self, records: Iterable[KnowledgeRecord], status: ReviewStatus = ReviewStatus.PENDING,
                        reviewer: str | None = None) -> ImportReport:
@@ -203,7 +203,7 @@ class ReviewDatabase:
         return records
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.database.dispose()
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
