@@ -18,7 +18,6 @@ from pathlib import Path
 import ir_measures
 import numpy as np
 from ir_measures import RR, R, nDCG
-from scipy.stats import permutation_test
 
 from kb_service.errors import InputError
 
@@ -182,6 +181,8 @@ def paired_p_value(before: list[float], after: list[float]) -> float:
     """Two-sided paired randomisation (Fisher) test of the mean difference between two measurements of the
     same queries, with a fixed seed so a report is reproducible; unlike a t-test it stays valid when every
     query moves by the same amount. 1.0 where the two agree on every query."""
+    from scipy.stats import permutation_test  # scipy.stats takes a second to import; most commands never test
+
     a, b = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if not np.any(a != b):
         return 1.0
