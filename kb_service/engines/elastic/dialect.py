@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ class Dialect:
         """A connection that failed in the TLS handshake (certificate not trusted, expired, wrong host)."""
         raise NotImplementedError
 
-    def parallel_bulk(self, client: Any, actions: Iterable[dict], **options) -> Iterator[tuple[bool, dict]]:
+    def parallel_bulk(self, client: Any, actions: Iterable[dict], **options: Any) -> Iterable[tuple[bool, dict]]:
         raise NotImplementedError
 
     def vector_mapping(self, shipped: dict, dims: int, settings: ElasticsearchConfig) -> dict:
@@ -156,48 +156,50 @@ class ElasticsearchDialect(Dialect):
     name = "Elasticsearch"
     painless_variables = PAINLESS_VARIABLES
 
-    def client(self, settings, connection):
+    def client(self, settings: ElasticsearchConfig, connection: Connection) -> Any:
+        from elastic_transport.client_utils import DEFAULT
         from elasticsearch import Elasticsearch
 
         return Elasticsearch(list(connection.hosts), request_timeout=settings.request_timeout_s,
                              max_retries=settings.max_retries, retry_on_timeout=settings.max_retries > 0,
-                             ca_certs=connection.ca_certs, verify_certs=connection.verify_certs,
-                             ssl_show_warn=connection.verify_certs, client_cert=connection.client_cert,
-                             client_key=connection.client_key, basic_auth=connection.basic_auth,
+                             ca_certs=connection.ca_certs or DEFAULT, verify_certs=connection.verify_certs,
+                             ssl_show_warn=connection.verify_certs, client_cert=connection.client_cert or DEFAULT,
+                             client_key=connection.client_key or DEFAULT, basic_auth=connection.basic_auth,
                              api_key=connection.api_key)
 
-    def perform(self, client, method, path, params, body, headers, timeout, retry=True):
+    def perform(self, client: Any, method: str, path: str, params: dict | None, body: Any, headers: dict,
+                timeout: float | None, retry: bool = True) -> Any:
         if timeout is not None:
             client = client.options(request_timeout=timeout, **({} if retry else {"max_retries": 0}))
         return client.perform_request(method, path, params=params, headers=headers, body=body).body
 
-    def status_of(self, error):
+    def status_of(self, error: Exception) -> int | None:
         return getattr(error, "status_code", None) if self.is_client_error(error) else None
 
-    def is_client_error(self, error):
+    def is_client_error(self, error: Exception) -> bool:
         from elastic_transport import TransportError
         from elasticsearch import ApiError
 
         return isinstance(error, ApiError | TransportError)
 
-    def is_tls_error(self, error):
+    def is_tls_error(self, error: Exception) -> bool:
         from elastic_transport import TlsError
 
         return isinstance(error, TlsError)
 
-    def parallel_bulk(self, client, actions, **options):
+    def parallel_bulk(self, client: Any, actions: Iterable[dict], **options: Any) -> Iterable[tuple[bool, dict]]:
         from elasticsearch import helpers
 
         return helpers.parallel_bulk(client, actions, **options)
 
-    def vector_mapping(self, shipped, dims, settings):
+    def vector_mapping(self, shipped: dict, dims: int, settings: ElasticsearchConfig) -> dict:
         mapping = {**shipped, "dims": dims, "index_options": {**shipped["index_options"],
                                                               "type": settings.vector_index_type}}
         if "hnsw" not in settings.vector_index_type:
             mapping["index_options"] = {"type": settings.vector_index_type}
         return mapping
 
-    def knn_search(self, vector, k, num_candidates, filters):
+    def knn_search(self, vector: list[float], k: int, num_candidates: int, filters: list[dict]) -> dict:
         return {"knn": {"field": "vector", "query_vector": vector, "k": k, "num_candidates": max(k, num_candidates),
                         "filter": filters}}
 
@@ -208,7 +210,7 @@ class OpenSearchDialect(Dialect):
     painless_variables = OPENSEARCH_PAINLESS_VARIABLES
     named_scores_in_msearch = False  # 2.19 refuses the parameter on _msearch and ignores it in the body
 
-    def client(self, settings, connection):
+    def client(self, settings: ElasticsearchConfig, connection: Connection) -> Any:
         from opensearchpy import OpenSearch
 
         return OpenSearch(list(connection.hosts), timeout=settings.request_timeout_s,
@@ -217,41 +219,42 @@ class OpenSearchDialect(Dialect):
                           ssl_show_warn=connection.verify_certs, client_cert=connection.client_cert,
                           client_key=connection.client_key, http_auth=connection.basic_auth)
 
-    def perform(self, client, method, path, params, body, headers, timeout, retry=True):
+    def perform(self, client: Any, method: str, path: str, params: dict | None, body: Any, headers: dict,
+                timeout: float | None, retry: bool = True) -> Any:
         if isinstance(body, str):
             body = body.encode("utf-8")
         return client.transport.perform_request(method, path, params=params, body=body, headers=headers,
                                                 timeout=timeout)
 
-    def status_of(self, error):
+    def status_of(self, error: Exception) -> int | None:
         status = getattr(error, "status_code", None)
         return status if isinstance(status, int) else None
 
-    def is_client_error(self, error):
+    def is_client_error(self, error: Exception) -> bool:
         from opensearchpy.exceptions import TransportError
 
         return isinstance(error, TransportError)
 
-    def is_tls_error(self, error):
+    def is_tls_error(self, error: Exception) -> bool:
         from opensearchpy.exceptions import SSLError
 
         return isinstance(error, SSLError)
 
-    def parallel_bulk(self, client, actions, **options):
+    def parallel_bulk(self, client: Any, actions: Iterable[dict], **options: Any) -> Iterable[tuple[bool, dict]]:
         from opensearchpy import helpers
 
         return helpers.parallel_bulk(client, actions, **options)
 
-    def vector_mapping(self, shipped, dims, settings):
+    def vector_mapping(self, shipped: dict, dims: int, settings: ElasticsearchConfig) -> dict:
         hnsw = shipped["index_options"]
         return {"type": "knn_vector", "dimension": dims,
                 "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil",
                            "parameters": {"m": hnsw["m"], "ef_construction": hnsw["ef_construction"]}}}
 
-    def index_settings(self):
+    def index_settings(self) -> dict:
         return {"knn": True}
 
-    def knn_search(self, vector, k, num_candidates, filters):
+    def knn_search(self, vector: list[float], k: int, num_candidates: int, filters: list[dict]) -> dict:
         return {"query": {"knn": {"vector": {"vector": vector, "k": k, "filter": {"bool": {"filter": filters}},
                                              "method_parameters": {"ef_search": max(k, num_candidates)}}}}}
 

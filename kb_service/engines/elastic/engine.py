@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from urllib.parse import quote
 
 import numpy as np
@@ -107,7 +108,7 @@ class ClusterEngine:
         return sorted(name for name in found if self._number.match(name))
 
     # --- writing -------------------------------------------------------------------------------------------
-    def exclusive(self, name: str, refusal: Callable[[str], Exception]):
+    def exclusive(self, name: str, refusal: Callable[[str], Exception]) -> AbstractContextManager[None]:
         """A lease in the meta index: every service host using this cluster, and freed if its holder dies."""
         self._ensure_meta_index()
         return cluster_lease(self.cluster, self.settings.meta_index, name, self.settings.reload_lease_s, refusal)

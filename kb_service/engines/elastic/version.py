@@ -197,7 +197,7 @@ class ClusterVersion:
 class _Candidates:
     """Candidates of one search by kid: their records, BM25 `_score` and per-clause scores."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sources: dict[str, dict] = {}
         self.text_score: dict[str, float] = {}
         self.clauses: dict[str, dict[str, float]] = {}

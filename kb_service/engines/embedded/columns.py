@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -83,7 +84,7 @@ class KeywordColumn:
     def _docs(self, code: int) -> np.ndarray:
         return self._by_code[self._starts[code]:self._starts[code + 1]]
 
-    def matches(self, values) -> np.ndarray:
+    def matches(self, values: Iterable[str]) -> np.ndarray:
         """Boolean mask of documents whose value is one of `values` (unknown values, and the empty value of
         an optional field, which Elasticsearch does not index, match nothing)."""
         mask = np.zeros(len(self.codes), dtype=bool)

@@ -13,7 +13,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ class EmbeddedEngine:
     def close(self) -> None:
         """Nothing stays open: versions are files, opened by whoever serves them."""
 
-    def exclusive(self, name: str, refusal: Callable[[str], Exception]):
+    def exclusive(self, name: str, refusal: Callable[[str], Exception]) -> AbstractContextManager[None]:
         """A `flock` in the engine's folder: every process on the host that serves this data directory."""
         return exclusive_lock(self.root / f"{name}.lock", lambda held: refusal(f"a process holds {held}"))
 

@@ -8,6 +8,7 @@ touches are ever decoded, and worker processes share the file's pages.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ class MappedLines:
         return self._buffer[start:int(self._ends[index])]
 
     @staticmethod
-    def write(path: Path, lines) -> None:
+    def write(path: Path, lines: Iterable[str]) -> None:
         """`lines` (strings without newlines) as UTF-8, one per line."""
         with open(path, "w", encoding="utf-8", newline="\n") as handle:
             for line in lines:

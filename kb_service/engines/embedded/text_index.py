@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -25,7 +26,7 @@ class _Decoded(Sequence[str]):
     def __init__(self, lines: MappedLines):
         self._lines = lines
 
-    def __getitem__(self, index):  # documents are read one at a time, never sliced
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]  # read one at a time, never sliced
         return self._lines[index].decode("utf-8")
 
     def __len__(self) -> int:
@@ -55,7 +56,7 @@ class FieldTextIndex:
     """One text field: a bm25s index over pre-segmented tokens and the segmented text for phrase checks."""
 
     def __init__(self, vocabulary: dict[str, int], matrix: dict[str, np.ndarray], segmented: Sequence[str],
-                 bm25=None):
+                 bm25: Any = None):
         self._vocabulary = vocabulary
         self._matrix = matrix
         self._segmented = segmented
