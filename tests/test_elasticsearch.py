@@ -39,6 +39,7 @@ from tests.conftest import (
     searching_in_background,
     shared_file,
     top10_parity,
+    wait_for,
     write_jsonl,
 )
 
@@ -215,6 +216,7 @@ def test_alias_swap_and_rollback_while_searches_run(tmp_path, elasticsearch_url,
         store.switch(first)
         assert store.current_name() == first
         store.switch(second)
+        wait_for(lambda: second in load.versions)  # the searches follow the last switch too
     print(f"{load.count} searches across two switches, {len(load.errors)} errors")
     assert load.errors == []
     assert load.count > 10 and load.versions <= {first, second} and second in load.versions
