@@ -47,6 +47,16 @@ class PackagedModel(StrEnum):
     MPNET = "all-mpnet-base-v2"
 
 
+class EncoderRuntime(StrEnum):
+    """What runs a sentence-transformers model: ONNX Runtime (exported once from the installed weights and
+    checked against torch) costs a fraction of torch's CPU for the same vectors; `auto` stays on torch when an
+    export cannot be made or does not match, `onnx` refuses to."""
+
+    AUTO = "auto"
+    ONNX = "onnx"
+    TORCH = "torch"
+
+
 class EngineKind(StrEnum):
     """Where versions live: local disk, or a cluster of either engine (settings under `elasticsearch:`)."""
 
@@ -85,6 +95,7 @@ class EncoderConfig:
     threads: int = 0
     batch_size: int = 256
     models_dir: str | None = None        # where joined packaged models are kept (None: see packaged_models.py)
+    runtime: EncoderRuntime = EncoderRuntime.AUTO
 
     def __post_init__(self):
         if self.model is not None and (self.model_path or self.provider != EncoderProvider.SENTENCE_TRANSFORMERS):

@@ -20,6 +20,7 @@ from kb_service.errors import EXIT_REFUSED_BY_GATES, ConflictError
 from kb_service.ingest.loading import build_version
 from kb_service.ingest.quality import merge_near_duplicates
 from kb_service.ingest.readers import read_records
+from kb_service.memory import release_free_heap
 from kb_service.records import KnowledgeRecord, now_timestamp
 from kb_service.reload.history import GateResult, ReloadCounts, ReloadHistory, ReloadRun, RunStatus
 from kb_service.reload.review import ReviewDatabase
@@ -149,6 +150,7 @@ def run_reload(runtime: Runtime, trigger: str = "manual", force: bool = False) -
             metrics.RELOAD_SECONDS.labels(run.status.value).observe(run.duration_s)
             history.finish(run)
             log.info("reload %d %s in %.1fs: %s", run.id, run.status, run.duration_s, run.counts)
+            release_free_heap()  # the build's peak, freed by now, would otherwise stay resident in a server
         return run
 
 

@@ -22,6 +22,7 @@ from kb_service.config import ConfigError, ServiceConfig, location_of
 from kb_service.engines.base import SEARCH_DEADLINE, OpenVersion, VersionNotFoundError, VersionUnusableError
 from kb_service.errors import ConflictError, InputError, KbError, UnavailableError
 from kb_service.ingest.encoders import Encoder, encoder_identity
+from kb_service.memory import release_free_heap
 from kb_service.records import KnowledgeRecord
 from kb_service.runtime import Runtime
 from query_understanding import ParsedQuery, QueryUnderstander, segmenter
@@ -247,6 +248,7 @@ class SearchService:
                                        f"{self.encoder.dims}-d")
         self._state = self._serving_state(version, self.config)
         self._no_version = None
+        release_free_heap()  # what the previous version held, unless a search in flight still reads it
         log.info("serving index version %s (%d records, opened in %.1fs)", name, version.size,
                  time.monotonic() - started)
 
