@@ -169,6 +169,32 @@ def loaded_data_dir(tmp_path_factory, small_kb_file) -> Path:
     return loaded(tmp_path_factory.mktemp("data"), small_kb_file)
 
 
+@dataclass(frozen=True)
+class FullKb:
+    """A shared data set's KB loaded into the embedded engine: its data directory and record count."""
+
+    data_dir: Path
+    records: int
+
+
+@pytest.fixture(scope="session")
+def full_kb(tmp_path_factory, embedding_cache):
+    """Loads a shared data set's whole KB (by name) into the embedded engine once per session: the slow
+    suites compare each cluster engine and the relevance baselines against the same embedded version."""
+    from kb_service.ingest.loading import load_files
+
+    loaded_kbs: dict[str, FullKb] = {}
+
+    def load(kb: str) -> FullKb:
+        if kb not in loaded_kbs:
+            kb_file = shared_file(kb, "kb.jsonl.gz")
+            data_dir = data_dir_sharing_cache(tmp_path_factory.mktemp(f"full-{kb}"), embedding_cache)
+            loaded_kbs[kb] = FullKb(data_dir, load_files(Runtime(make_config(data_dir)), [str(kb_file)]).records)
+        return loaded_kbs[kb]
+
+    return load
+
+
 @pytest.fixture(scope="session")
 def search_service(loaded_data_dir):
     return serving(loaded_data_dir)

@@ -31,7 +31,6 @@ from tests.conftest import (
     REPO,
     TcpRelay,
     config_text,
-    data_dir_sharing_cache,
     elasticsearch_config,
     make_config,
     read_jsonl,
@@ -279,21 +278,19 @@ def _first_refusal(call, seconds: float = 10.0):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kb", ["geo", "idioms"])
-def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, tmp_path, elasticsearch_url, es_prefix,
-                                                               embedding_cache):
+def test_full_kb_bulk_load_and_fast_mode_parity_on_dev_queries(kb, elasticsearch_url, es_prefix, full_kb):
     """The acceptance figures of the Elasticsearch backend: bulk throughput and top-10 parity with the
     embedded engine in fast mode, same config, on every dev query of the shared KB."""
     kb_file = str(shared_file(kb, "kb.jsonl.gz"))
     queries = read_queries(shared_file(kb, "queries.dev.jsonl"))
-    data_dir = data_dir_sharing_cache(tmp_path / "data", embedding_cache)
+    embedded = full_kb(kb)
     fast = ("  mode: exact ", "  mode: fast ")
-    embedded_config = make_config(data_dir, fast)
-    es_config = elasticsearch_config(data_dir, elasticsearch_url, es_prefix, fast)
-    embedded_report = load_files(Runtime(embedded_config), [kb_file])
+    es_config = elasticsearch_config(embedded.data_dir, elasticsearch_url, es_prefix, fast)
     es_report = load_files(Runtime(es_config), [kb_file])
-    assert es_report.records == embedded_report.records
+    assert es_report.records == embedded.records
     assert ClusterEngine(es_config, {}).client.count(index=es_report.version)["count"] == es_report.records
-    parity = top10_parity(SearchService(Runtime(es_config)), SearchService(Runtime(embedded_config)),
+    parity = top10_parity(SearchService(Runtime(es_config)), SearchService(Runtime(make_config(embedded.data_dir,
+                                                                                                fast))),
                           [q.text for q in queries])
     print(f"\n{kb}: {es_report.records} records; Elasticsearch load {es_report.seconds:.1f}s "
           f"({es_report.records_per_second:,.0f} records/s, vectors from cache), index "

@@ -6,11 +6,10 @@ Each task must beat the best naive system of shared/data/BASELINES.md (BM25, use
 import pytest
 
 from kb_service.evaluation import evaluate, read_qrels, read_queries
-from kb_service.ingest.loading import load_files
 from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
-from tests.conftest import data_dir_sharing_cache, make_config, shared_file
+from tests.conftest import make_config, shared_file
 
 # (records in the KB, {task: (best baseline nDCG@10, best baseline MRR@10)})
 BASELINES = {
@@ -21,13 +20,13 @@ BASELINES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kb", sorted(BASELINES))
-def test_dev_queries_beat_the_naive_baselines(kb, tmp_path, embedding_cache):
+def test_dev_queries_beat_the_naive_baselines(kb, full_kb):
     records, baselines = BASELINES[kb]
     queries = read_queries(shared_file(kb, "queries.dev.jsonl"))
     qrels = read_qrels(shared_file(kb, "qrels.dev.tsv"))
-    config = make_config(data_dir_sharing_cache(tmp_path / "data", embedding_cache))
-    assert load_files(Runtime(config), [str(shared_file(kb, "kb.jsonl.gz"))]).records == records
-    service = SearchService(Runtime(config))
+    embedded = full_kb(kb)
+    assert embedded.records == records
+    service = SearchService(Runtime(make_config(embedded.data_dir)))
     scores = evaluate(queries, qrels, lambda text: [
         h.record.kid for h in service.search(SearchRequest(query=text, size=100)).hits]).tasks
     by_task = {s.task: s for s in scores}
