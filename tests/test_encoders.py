@@ -81,8 +81,8 @@ def test_onnx_runtime_gives_torchs_vectors_and_exports_once(tmp_path, monkeypatc
 
 def test_an_export_that_differs_from_torch_is_refused(tmp_path, monkeypatch, caplog):
     """No real export differs from torch by more than rounding, so the test raises the bar past 1 (a real
-    export, an unreachable threshold): `onnx` refuses with the field named, `auto` stays on torch, and no
-    export is left behind to be served later."""
+    export, an unreachable threshold): `onnx` refuses with the field named, `auto` stays on torch, no export
+    is left behind to be served later, and the refusal is kept so that later starts do not export again."""
     from kb_service.errors import KbError
     from kb_service.ingest import onnx_models
     from kb_service.ingest.encoders import SentenceTransformerEncoder
@@ -92,9 +92,10 @@ def test_an_export_that_differs_from_torch_is_refused(tmp_path, monkeypatch, cap
     with pytest.raises(KbError) as refused:
         _minilm(tmp_path, "onnx")
     assert refused.value.field == "encoder.runtime" and "worst cosine" in str(refused.value)
-    assert isinstance(_minilm(tmp_path), SentenceTransformerEncoder)
-    assert "encoding on torch" in caplog.text
     assert not any(p.name.endswith(".onnx") for p in (tmp_path / "models").rglob("*"))
+    monkeypatch.setattr(onnx_models, "_export", None)  # the refusal is remembered: no second export is tried
+    assert isinstance(_minilm(tmp_path), SentenceTransformerEncoder)
+    assert "encoding on torch" in caplog.text and "worst cosine" in caplog.text
 
 
 def test_a_pipeline_onnx_does_not_reproduce_stays_on_torch(tmp_path):

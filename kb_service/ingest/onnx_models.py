@@ -29,6 +29,7 @@ EXPORT_FORMAT = 1
 MIN_COSINE = 0.9999
 MODEL_FILE = "model.onnx"
 CHECK_FILE = "verified.json"
+REFUSED_FILE = "refused.txt"
 
 # Mixed lengths (padding), scripts, a text past the longest sequence (truncation) and a single character.
 SAMPLE = (
@@ -77,10 +78,11 @@ def _json(path: Path) -> Any:
 
 def read_pipeline(model_dir: Path) -> Pipeline:
     """The folder's pipeline, or OnnxUnavailableError when it holds anything this module does not reproduce."""
-    types = [module.get("type") for module in _json(model_dir / "modules.json")]
+    modules = _json(model_dir / "modules.json")
+    types = [module.get("type") for module in modules]
     if types[:2] != [_TRANSFORMER, _POOLING] or any(t != _NORMALIZE for t in types[2:]):
         raise OnnxUnavailableError(f"{model_dir.name}: modules {types} are not transformer + pooling (+ normalize)")
-    pooling_dir = next(m["path"] for m in _json(model_dir / "modules.json") if m.get("type") == _POOLING)
+    pooling_dir = modules[1]["path"]
     modes = {k for k, v in _json(model_dir / pooling_dir / "config.json").items() if k.startswith("pooling_mode")
              and v is True}
     pooling = {frozenset({"pooling_mode_mean_tokens"}): "mean", frozenset({"pooling_mode_cls_token"}): "cls"}
@@ -186,12 +188,15 @@ def _worst_cosine(model_dir: Path, tokens: Tokens, model_file: Path) -> float:
 
 
 def exported_model(model_dir: Path, home: Path) -> tuple[Path, Pipeline]:
-    """The folder's verified ONNX graph, exported and checked the first time it is asked for (two processes
-    exporting at once each write their own scratch folder; the first rename wins)."""
+    """The folder's verified ONNX graph, exported and checked the first time it is asked for. A refusal is
+    kept too (the reason, not the graph), so later starts go straight to torch instead of exporting again;
+    two processes exporting at once each write their own scratch folder and the first rename wins."""
     pipeline = read_pipeline(model_dir)
     target = export_dir(model_dir, home)
     if (target / CHECK_FILE).is_file():
         return target / MODEL_FILE, pipeline
+    if (target / REFUSED_FILE).is_file():
+        raise OnnxUnavailableError(target.joinpath(REFUSED_FILE).read_text(encoding="utf-8"))
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("exporting %s to ONNX in %s (once)", model_dir.name, target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".exporting-") as scratch:
@@ -201,17 +206,23 @@ def exported_model(model_dir: Path, home: Path) -> tuple[Path, Pipeline]:
         except (ImportError, RuntimeError, TypeError, ValueError) as err:  # the exporter's errors (and no onnx)
             raise OnnxUnavailableError(f"{model_dir.name}: the ONNX export failed: {err}") from None
         worst = _worst_cosine(model_dir, Tokens(model_dir, pipeline), model_file)
+        refusal = None
         if worst < MIN_COSINE:
-            raise OnnxUnavailableError(f"{model_dir.name}: the ONNX export's vectors differ from torch's "
-                                       f"(worst cosine {worst:.6f} < {MIN_COSINE}): refused")
-        (Path(scratch) / CHECK_FILE).write_text(json.dumps({"format": EXPORT_FORMAT, "worst_cosine": worst,
-                                                            "sample": len(SAMPLE)}), encoding="utf-8")
+            refusal = (f"{model_dir.name}: the ONNX export's vectors differ from torch's (worst cosine "
+                       f"{worst:.6f} < {MIN_COSINE}): refused")
+            model_file.unlink()
+            (Path(scratch) / REFUSED_FILE).write_text(refusal, encoding="utf-8")
+        else:
+            (Path(scratch) / CHECK_FILE).write_text(json.dumps({"format": EXPORT_FORMAT, "worst_cosine": worst,
+                                                                "sample": len(SAMPLE)}), encoding="utf-8")
         try:
             Path(scratch).rename(target)
         except OSError:
-            if not (target / CHECK_FILE).is_file():
+            if not target.is_dir():
                 raise
         else:
             Path(scratch).mkdir()  # the context manager removes what it created
+    if refusal:
+        raise OnnxUnavailableError(refusal)
     log.info("%s exported to ONNX: worst cosine with torch %.7f", model_dir.name, worst)
     return target / MODEL_FILE, pipeline
