@@ -30,3 +30,34 @@ def test_freed_heap_between_live_blocks_is_returned_to_the_system():
     base_mb, freed_mb, trimmed_mb = float(base), float(freed), float(trimmed)
     assert released == "True" and freed_mb - base_mb > 150  # the allocator kept what was freed …
     assert trimmed_mb - base_mb < (freed_mb - base_mb) / 4  # … until it was asked to return it
+
+
+def test_a_version_no_longer_served_is_released_at_once(tmp_path, capital_kb_file):
+    """With the cyclic collector off, as it mostly is between a server's rare full collections: once the
+    service switches to a new version, the old one is freed by reference counting alone, its files closed."""
+    import gc
+    import os
+    import weakref
+    from pathlib import Path
+
+    from scoring.planner import SearchRequest
+    from tests.conftest import loaded, serving
+
+    data_dir = loaded(tmp_path / "data", capital_kb_file)
+    service = serving(data_dir)
+    assert service.search(SearchRequest(query="法国的首都", size=3)).hits
+    first = weakref.ref(service.state.version)
+    first_dir = str(service.state.version.directory)
+
+    def open_in(directory: str) -> int:
+        return sum(os.readlink(f"/proc/self/fd/{fd}").startswith(directory) for fd in os.listdir("/proc/self/fd")
+                   if Path(f"/proc/self/fd/{fd}").is_symlink())
+
+    assert open_in(first_dir) > 0
+    gc.disable()
+    try:
+        loaded(data_dir, capital_kb_file)
+        assert service.refresh() and service.search(SearchRequest(query="法国的首都", size=3)).hits
+        assert first() is None and open_in(first_dir) == 0
+    finally:
+        gc.enable()

@@ -12,7 +12,7 @@ import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +166,12 @@ def verify_files(directory: Path, sealed: dict[str, dict]) -> None:
                                       "serving it (`kb rollback` serves an earlier version)")
 
 
+def _read_record(stored: MappedLines, index: int) -> KnowledgeRecord:
+    """Record `index` parsed from its line of the memory-mapped records.jsonl: only hits are ever read, so
+    opening a version costs nothing per record and worker processes share the file's pages."""
+    return KnowledgeRecord.from_stored(orjson.loads(stored[index]))
+
+
 class EmbeddedVersion:
     """A version's files opened for searching: columns in memory, vectors and BM25 matrices memory-mapped."""
 
@@ -181,7 +187,9 @@ class EmbeddedVersion:
         self.overfetch = engine.ann_overfetch
         self.ann = VectorIndex.load(self.directory, engine.ann_probes)
         self._stored = MappedLines(self.directory / RECORDS)
-        self.record = lru_cache(maxsize=RECORDS_CACHED)(self._read_record)
+        # the cache wraps a function of the lines, not a bound method: a version must not reference itself,
+        # or one no longer served would wait for the cyclic collector with its files open and memory held
+        self.record = lru_cache(maxsize=RECORDS_CACHED)(partial(_read_record, self._stored))
         self.vectors = np.load(self.directory / VECTORS, mmap_mode="r")
         self.flags = {name: np.load(self.directory / f"{name}.npy") for name in FLAG_FIELDS}
         self.numbers = {field: np.load(self.directory / f"{name}.npy") for field, name in NUMBER_FILES.items()}
@@ -204,11 +212,6 @@ class EmbeddedVersion:
     @property
     def size(self) -> int:
         return len(self._stored)
-
-    def _read_record(self, index: int) -> KnowledgeRecord:
-        """Record `index` parsed from its line of the memory-mapped records.jsonl: only hits are ever read, so
-        opening a version costs nothing per record and worker processes share the file's pages."""
-        return KnowledgeRecord.from_stored(orjson.loads(self._stored[index]))
 
     def get(self, kid: str) -> KnowledgeRecord | None:
         index = self.keywords["kid"].vocabulary.get(kid)  # kids are unique, so a kid's code is its position
