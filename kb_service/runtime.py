@@ -70,7 +70,7 @@ class Environment:
 
 def open_engine(config: ServiceConfig, secrets: Mapping[str, str]) -> Engine:
     """The engine the config names, importing only that one: a cluster deployment never loads the embedded
-    engine's faiss and bm25s, and the embedded default never loads a cluster client."""
+    engine's faiss, and the embedded default never loads a cluster client."""
     if config.engine.kind in (EngineKind.ELASTICSEARCH, EngineKind.OPENSEARCH):
         from kb_service.engines.elastic.engine import ClusterEngine
 

@@ -152,6 +152,20 @@ def test_expired_records_leave_at_the_next_reload(tmp_path):
     assert SearchService(Runtime(config)).get("hot") is None
 
 
+def test_the_quality_pass_merges_within_an_entity_and_attribute_only_and_keeps_input_order():
+    from kb_service.ingest.quality import Merge, merge_near_duplicates
+
+    def record(kid: str, knowledge: str, attribute: str, value: str, confidence: float) -> KnowledgeRecord:
+        return KnowledgeRecord(kid, knowledge, attribute, value, "城市", confidence=confidence)
+
+    records = [record("a", "杭州", "人口", "1000万", 0.5), record("b", "上海", "人口", "1000万", 0.9),
+               record("c", "杭州", "的人口", "1000 万", 0.8), record("d", "杭州", "人口", "900万", 0.1),
+               record("e", "杭州 ", "人口。", "1000万！", 0.6)]
+    kept, merges = merge_near_duplicates(records, "的")
+    assert [r.kid for r in kept] == ["b", "c", "d"], "a and e say what c says; b is another city"
+    assert merges == [Merge(kept="c", dropped="a"), Merge(kept="c", dropped="e")]
+
+
 def test_quality_pass_merges_particle_only_duplicates_keeping_the_expert_record(tmp_path):
     base = {"category": "城市", "update_timestamp": "2026-01-01 00:00:00"}
     rows = [

@@ -50,18 +50,21 @@ def test_jieba_with_the_kb_names_is_restored_from_words_stored_at_build(loaded_d
     assert [rebuilt.tokens(t) for t in texts] != [Segmenter().tokens(t) for t in texts], "the names matter"
 
 
-def test_segmented_texts_are_mapped_and_older_json_lists_still_read(tmp_path):
-    import orjson
+def test_a_saved_text_index_opens_mapped_and_scores_as_built(tmp_path):
+    from kb_service.engines.embedded.text_index import FieldTextIndex
 
-    from kb_service.engines.embedded.text_index import SEGMENTED, FieldTextIndex
-
-    texts = ["杭州 人口", "画蛇添足 解释 比喻 做 了 多余 的 事", "", "new york city", "杭州 时区"]
-    FieldTextIndex.build(texts, k1=1.2, b=0.75).save(tmp_path / "field")
-    mapped = FieldTextIndex.load(tmp_path / "field")
-    (tmp_path / "field" / SEGMENTED).unlink()
-    (tmp_path / "field" / "segmented.json").write_bytes(orjson.dumps(texts))
-    older = FieldTextIndex.load(tmp_path / "field")
+    texts = ["杭州 人口", "画蛇添足 解释 比喻 做 了 多余 的 事", "", "new york city", "杭州 时区", "杭州  杭州"]
+    built = FieldTextIndex.build(texts, k1=1.2, b=0.75)
+    built.save(tmp_path / "field")
+    mapped = FieldTextIndex.load(tmp_path / "field", k1=1.2, b=0.75)
+    for token in ("杭州", "人口", "new", "事", "absent"):
+        assert mapped.term_postings(token).docs.tolist() == built.term_postings(token).docs.tolist()
+        assert mapped.term_postings(token).scores.tolist() == built.term_postings(token).scores.tolist()
+    assert mapped.term_postings("杭州").docs.tolist() == [0, 4, 5]
     for phrase in (["杭州", "人口"], ["new", "york"], ["做", "了", "多余"], ["人口", "杭州"]):
-        assert mapped.phrase_postings(phrase).docs.tolist() == older.phrase_postings(phrase).docs.tolist()
+        assert mapped.phrase_postings(phrase).docs.tolist() == built.phrase_postings(phrase).docs.tolist()
     assert mapped.phrase_postings(["new", "york"]).docs.tolist() == [3]
     assert mapped.phrase_postings(["人口", "杭州"]).docs.tolist() == []
+    flatter = FieldTextIndex.load(tmp_path / "field", k1=1.2, b=0.0)
+    assert flatter.term_postings("杭州").scores.tolist() != mapped.term_postings("杭州").scores.tolist(), \
+        "b applies when a version opens, without a rebuild"

@@ -76,6 +76,7 @@ def encode_with_cache(records: list[KnowledgeRecord], encoder: Encoder, cache: E
     matrix = np.zeros((len(records), encoder.dims), dtype=np.float32)
     for row, key in enumerate(hashes):
         matrix[row] = known[key]
+    cache.remember(hashes, matrix)
     return matrix, len(missing)
 
 

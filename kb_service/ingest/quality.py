@@ -6,6 +6,7 @@ Model extraction produces the same fact twice with a particle or punctuation of 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from kb_service.records import KnowledgeRecord
@@ -24,12 +25,26 @@ def _preference(record: KnowledgeRecord) -> tuple:
 
 
 def merge_near_duplicates(records: list[KnowledgeRecord], particles: str) -> tuple[list[KnowledgeRecord], list[Merge]]:
-    """Records in input order with near-duplicates merged, and the merges made."""
+    """Records in input order with near-duplicates merged, and the merges made.
+
+    Two records can only merge when their category, entity and attribute agree, so values (nearly all
+    distinct, and the costly texts to normalise) are compared only inside groups of more than one record."""
+    keys: dict[str, str] = {}  # entity and attribute names repeat across a KB's records: normalise each once
+
+    def key_of(text: str) -> str:
+        found = keys.get(text)
+        if found is None:
+            found = keys[text] = duplicate_key(text, particles)
+        return found
+
+    groups = [(record.category, key_of(record.knowledge), key_of(record.attribute)) for record in records]
+    sizes = Counter(groups)
     best: dict[tuple, KnowledgeRecord] = {}
     merges: list[Merge] = []
-    for record in records:
-        key = (record.category, *(duplicate_key(t, particles) for t in (record.knowledge, record.attribute,
-                                                                          record.value)))
+    for record, group in zip(records, groups, strict=True):
+        if sizes[group] == 1:
+            continue
+        key = (*group, duplicate_key(record.value, particles))
         held = best.get(key)
         if held is None:
             best[key] = record
@@ -38,5 +53,5 @@ def merge_near_duplicates(records: list[KnowledgeRecord], particles: str) -> tup
             merges.append(Merge(kept=record.kid, dropped=held.kid))
         else:
             merges.append(Merge(kept=held.kid, dropped=record.kid))
-    kept = {id(r) for r in best.values()}
-    return [r for r in records if id(r) in kept], merges
+    dropped = {merge.dropped for merge in merges}
+    return [r for r in records if r.kid not in dropped], merges

@@ -1,16 +1,18 @@
-"""BM25 per text field (bm25s, Lucene variant: the same formula Elasticsearch uses) plus phrase checks.
+"""BM25 per text field (the Lucene variant Elasticsearch uses) plus phrase checks.
 
-Scores come back as postings (the matching documents only) rather than one array over the whole KB, so a
-query costs in proportion to what it matches: on a million-record KB a dense array per term dominated `fast`.
+A field stores term frequencies and document lengths, not scores: BM25 is computed at query time from the
+version's own statistics (document count, each term's document frequency, the mean length), as Lucene does.
+Building is then a few array operations over the tokens (no per-document score pass), and k1 and b apply
+from the config without a rebuild. Scores come back as postings (the matching documents only), so a query
+costs in proportion to what it matches.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -18,6 +20,10 @@ import orjson
 from kb_service.engines.embedded.lines import MappedLines
 
 SEGMENTED = "segmented.txt"
+VOCABULARY = "vocabulary.json"
+LENGTHS = "lengths.npy"
+POSTINGS = ("docs", "tf", "starts")
+ONE = np.float32(1)
 
 
 class _Decoded(Sequence[str]):
@@ -53,51 +59,65 @@ class Postings:
 
 
 class FieldTextIndex:
-    """One text field: a bm25s index over pre-segmented tokens and the segmented text for phrase checks."""
+    """One text field: each term's documents and frequencies (term-major, like Lucene's postings), every
+    document's length, and the segmented text for phrase checks."""
 
-    def __init__(self, vocabulary: dict[str, int], matrix: dict[str, np.ndarray], segmented: Sequence[str],
-                 bm25: Any = None):
+    def __init__(self, vocabulary: dict[str, int], postings: dict[str, np.ndarray], lengths: np.ndarray,
+                 segmented: Sequence[str], k1: float, b: float):
+        """`lengths` as float32, so that the norms (each document's length normalisation, computed once per
+        open) stay float32 like Lucene's."""
         self._vocabulary = vocabulary
-        self._matrix = matrix
+        self._postings = postings
+        self._lengths = lengths
         self._segmented = segmented
-        self._bm25 = bm25  # kept by `build` for `save`
+        self._documents = lengths.size
+        mean_length = np.float32(lengths.sum(dtype=np.float64) / lengths.size) if lengths.size else ONE
+        self._norms = np.float32(k1) * (ONE - np.float32(b) + np.float32(b) * lengths / mean_length)
 
     @classmethod
     def build(cls, segmented: list[str], k1: float, b: float) -> FieldTextIndex:
-        import bm25s  # only builds need it (its import alone takes 0.8 s of a server's start)
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
-        bm25 = bm25s.BM25(method="lucene", k1=k1, b=b)
-        bm25.index([text.split(" ") if text else [] for text in segmented], show_progress=False)
-        return cls(bm25.vocab_dict, bm25.scores, segmented, bm25)
+        """Term frequencies of space-separated tokens, counted with numpy over every token at once."""
+        tokens = [[token for token in text.split(" ") if token] for text in segmented]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int32, count=len(tokens))
+        vocabulary: dict[str, int] = {}
+        term_ids = np.fromiter((vocabulary.setdefault(token, len(vocabulary)) for token in chain.from_iterable(tokens)),
+                               dtype=np.int64, count=int(lengths.sum()))
+        documents = np.repeat(np.arange(len(tokens), dtype=np.int64), lengths)
+        pairs, frequencies = np.unique(term_ids * max(len(tokens), 1) + documents, return_counts=True)
+        terms = pairs // max(len(tokens), 1)
+        postings = {"docs": (pairs % max(len(tokens), 1)).astype(np.int32),
+                    "tf": frequencies.astype(np.float32),
+                    "starts": np.searchsorted(terms, np.arange(len(vocabulary) + 1)).astype(np.int64)}
+        return cls(vocabulary, postings, lengths.astype(np.float32), segmented, k1, b)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self._bm25.save(str(directory), show_progress=False)
+        (directory / VOCABULARY).write_bytes(orjson.dumps(list(self._vocabulary)))
+        for part, values in self._postings.items():
+            np.save(directory / f"postings.{part}.npy", values)
+        np.save(directory / LENGTHS, self._lengths)
         MappedLines.write(directory / SEGMENTED, (text.replace("\n", " ") for text in self._segmented))
 
     @classmethod
-    def load(cls, directory: Path) -> FieldTextIndex:
-        """bm25s's files read directly: its vocabulary by orjson and its score matrix memory-mapped (bm25s's
-        own loader parses the vocabulary with the standard json module, 0.8 s for kb-large's values); the
-        segmented texts mapped (versions written before that stored them as one JSON list)."""
-        vocabulary = orjson.loads((directory / "vocab.index.json").read_bytes())
-        matrix = {part: np.load(directory / f"{part}.csc.index.npy", mmap_mode="r")
-                  for part in ("data", "indices", "indptr")}
-        if (directory / SEGMENTED).is_file():
-            segmented = _Decoded(MappedLines(directory / SEGMENTED))
-        else:
-            segmented = orjson.loads((directory / "segmented.json").read_bytes())
-        return cls(vocabulary, matrix, segmented)
+    def load(cls, directory: Path, k1: float, b: float) -> FieldTextIndex:
+        """The postings memory-mapped (worker processes share their pages), the vocabulary parsed by orjson,
+        the segmented texts mapped and decoded only where a phrase check reads them."""
+        words = orjson.loads((directory / VOCABULARY).read_bytes())
+        postings = {part: np.load(directory / f"postings.{part}.npy", mmap_mode="r") for part in POSTINGS}
+        return cls(dict(zip(words, range(len(words)), strict=True)), postings, np.load(directory / LENGTHS),
+                   _Decoded(MappedLines(directory / SEGMENTED)), k1, b)
 
     def term_postings(self, token: str) -> Postings:
-        """One token's BM25 per matching document: a column of bm25s's precomputed score matrix."""
+        """One token's BM25 per matching document: Lucene's idf · tf / (tf + k1 · (1 − b + b · dl / avgdl))."""
         token_id = self._vocabulary.get(token)
         if token_id is None:
             return Postings.empty()
-        matrix = self._matrix
-        start, end = int(matrix["indptr"][token_id]), int(matrix["indptr"][token_id + 1])
-        return Postings(np.asarray(matrix["indices"][start:end]), np.asarray(matrix["data"][start:end]))
+        starts = self._postings["starts"]
+        start, end = int(starts[token_id]), int(starts[token_id + 1])
+        docs = np.asarray(self._postings["docs"][start:end], dtype=np.int64)
+        tf = np.asarray(self._postings["tf"][start:end])
+        idf = np.float32(np.log1p((self._documents - docs.size + 0.5) / (docs.size + 0.5)))
+        return Postings(docs, idf * tf / (tf + self._norms[docs]))
 
     def match_postings(self, tokens: list[str]) -> list[Postings]:
         """OR of the tokens (Elasticsearch `match`): a document's score is the sum over the returned lists."""

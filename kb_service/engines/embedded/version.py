@@ -48,7 +48,7 @@ from scoring.plan import (
 )
 from scoring.sorting import order_key
 
-INDEX_FORMAT = 8  # bumped whenever a file is added, renamed or laid out differently: older versions are refused
+INDEX_FORMAT = 9  # bumped whenever a file is added, renamed or laid out differently: older versions are refused
 MANIFEST = "manifest.json"  # the files of a version, each named once: the writer and the reader use these
 RECORDS = "records.jsonl"
 VECTORS = "vectors.npy"
@@ -200,7 +200,8 @@ class EmbeddedVersion:
         self._masks: OrderedDict[tuple, tuple[np.ndarray, int]] = OrderedDict()
         self._masks_lock = threading.Lock()
         self.keywords = {name: KeywordColumn.load(self.directory, name) for name in KEYWORD_FIELDS}
-        self.text = {field: FieldTextIndex.load(self.directory / "text" / field) for field in TEXT_FIELDS}
+        self.text = {field: FieldTextIndex.load(self.directory / "text" / field, engine.bm25_k1, engine.bm25_b)
+                     for field in TEXT_FIELDS}
         raw = orjson.loads((self.directory / DICTIONARY).read_bytes())
         self.dictionary = KbDictionary.from_json(raw)
         centroids = np.load(self.directory / CENTROIDS)
