@@ -59,10 +59,11 @@ def main() -> None:
     with opener(args.kb, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     changed = random.Random(0).sample(rows, max(1, int(len(rows) * args.change)))
+    edit = time.strftime("%Y%m%dT%H%M%S")  # new text each run, so a shared cache never holds the edits
     batch = data_dir / "changed.jsonl"
     with batch.open("w", encoding="utf-8") as handle:
         for row in changed:
-            handle.write(json.dumps({**row, "value": f"{row['value']}（修订）"}, ensure_ascii=False) + "\n")
+            handle.write(json.dumps({**row, "value": f"{row['value']}（修订 {edit}）"}, ensure_ascii=False) + "\n")
     kb("review", "import", str(batch), "--approve", "--reviewer", "bench", data_dir=data_dir)
     if args.profile:
         os.environ["KB_DATA_DIR"] = str(data_dir)

@@ -152,6 +152,24 @@ def test_expired_records_leave_at_the_next_reload(tmp_path):
     assert SearchService(Runtime(config)).get("hot") is None
 
 
+def test_a_row_changed_behind_the_review_tools_is_validated_again_even_after_a_served_reload(reviewed):
+    """Rows the last reload validated and served are trusted by their content hash; one edited in the
+    database directly no longer has that hash, so the schema checks it again and the reload stops."""
+    import sqlite3
+
+    from kb_service.records import RecordError
+
+    config, database = reviewed
+    first = run_reload(Runtime(config))
+    kid = database.listing("approved", limit=1)[0]["kid"]
+    with sqlite3.connect(config.reload.database_url(config.paths).removeprefix("sqlite:///")) as connection:
+        connection.execute("UPDATE knowledge_review SET confidence = 7 WHERE kid = ?", (kid,))
+    with pytest.raises(RecordError) as refused:
+        run_reload(Runtime(config))
+    assert refused.value.field == "confidence"
+    assert Runtime(config).engine.current_name() == first.version
+
+
 def test_the_quality_pass_merges_within_an_entity_and_attribute_only_and_keeps_input_order():
     from kb_service.ingest.quality import Merge, merge_near_duplicates
 

@@ -98,6 +98,11 @@ def test_the_history_shows_every_instance_and_each_cleans_up_only_its_own(state_
     assert (runs[done.id].instance, runs[done.id].version) == ("host-a", "v000002")
     a.replace_snapshot({"k1": "h1", "k2": "h2"})
     assert b.snapshot() == {"k1": "h1", "k2": "h2"}
+    after = {"k2": "h2-edited", "k3": "h3", **{f"n{i}": "h" for i in range(1200)}}  # past one DELETE's chunk
+    b.replace_snapshot(after, previous=b.snapshot())
+    assert a.snapshot() == after
+    a.replace_snapshot({"k3": "h3"}, previous=a.snapshot())
+    assert b.snapshot() == {"k3": "h3"}
 
 
 def test_a_burst_of_wrong_keys_across_two_hosts_gets_exactly_the_allowance(state_config):

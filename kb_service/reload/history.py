@@ -32,6 +32,7 @@ reload_runs = Table(
     Column("message", Text, nullable=False, server_default=""),
     Column("instance", Text, nullable=False, server_default=""),
 )
+SNAPSHOT_CHUNK = 500  # kids per DELETE … IN (…), under every database's limit on bound parameters
 served_snapshot = Table(
     "served_snapshot", metadata,
     Column("kid", Text, primary_key=True),
@@ -138,8 +139,17 @@ class ReloadHistory:
         with self.engine.connect() as connection:
             return dict(connection.execute(select(served_snapshot.c.kid, served_snapshot.c.content)).all())
 
-    def replace_snapshot(self, contents: dict[str, str]) -> None:
+    def replace_snapshot(self, contents: dict[str, str], previous: dict[str, str] | None = None) -> None:
+        """Make the snapshot `contents`. Given `previous` (what `snapshot()` returned, under the same reload
+        lock), only the rows that differ are written: a reload after a small change rewrites a few rows."""
         with self.engine.begin() as connection:
-            connection.execute(delete(served_snapshot))
-            if contents:
-                connection.execute(served_snapshot.insert(), [{"kid": k, "content": v} for k, v in contents.items()])
+            if previous is None:
+                connection.execute(delete(served_snapshot))
+                previous = {}
+            stale = [kid for kid, content in previous.items() if contents.get(kid) != content]
+            for start in range(0, len(stale), SNAPSHOT_CHUNK):
+                connection.execute(delete(served_snapshot).where(
+                    served_snapshot.c.kid.in_(stale[start:start + SNAPSHOT_CHUNK])))
+            fresh = [{"kid": k, "content": v} for k, v in contents.items() if previous.get(k) != v]
+            if fresh:
+                connection.execute(served_snapshot.insert(), fresh)

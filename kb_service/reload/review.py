@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -70,6 +70,16 @@ knowledge_review = Table(
 
 class ReviewError(InputError):
     """A review action that cannot apply (unknown kid, bad status); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Servable:
+    """What a reload may serve: the records, how many approved ones have expired, and each record's content
+    hash (computed while reading, so the reload does not hash them again)."""
+
+    records: list[KnowledgeRecord]
+    expired: int
+    fingerprints: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -158,18 +168,34 @@ class ReviewDatabase:
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 
-    def servable(self, now: str | None = None) -> tuple[list[KnowledgeRecord], int]:
-        """Approved, not deleted, unexpired records, and how many approved ones have expired."""
+    def servable(self, trusted: Mapping[str, str] | None = None, now: str | None = None) -> Servable:
+        """Approved, not deleted, unexpired records, and how many approved ones have expired.
+
+        Every row is validated as a file's record would be, except one whose content hash is in `trusted`
+        (kid → hash of what the last reload validated and served): it is that very record, so a reload after a
+        small change re-validates only the rows that changed."""
         now = now or now_timestamp()
+        trusted = trusted or {}
         approved = and_(knowledge_review.c.status == ReviewStatus.APPROVED.value, knowledge_review.c["del"] == 0)
         live = or_(knowledge_review.c.expires_at == "", knowledge_review.c.expires_at > now)
         columns = [knowledge_review.c[name] for name in RECORD_COLUMNS]
+        records: list[KnowledgeRecord] = []
+        fingerprints: dict[str, str] = {}
         with self.engine.connect() as connection:
-            rows = connection.execute(select(*columns).where(approved, live).order_by(knowledge_review.c.kid))
-            records = [KnowledgeRecord.from_mapping({k: v for k, v in row._mapping.items()
-                                                     if v is not None or k == "confidence"}) for row in rows]
+            for row in connection.execute(select(*columns).where(approved, live).order_by(knowledge_review.c.kid)):
+                raw = {k: v for k, v in zip(RECORD_COLUMNS, row, strict=True) if v is not None or k == "confidence"}
+                try:
+                    record = KnowledgeRecord.from_stored(raw)
+                    fingerprint = record.fingerprint()
+                except TypeError:  # a required column is NULL: validation names it
+                    fingerprint = ""
+                if not fingerprint or trusted.get(record.kid) != fingerprint:
+                    record = KnowledgeRecord.from_mapping(raw)
+                    fingerprint = record.fingerprint()
+                records.append(record)
+                fingerprints[record.kid] = fingerprint
             expired = connection.execute(select(func.count()).where(approved, ~live)).scalar_one()
-        return records, expired
+        return Servable(records, expired, fingerprints)
 
     def _sqlite_file(self) -> Path:
         parsed = make_url(self.url)

@@ -61,8 +61,18 @@ def reload_lock(engine: Engine):
     return engine.exclusive("reload", lambda holder: ReloadBusyError(f"another reload is running ({holder})"))
 
 
-def read_source(config: ServiceConfig, counts: ReloadCounts) -> tuple[list[KnowledgeRecord], str]:
-    """Servable records from the configured files, else from the review database; and where from."""
+@dataclass(frozen=True)
+class Source:
+    """The records a reload serves, where they came from, and the content hashes already computed."""
+
+    records: list[KnowledgeRecord]
+    name: str
+    fingerprints: dict[str, str]
+
+
+def read_source(config: ServiceConfig, counts: ReloadCounts, trusted: dict[str, str]) -> Source:
+    """Servable records from the configured files, else from the review database (whose rows `trusted`, the
+    last served content hashes, spares validating again)."""
     settings = config.reload
     if settings.files:
         result = read_records(list(settings.files), quarantine=True)
@@ -72,14 +82,15 @@ def read_source(config: ServiceConfig, counts: ReloadCounts) -> tuple[list[Knowl
         now = now_timestamp()
         live = [r for r in result.records if not r.deleted and not (r.expires_at and r.expires_at <= now)]
         counts.expired = sum(1 for r in result.records if not r.deleted and r.expires_at and r.expires_at <= now)
-        return live, ", ".join(settings.files)
+        return Source(live, ", ".join(settings.files), {})
     url = settings.database_url(config.paths)
     database = ReviewDatabase(url)
     try:
-        records, counts.expired = database.servable()
+        servable = database.servable(trusted)
     finally:
         database.close()
-    return records, url.split("@")[-1]
+    counts.expired = servable.expired
+    return Source(servable.records, url.split("@")[-1], servable.fingerprints)
 
 
 def _count_gate(config: ServiceConfig, engine: Engine, records: int, removed: int) -> list[GateResult]:
@@ -157,14 +168,14 @@ def run_reload(runtime: Runtime, trigger: str = "manual", force: bool = False) -
 def _reload(runtime: Runtime, run: ReloadRun, history: ReloadHistory, force: bool) -> None:
     config, engine = runtime.config, runtime.engine
     counts = run.counts
-    records, source = read_source(config, counts)
-    records, merges = merge_near_duplicates(records, "".join(config.reload.merge_particles))
+    previous = history.snapshot()
+    source = read_source(config, counts, previous)
+    records, merges = merge_near_duplicates(source.records, "".join(config.reload.merge_particles))
     counts.merged = len(merges)
     for merge in merges[:20]:
         log.info("quality pass: merged %s into %s", merge.dropped, merge.kept)
     counts.records = len(records)
-    previous = history.snapshot()
-    contents = {r.kid: r.fingerprint() for r in records}
+    contents = {r.kid: source.fingerprints.get(r.kid) or r.fingerprint() for r in records}
     counts.added = sum(1 for kid in contents if kid not in previous)
     counts.updated = sum(1 for kid, digest in contents.items() if kid in previous and previous[kid] != digest)
     counts.removed = sum(1 for kid in previous if kid not in contents)
@@ -175,7 +186,7 @@ def _reload(runtime: Runtime, run: ReloadRun, history: ReloadHistory, force: boo
     if not all(g.passed for g in gates) and not force:
         run.gates = gates
         raise ReloadRefusedError(run)
-    built = build_version(runtime, records, switch=False, source=f"reload from {source}")
+    built = build_version(runtime, records, switch=False, source=f"reload from {source.name}")
     name, counts.encoded = built.name, built.encoded
     counts.reused = len(records) - counts.encoded
     run.version = name
@@ -188,7 +199,7 @@ def _reload(runtime: Runtime, run: ReloadRun, history: ReloadHistory, force: boo
         run.message = "gates overridden with --force"
     engine.switch(name)
     engine.prune(config.engine.keep_versions)
-    history.replace_snapshot(contents)
+    history.replace_snapshot(contents, previous)
     run.status = RunStatus.SUCCEEDED
 
 

@@ -88,12 +88,12 @@ def _text_top(parts: list[Postings], mask: np.ndarray, count: int) -> np.ndarray
 def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.ndarray, segmented: Callable[[str], str],
                 dictionary: KbDictionary, centroids: dict[str, np.ndarray], engine: EngineConfig) -> None:
     """Write every file of a version into `directory` (a build folder the version store will seal)."""
-    with open(directory / RECORDS, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+    stored = [record.to_dict() for record in records]
+    with open(directory / RECORDS, "wb") as handle:
+        handle.writelines(orjson.dumps(row) + b"\n" for row in stored)
     np.save(directory / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
     for flag in FLAG_FIELDS:
-        np.save(directory / f"{flag}.npy", np.array([r.to_dict()[flag] for r in records], dtype=np.int8))
+        np.save(directory / f"{flag}.npy", np.fromiter((row[flag] for row in stored), dtype=np.int8, count=len(stored)))
     np.save(directory / "confidence.npy",
             np.array([np.nan if r.confidence is None else r.confidence for r in records], dtype=np.float32))
     for field, name in NUMBER_FILES.items():
@@ -112,8 +112,7 @@ def write_version(directory: Path, records: list[KnowledgeRecord], vectors: np.n
     if len(records) >= engine.ann_min_records:
         VectorIndex.build(vectors, directory, engine.ann_subquantizers, engine.ann_partitions)
     np.save(directory / CENTROIDS, np.stack(list(centroids.values())))
-    (directory / DICTIONARY).write_text(json.dumps({
-        **dictionary.to_json(), "centroid_categories": list(centroids)}, ensure_ascii=False), encoding="utf-8")
+    (directory / DICTIONARY).write_bytes(orjson.dumps({**dictionary.to_json(), "centroid_categories": list(centroids)}))
 
 
 class IndexFormatError(VersionUnusableError):
