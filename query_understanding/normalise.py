@@ -38,6 +38,10 @@ _CONVERTIBLE = _convertible_characters()
 
 
 def _visible(text: str) -> str:
+    """`text` without control, format and unassigned characters; a printable text (every category C character
+    is unprintable) is returned as it is without looking at each character."""
+    if text.isprintable():
+        return text
     return "".join(ch for ch in text if ch in " \t\n" or unicodedata.category(ch)[0] != "C")
 
 
