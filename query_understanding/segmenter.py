@@ -47,6 +47,7 @@ class Segmenter:
         """`added`: what `added_words()` returned for the same user words, which restores them in a fraction
         of a second instead of jieba's `add_word` for each (6 s for kb-large's 205,000 names)."""
         self._tokenizer = _fresh_tokenizer()
+        self._added = added
         if added is not None:
             self._tokenizer.FREQ.update(added["words"])
             self._tokenizer.total = added["total"]
@@ -58,11 +59,14 @@ class Segmenter:
 
     def added_words(self) -> dict:
         """The entries the user words put into jieba's dictionary (their frequencies and prefixes) and the new
-        total, computed once when a version is built and stored with it."""
-        base, _ = _base_dictionary[0]
-        frequencies = self._tokenizer.FREQ
-        return {"words": {word: count for word, count in frequencies.items() if base.get(word) != count},
-                "total": self._tokenizer.total}
+        total, computed once when a version is built and stored with it (jieba's dictionary does not change
+        after the user words are added, so the answer is kept)."""
+        if self._added is None:
+            base, _ = _base_dictionary[0]
+            frequencies = self._tokenizer.FREQ
+            self._added = {"words": {word: count for word, count in frequencies.items() if base.get(word) != count},
+                           "total": self._tokenizer.total}
+        return self._added
 
     def tokens(self, text: str) -> list[str]:
         """Normalised, punctuation-free tokens. Latin-script words stay whole, accents included: jieba

@@ -184,12 +184,8 @@ class ReviewDatabase:
         with self.engine.connect() as connection:
             for row in connection.execute(select(*columns).where(approved, live).order_by(knowledge_review.c.kid)):
                 raw = {k: v for k, v in zip(RECORD_COLUMNS, row, strict=True) if v is not None or k == "confidence"}
-                try:
-                    record = KnowledgeRecord.from_stored(raw)
-                    fingerprint = record.fingerprint()
-                except TypeError:  # a required column is NULL: validation names it
-                    fingerprint = ""
-                if not fingerprint or trusted.get(record.kid) != fingerprint:
+                record, fingerprint = _trusted(raw, trusted.get(raw["kid"]))
+                if record is None:
                     record = KnowledgeRecord.from_mapping(raw)
                     fingerprint = record.fingerprint()
                 records.append(record)
@@ -230,6 +226,17 @@ class ReviewDatabase:
 
     def close(self) -> None:
         self.database.dispose()
+
+
+def _trusted(raw: dict, expected: str | None) -> tuple[KnowledgeRecord | None, str]:
+    """The row as the record whose content hash is `expected`, if it is that record; else (None, "")."""
+    if expected is None:
+        return None, ""
+    try:
+        record = KnowledgeRecord.from_stored(raw)
+    except TypeError:  # a required column is NULL: validation names it
+        return None, ""
+    return (record, expected) if record.fingerprint() == expected else (None, "")
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:

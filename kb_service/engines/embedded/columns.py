@@ -32,9 +32,8 @@ class KeywordColumn:
 
     @classmethod
     def build(cls, values: list[str]) -> KeywordColumn:
-        vocabulary: dict[str, int] = {}
-        codes = np.fromiter((vocabulary.setdefault(v, len(vocabulary)) for v in values), dtype=np.int32,
-                            count=len(values))
+        vocabulary = {value: i for i, value in enumerate(dict.fromkeys(values))}  # codes in order of appearance
+        codes = np.fromiter(map(vocabulary.__getitem__, values), dtype=np.int32, count=len(values))
         return cls(codes, vocabulary, np.bincount(codes, minlength=len(vocabulary)).astype(np.int32))
 
     def save(self, directory: Path, name: str) -> None:

@@ -26,6 +26,12 @@ POSTINGS = ("docs", "tf", "starts")
 ONE = np.float32(1)
 
 
+def _tokens(text: str) -> list[str]:
+    """The space-separated tokens of a segmented text (a doubled space separates no empty token)."""
+    tokens = text.split(" ")
+    return [token for token in tokens if token] if "" in tokens else tokens
+
+
 class _Decoded(Sequence[str]):
     """The segmented text of a document, decoded from its mapped line when a phrase check reads it."""
 
@@ -77,11 +83,11 @@ class FieldTextIndex:
     @classmethod
     def build(cls, segmented: list[str], k1: float, b: float) -> FieldTextIndex:
         """Term frequencies of space-separated tokens, counted with numpy over every token at once."""
-        tokens = [[token for token in text.split(" ") if token] for text in segmented]
+        tokens = [_tokens(text) for text in segmented]
         lengths = np.fromiter(map(len, tokens), dtype=np.int32, count=len(tokens))
-        vocabulary: dict[str, int] = {}
-        term_ids = np.fromiter((vocabulary.setdefault(token, len(vocabulary)) for token in chain.from_iterable(tokens)),
-                               dtype=np.int64, count=int(lengths.sum()))
+        vocabulary = {token: i for i, token in enumerate(dict.fromkeys(chain.from_iterable(tokens)))}
+        term_ids = np.fromiter(map(vocabulary.__getitem__, chain.from_iterable(tokens)), dtype=np.int64,
+                               count=int(lengths.sum()))
         documents = np.repeat(np.arange(len(tokens), dtype=np.int64), lengths)
         pairs, frequencies = np.unique(term_ids * max(len(tokens), 1) + documents, return_counts=True)
         terms = pairs // max(len(tokens), 1)
