@@ -41,6 +41,7 @@ def merge_near_duplicates(records: list[KnowledgeRecord], particles: str) -> tup
     sizes = Counter(groups)
     best: dict[tuple, KnowledgeRecord] = {}
     merges: list[Merge] = []
+    dropped: set[int] = set()
     for record, group in zip(records, groups, strict=True):
         if sizes[group] == 1:
             continue
@@ -51,7 +52,8 @@ def merge_near_duplicates(records: list[KnowledgeRecord], particles: str) -> tup
         elif _preference(record) > _preference(held):
             best[key] = record
             merges.append(Merge(kept=record.kid, dropped=held.kid))
+            dropped.add(id(held))
         else:
             merges.append(Merge(kept=held.kid, dropped=record.kid))
-    dropped = {merge.dropped for merge in merges}
-    return [r for r in records if r.kid not in dropped], merges
+            dropped.add(id(record))
+    return [r for r in records if id(r) not in dropped], merges
