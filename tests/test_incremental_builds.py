@@ -86,3 +86,21 @@ def test_a_build_reusing_the_last_ones_work_serves_what_a_full_build_serves(chan
         for query, mine, theirs in zip(queries, reused, rebuilt, strict=True):
             assert [kid for kid, _ in mine] == [kid for kid, _ in theirs], (mode, query)
             assert [s for _, s in mine] == pytest.approx([s for _, s in theirs], abs=1e-6), (mode, query)
+
+
+def test_the_segmentation_cache_restores_a_segmenter_that_cuts_as_a_fresh_one(tmp_path):
+    from kb_service.ingest.segment_cache import CachedSegmenter
+    from query_understanding.segmenter import Segmenter
+
+    names = ["画蛇添足", "杭州市余杭区", "一丁不识", "时区"]
+    first = CachedSegmenter(tmp_path, names)
+    first.segmented("画蛇添足的解释")
+    first.save()
+    again = CachedSegmenter(tmp_path, names)
+    assert again.segmented("画蛇添足的解释") == first.segmented("画蛇添足的解释") and again.cut == 0
+    texts = ["杭州市余杭区的时区是什么", "一丁不识和画蛇添足", "新的文本 with latin words"]
+    fresh = Segmenter(names)
+    assert [again.segmented(t) for t in texts] == [fresh.segmented(t) for t in texts]
+    assert again.cut == len(texts) and again.segmenter.added_words() == fresh.added_words()
+    other = CachedSegmenter(tmp_path, [*names, "余杭"])
+    assert other.known == {}, "segmentations cut with other user words are not reused"
