@@ -668,7 +668,13 @@ class _Builder:
 def parse_config(text: str, source: str = "<string>", bases: dict[str, Path] | None = None) -> ServiceConfig:
     """A config from YAML text; `bases` restricts what `extends` may name (see `_read_yaml`)."""
     raw, lines = _read_yaml(text, source, bases=bases)
-    builder = _Builder(source, lines)
+    return config_from_raw(raw, source, lines)
+
+
+def config_from_raw(raw: object, source: str, lines: dict[tuple, str] | None = None) -> ServiceConfig:
+    """A config from YAML values already read and merged (`read_raw`'s, possibly changed in memory, as tuning
+    varies weights), checked exactly as a file's; `lines` maps key paths to 'file:line' for its messages."""
+    builder = _Builder(source, lines or {})
     config = builder.build(ServiceConfig, raw, ())
     if builder.problems:
         raise ConfigError(builder.problems)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kb_service.config import parse_config, read_raw
+from kb_service.config import config_from_raw, read_raw
 from kb_service.evaluation import EvalQuery, evaluate, paired_p_value
 from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
@@ -99,9 +99,8 @@ class Tuner:
 
     def per_query(self, raw: dict, queries: list[EvalQuery]) -> dict[str, float]:
         """nDCG@10 of each query under the candidate `raw` config."""
-        text = overlay(self.base_path, read_raw(self.base_path), raw)
         config = self.service.runtime.environment.apply(
-            parse_config(text, str(self.base_path.parent / "tuning-candidate.yaml")))
+            config_from_raw(raw, str(self.base_path.parent / "tuning-candidate.yaml")))
         self.service.reload_config(replace(config, version=f"tune-{self.evaluations}"))
         self.evaluations += 1
         return evaluate(queries, self.qrels, lambda q: [

@@ -55,3 +55,23 @@ def test_an_overlay_without_changes_is_the_config_itself(tmp_path):
     path = tmp_path / "same.yaml"
     path.write_text(overlay(base, read_raw(base), read_raw(base)), encoding="utf-8")
     assert load_config(path).scoring == load_config(base).scoring
+
+
+def test_a_candidate_built_in_memory_is_the_config_its_written_overlay_gives(tmp_path):
+    """Tuning scores candidates from changed values without writing and parsing each; the overlay it finally
+    writes must give the same config (weights, formula, version) as the candidate it scored."""
+    from dataclasses import replace
+
+    from kb_service.config import config_from_raw, read_raw
+    from kb_service.tuning import overlay, tunable_paths, with_value
+    from tests.conftest import REPO
+
+    base = REPO / "config.yaml"
+    raw = read_raw(base)
+    paths = tunable_paths(raw)
+    candidate = with_value(with_value(raw, paths[0], 3.5), paths[-1], 0.0)
+    written = tmp_path / "tuned.yaml"
+    written.write_text(overlay(base, raw, candidate), encoding="utf-8")
+    in_memory, from_file = config_from_raw(candidate, str(written)), load_config(written)
+    assert replace(in_memory, source="") == replace(from_file, source="")
+    assert in_memory.version != load_config(base).version
