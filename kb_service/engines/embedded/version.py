@@ -172,7 +172,7 @@ def _read_record(stored: MappedLines, index: int) -> KnowledgeRecord:
 
 
 class EmbeddedVersion:
-    """A version's files opened for searching: columns in memory, vectors and BM25 matrices memory-mapped."""
+    """A version's files opened for searching: columns in memory, vectors and BM25 postings memory-mapped."""
 
     def __init__(self, directory: Path, engine: EngineConfig):
         self.directory = Path(directory)
