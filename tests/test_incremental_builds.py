@@ -23,9 +23,10 @@ def _vectors(count: int, dims: int = 4) -> dict[str, np.ndarray]:
     return {f"h{i}": rows[i] for i in range(count)}
 
 
-def _emptied_table(cache: EmbeddingCache) -> None:
-    cache._db.execute("DELETE FROM vectors")
-    cache._db.commit()
+def _emptied_table(path) -> None:
+    """Every vector gone from the cache's table, so what is still found can only come from the snapshot."""
+    with sqlite3.connect(path) as table:
+        table.execute("DELETE FROM vectors")
 
 
 def test_the_last_builds_snapshot_answers_without_the_table(tmp_path):
@@ -33,7 +34,7 @@ def test_the_last_builds_snapshot_answers_without_the_table(tmp_path):
     cache = EmbeddingCache(tmp_path / "embeddings.sqlite", "model-a", 4)
     cache.put_many(known)
     cache.remember(list(known), np.stack(list(known.values())))
-    _emptied_table(cache)
+    _emptied_table(tmp_path / "embeddings.sqlite")
     found = cache.get_many(["h3", "h0", "h9"])
     assert sorted(found) == ["h0", "h3"]
     assert np.array_equal(found["h3"], known["h3"]) and np.array_equal(found["h0"], known["h0"])
@@ -75,8 +76,7 @@ def test_a_build_reusing_the_last_ones_work_serves_what_a_full_build_serves(chan
     before, after = changed_kb
     incremental = Runtime(make_config(tmp_path / "incremental", share_cache=False))
     load_files(incremental, [str(before)])
-    with sqlite3.connect(tmp_path / "incremental" / "cache" / "embeddings.sqlite") as table:
-        table.execute("DELETE FROM vectors")  # so what the next build reuses can only come from the snapshot
+    _emptied_table(tmp_path / "incremental" / "cache" / "embeddings.sqlite")
     assert load_files(incremental, [str(after)]).encoded == 41, "only the edited and added records are encoded"
     full = Runtime(make_config(tmp_path / "full", share_cache=False))
     load_files(full, [str(after)])  # a cache of its own: every vector encoded now

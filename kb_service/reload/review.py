@@ -184,10 +184,7 @@ class ReviewDatabase:
         with self.engine.connect() as connection:
             for row in connection.execute(select(*columns).where(approved, live).order_by(knowledge_review.c.kid)):
                 raw = {k: v for k, v in zip(RECORD_COLUMNS, row, strict=True) if v is not None or k == "confidence"}
-                record, fingerprint = _trusted(raw, trusted.get(raw["kid"]))
-                if record is None:
-                    record = KnowledgeRecord.from_mapping(raw)
-                    fingerprint = record.fingerprint()
+                record, fingerprint = _trusted(raw, trusted.get(raw["kid"])) or _validated(raw)
                 records.append(record)
                 fingerprints[record.kid] = fingerprint
             expired = connection.execute(select(func.count()).where(approved, ~live)).scalar_one()
@@ -228,15 +225,21 @@ class ReviewDatabase:
         self.database.dispose()
 
 
-def _trusted(raw: dict, expected: str | None) -> tuple[KnowledgeRecord | None, str]:
-    """The row as the record whose content hash is `expected`, if it is that record; else (None, "")."""
+def _trusted(raw: dict, expected: str | None) -> tuple[KnowledgeRecord, str] | None:
+    """The row as the record whose content hash is `expected`, with that hash, if it is that record."""
     if expected is None:
-        return None, ""
+        return None
     try:
         record = KnowledgeRecord.from_stored(raw)
     except TypeError:  # a required column is NULL: validation names it
-        return None, ""
-    return (record, expected) if record.fingerprint() == expected else (None, "")
+        return None
+    return (record, expected) if record.fingerprint() == expected else None
+
+
+def _validated(raw: dict) -> tuple[KnowledgeRecord, str]:
+    """The row checked against the schema as a file's record is (RecordError names the field), with its hash."""
+    record = KnowledgeRecord.from_mapping(raw)
+    return record, record.fingerprint()
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:

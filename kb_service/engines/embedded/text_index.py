@@ -89,9 +89,10 @@ class FieldTextIndex:
         term_ids = np.fromiter(map(vocabulary.__getitem__, chain.from_iterable(tokens)), dtype=np.int64,
                                count=int(lengths.sum()))
         documents = np.repeat(np.arange(len(tokens), dtype=np.int64), lengths)
-        pairs, frequencies = np.unique(term_ids * max(len(tokens), 1) + documents, return_counts=True)
-        terms = pairs // max(len(tokens), 1)
-        postings = {"docs": (pairs % max(len(tokens), 1)).astype(np.int32),
+        width = max(len(tokens), 1)  # one key per (term, document): term-major, documents ascending within
+        pairs, frequencies = np.unique(term_ids * width + documents, return_counts=True)
+        terms = pairs // width
+        postings = {"docs": (pairs % width).astype(np.int32),
                     "tf": frequencies.astype(np.float32),
                     "starts": np.searchsorted(terms, np.arange(len(vocabulary) + 1)).astype(np.int64)}
         return cls(vocabulary, postings, lengths.astype(np.float32), segmented, k1, b)
