@@ -13,6 +13,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import requests
 
 from kb_service.http.auth import digest, new_key
 from kb_service.process import fresh_metrics_dir
-from tests.conftest import config_text, loaded, running_server, server_pid, wait_for
+from tests.conftest import config_text, loaded, read_jsonl, running_server, server_pid, wait_for, write_jsonl
 
 KEY = new_key()[0]
 
@@ -28,11 +29,16 @@ KEY = new_key()[0]
 @pytest.fixture
 def deploy_dir(tmp_path, capital_kb_file) -> tuple[Path, Path, Path]:
     """A data directory serving the capital KB, and a config with an admin key, a short worker timeout and
-    reloads from the same KB file (a `wait: true` reload is a request that takes seconds)."""
+    reloads from the capital KB plus 200 records no cache has seen, so a `wait: true` reload is a request
+    that takes seconds: it encodes them, segments them and refits the link model."""
+    unseen = uuid.uuid4().hex
+    reloaded = write_jsonl(tmp_path / "reload.jsonl", [*read_jsonl(capital_kb_file), *(
+        {"kid": f"deploy:{i}", "knowledge": f"部署测试地{i}", "attribute": "说明", "value": f"{unseen} 第{i}条说明",
+         "category": "城市"} for i in range(200))])
     config_path = tmp_path / "config.yaml"
     config_path.write_text(config_text(
         ("  admin_key_sha256: []", f"  admin_key_sha256: [{digest(KEY)}]"),
-        ("  files: []  ", f"  files: [{capital_kb_file}]  "),
+        ("  files: []  ", f"  files: [{reloaded}]  "),
         ("  worker_timeout_s: 30 ", "  worker_timeout_s: 3 ")), encoding="utf-8")
     return tmp_path, loaded(tmp_path / "data", capital_kb_file), config_path
 
