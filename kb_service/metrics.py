@@ -72,3 +72,10 @@ def exposition() -> tuple[bytes, str]:
         multiprocess_collector.MultiProcessCollector(registry, path=_shared[0])
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def forget_process(pid: int) -> None:
+    """Drops the live gauges of a process that has ended (a reload's build process), whose last values would
+    otherwise stay in the shared exposition; its counters and histograms stay counted."""
+    if _shared:
+        multiprocess_collector.mark_process_dead(pid, _shared[0])

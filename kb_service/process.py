@@ -55,6 +55,7 @@ def serve(runtime: Runtime, host: str | None = None, port: int | None = None, wo
     from kb_service.http.app import create_app
     from kb_service.http.prefork import Prefork
     from kb_service.http.server import run_server
+    from kb_service.reload.apart import reload_apart
     from kb_service.reload.schedule import build_scheduler
     from kb_service.serving.service import SearchService, frozen_changes
 
@@ -72,8 +73,8 @@ def serve(runtime: Runtime, host: str | None = None, port: int | None = None, wo
 
     def work(listener: socket.socket, heartbeat: Callable[[], None]) -> None:  # in each forked worker
         service = serving["service"]
-        run_server(create_app(service.runtime, service=service), service.runtime.config.server, listener,
-                   heartbeat)
+        app = create_app(service.runtime, service=service, reload=reload_apart)
+        run_server(app, service.runtime.config.server, listener, heartbeat)
 
     def follow() -> None:  # replacement workers are forked from the parent: keep it on the served version
         try:
@@ -96,7 +97,7 @@ def serve(runtime: Runtime, host: str | None = None, port: int | None = None, wo
             logs.configure(log.isEnabledFor(logging.DEBUG), settings.server.log_format.value)
         log.info("SIGHUP: config %s from %s; replacing the workers one at a time", settings.version, settings.source)
 
-    scheduler = build_scheduler(runtime)
+    scheduler = build_scheduler(runtime, reload=reload_apart)
     if scheduler is not None:
         scheduler.start()
         log.info("scheduled reloads: %s", config.reload.cron or f"every {config.reload.interval_minutes} min")

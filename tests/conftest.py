@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from kb_service.config import ServiceConfig, parse_config
+from kb_service.ingest.readers import read_records
+from kb_service.reload.review import ReviewDatabase
 from kb_service.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -508,3 +510,28 @@ def searching_in_background(service, query: str, threads: int = 3):
         stop.set()
         for worker in workers:
             worker.join()
+
+
+def reviewed_kb(data_dir: Path, kb_file: Path, share_cache: bool = True) -> tuple[ServiceConfig, ReviewDatabase]:
+    """A review database holding the KB, every record approved, and its config."""
+    config = make_config(data_dir, share_cache=share_cache)
+    database = ReviewDatabase(config.reload.database_url(config.paths))
+    database.import_records(read_records([str(kb_file)]).records)
+    assert database.counts()["pending"] > 1000
+    database.set_status(None, "approved", "alice")
+    return config, database
+
+
+@pytest.fixture()
+def reviewed(tmp_path, small_kb_file):
+    config, database = reviewed_kb(tmp_path / "data", small_kb_file)
+    yield config, database
+    database.close()
+
+
+@pytest.fixture()
+def reviewed_cold(tmp_path, small_kb_file):
+    """As `reviewed`, with an empty embedding cache of its own, for counting what reloads encode."""
+    config, database = reviewed_kb(tmp_path / "data", small_kb_file, share_cache=False)
+    yield config, database
+    database.close()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -43,31 +44,6 @@ def _database(config) -> ReviewDatabase:
     return ReviewDatabase(config.reload.database_url(config.paths))
 
 
-def _reviewed_kb(data_dir, small_kb_file, share_cache: bool = True):
-    """A review database holding the small KB, every record approved, and its config."""
-    config = _config(data_dir, share_cache=share_cache)
-    database = _database(config)
-    database.import_records(read_records([str(small_kb_file)]).records)
-    assert database.counts()["pending"] > 1000
-    database.set_status(None, "approved", "alice")
-    return config, database
-
-
-@pytest.fixture()
-def reviewed(tmp_path, small_kb_file):
-    config, database = _reviewed_kb(tmp_path / "data", small_kb_file)
-    yield config, database
-    database.close()
-
-
-@pytest.fixture()
-def reviewed_cold(tmp_path, small_kb_file):
-    """As `reviewed`, with an empty embedding cache of its own, for counting what reloads encode."""
-    config, database = _reviewed_kb(tmp_path / "data", small_kb_file, share_cache=False)
-    yield config, database
-    database.close()
-
-
 def _served_records(config) -> int:
     store = Runtime(config).engine
     return next(v for v in store.versions() if v.current).manifest["records"]
@@ -92,7 +68,7 @@ def test_review_flow_reload_counts_and_the_changed_records_only_are_encoded(revi
     assert first.counts.encoded == first.counts.records
     assert _served_records(config) == first.counts.records
     records = read_records([str(small_kb_file)]).records
-    edited = [KnowledgeRecord(**{**_fields(r), "value": r.value + "（修订）"}) for r in records[:15]]
+    edited = [replace(r, value=r.value + "（修订）") for r in records[:15]]
     assert database.import_records(edited).changed == 15
     pending_out = run_reload(Runtime(config))
     assert (pending_out.counts.removed, pending_out.counts.encoded) == (15, 0)
@@ -102,10 +78,6 @@ def test_review_flow_reload_counts_and_the_changed_records_only_are_encoded(revi
     assert back.counts.encoded == 15 and back.counts.reused == back.counts.records - 15
     runs = history_of(Runtime(config)).runs()
     assert [r.status for r in runs[:3]] == ["succeeded"] * 3 and runs[0].version == back.version
-
-
-def _fields(record: KnowledgeRecord) -> dict:
-    return {name: getattr(record, name) for name in record.__slots__}
 
 
 def test_removed_ratio_gate_refuses_and_force_overrides(reviewed):
@@ -204,7 +176,7 @@ def test_quality_pass_merges_particle_only_duplicates_keeping_the_expert_record(
 def test_a_reload_killed_mid_build_leaves_the_served_version_and_the_next_one_succeeds(tmp_path, reviewed):
     config, database = reviewed
     served = run_reload(Runtime(config)).version
-    edited = [KnowledgeRecord(**{**_fields(r), "value": r.value + "!"})
+    edited = [replace(r, value=r.value + "!")
               for r in read_records([str(_export(tmp_path, database))]).records[:50]]
     database.import_records(edited, status="approved", reviewer="erin")
     config_path = tmp_path / "config.yaml"
@@ -331,7 +303,7 @@ def test_idioms_end_to_end_scheduled_full_reload_then_one_percent_change(tmp_pat
         scheduler.shutdown(wait=True)
     full = next(r for r in reversed(history_of(Runtime(config)).runs()) if r.status == "succeeded")
     assert full.trigger == "schedule" and full.counts.encoded == full.counts.records
-    changed = [KnowledgeRecord(**{**_fields(r), "value": r.value + "（专家修订）"}) for r in records[::100]]
+    changed = [replace(r, value=r.value + "（专家修订）") for r in records[::100]]
     assert database.import_records(changed, status="approved", reviewer="expert").changed == len(changed)
     partial = run_reload(Runtime(config))
     # an edited record no longer merges with its near-duplicate, which then comes back as added

@@ -141,10 +141,11 @@ def cmd_reloads(runtime: Runtime, args) -> int:
 
 
 def cmd_schedule(runtime: Runtime, args) -> int:
+    from kb_service.reload.apart import reload_apart
     from kb_service.reload.schedule import build_scheduler
 
     config = runtime.config
-    scheduler = build_scheduler(runtime, blocking=True)
+    scheduler = build_scheduler(runtime, blocking=True, reload=reload_apart)
     if scheduler is None:
         print("kb: no schedule: set reload.cron or reload.interval_minutes in the config", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from kb_service.config import ConfigError, Role
 from kb_service.errors import InputError
 from kb_service.http.auth import role_required
 from kb_service.http.bodies import json_object
-from kb_service.reload.run import history_of, rollback, run_reload
+from kb_service.reload.run import Reloader, history_of, rollback
 from kb_service.serving.service import SearchService
 from kb_service.validation import Flag, parse_int, validated
 
@@ -69,18 +69,19 @@ def start_reload():
     if force:
         audit.info("reload by key %s overrides its gates (force)", g.key_id)
     runtime, trigger = _service().runtime, f"api:{g.key_id}"
+    reload: Reloader = current_app.extensions["kb_reload"]
     if not wait:
         app = current_app._get_current_object()  # type: ignore[attr-defined]  # werkzeug's proxy, untyped
 
         def background():
             try:
-                run_reload(runtime, trigger=trigger, force=force)
+                reload(runtime, trigger, force)
             except Exception:
                 app.logger.exception("reload started through the API did not switch")
 
         threading.Thread(target=background, name="kb-reload", daemon=True).start()
         return jsonify({"status": "started", "history": "/admin/reloads"}), 202
-    run = run_reload(runtime, trigger=trigger, force=force)
+    run = reload(runtime, trigger, force)
     _service().refresh()  # this worker answers from the new version at once; the others within a second
     return jsonify(run.to_dict())
 

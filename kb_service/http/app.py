@@ -32,6 +32,7 @@ from kb_service.feedback.judgments import JudgmentStore
 from kb_service.feedback.query_log import QueryLog
 from kb_service.http import admin, console, ingest, openapi, ops, search
 from kb_service.http.auth import AccessStore, client_address
+from kb_service.reload.run import Reloader, run_reload
 from kb_service.runtime import Runtime
 from kb_service.serving.service import ConfigReloadError, NotReadyError, SearchService
 from query_understanding.normalise import normalise_text
@@ -195,9 +196,11 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
-def create_app(runtime: Runtime, service: SearchService | None = None, watch: bool = True) -> Flask:
+def create_app(runtime: Runtime, service: SearchService | None = None, watch: bool = True,
+               reload: Reloader = run_reload) -> Flask:
     """The API over `service` (one is opened on `runtime` when not given); `watch` follows new versions and
-    config changes every second, as a server does."""
+    config changes every second, as a server does; POST /admin/reload runs `reload` (`kb serve` passes one
+    that builds in a child process)."""
     config = runtime.config
     service = service or SearchService(runtime)
     watcher = ConfigWatcher(service)
@@ -216,6 +219,7 @@ def create_app(runtime: Runtime, service: SearchService | None = None, watch: bo
     app.extensions["kb_asked"] = functools.partial(_asked, service, query_log, app.extensions.get("kb_events"))
     app.extensions["kb_access"] = AccessStore(runtime.state("access"))
     app.extensions["kb_config_watcher"] = watcher
+    app.extensions["kb_reload"] = reload
     if watch:
         ops.publish_state(service)  # metrics and log lines name the served version from the first request
         stop = threading.Event()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kb_service import metrics
@@ -201,6 +202,9 @@ def _reload(runtime: Runtime, run: ReloadRun, history: ReloadHistory, force: boo
     engine.prune(config.engine.keep_versions)
     history.replace_snapshot(contents, previous)
     run.status = RunStatus.SUCCEEDED
+
+
+Reloader = Callable[[Runtime, str, bool], ReloadRun]  # run_reload, or reload_apart in a long-lived server
 
 
 class RollbackError(ConflictError):

@@ -17,16 +17,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from kb_service import metrics
 from kb_service.reload.history import RunStatus
-from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, history_of, run_reload
+from kb_service.reload.run import ReloadBusyError, Reloader, ReloadRefusedError, history_of, run_reload
 from kb_service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def scheduled_reload(runtime: Runtime) -> None:
+def scheduled_reload(runtime: Runtime, reload: Reloader = run_reload) -> None:
     """The job: a reload whose every outcome lands in the history and the log, never in the scheduler."""
     try:
-        run_reload(runtime, trigger="schedule")
+        reload(runtime, "schedule", False)
     except ReloadBusyError as err:
         history = history_of(runtime)
         run = history.start("schedule")
@@ -40,8 +40,8 @@ def scheduled_reload(runtime: Runtime) -> None:
         log.exception("scheduled reload failed; still serving the previous version")
 
 
-def build_scheduler(runtime: Runtime, blocking: bool = False) -> BaseScheduler | None:
-    """A scheduler running the configured reloads, or None when no schedule is configured."""
+def build_scheduler(runtime: Runtime, blocking: bool = False, reload: Reloader = run_reload) -> BaseScheduler | None:
+    """A scheduler running the configured reloads with `reload`, or None when no schedule is configured."""
     settings = runtime.config.reload
     if settings.cron:
         trigger = CronTrigger.from_crontab(settings.cron)
@@ -52,5 +52,5 @@ def build_scheduler(runtime: Runtime, blocking: bool = False) -> BaseScheduler |
     kind = BlockingScheduler if blocking else BackgroundScheduler
     scheduler = kind(job_defaults={"coalesce": True, "max_instances": 1,
                                    "misfire_grace_time": settings.misfire_grace_s})
-    scheduler.add_job(scheduled_reload, trigger, args=[runtime], id="kb-reload", name="KB reload")
+    scheduler.add_job(scheduled_reload, trigger, args=[runtime, reload], id="kb-reload", name="KB reload")
     return scheduler
