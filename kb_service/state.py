@@ -19,13 +19,39 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, func, make_url, select, text
+from sqlalchemy import (
+    URL,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    func,
+    make_url,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.types import TypeEngine
 
 from kb_service import logs
 from kb_service.config import ServiceConfig
 from kb_service.errors import InputError
+
+
+def table(name: str, key: Column, *columns: Column, **required: type[TypeEngine]) -> Table:
+    """A state store's table: its key, then `columns` as given, then the `required` ones (NOT NULL), in order."""
+    return Table(name, MetaData(), key, *columns, *(Column(n, kind, nullable=False) for n, kind in required.items()))
+
+
+def serial_key() -> Column:
+    """An autoincrementing integer `id`, for rows that have no natural key."""
+    return Column("id", Integer, primary_key=True, autoincrement=True)
+
 
 MAX_SECRET_BYTES = 4096
 SCHEMA_LOCK = 0x6B62_7374_6174_65  # the advisory lock taken while creating tables ("kbstate")

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Column, Float, MetaData, Table, Text, delete, func, select
+from sqlalchemy import Float, Text, delete, func, select
 from sqlalchemy import Integer as IntegerColumn
 
-from kb_service.state import StateDatabase
+from kb_service.state import StateDatabase, serial_key, table
 from kb_service.validation import Integer, validated
 
 MAX_EVENTS_PER_REQUEST = 1000
@@ -76,16 +76,8 @@ def parse_events(body: object) -> list[SearchEvent]:
                         now if e.timestamp is None else float(e.timestamp)) for e in parsed.events]
 
 
-events = Table(
-    "events", MetaData(),
-    Column("id", IntegerColumn, primary_key=True, autoincrement=True),
-    Column("query_id", Text, nullable=False),
-    Column("query", Text, nullable=False),
-    Column("kid", Text, nullable=False),
-    Column("position", IntegerColumn, nullable=False),
-    Column("action", Text, nullable=False),
-    Column("timestamp", Float, nullable=False),
-)
+events = table("events", serial_key(), query_id=Text, query=Text, kid=Text, position=IntegerColumn, action=Text,
+               timestamp=Float)
 
 
 class EventStore:

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, Float, MetaData, Table, Text, func, select
+from sqlalchemy import Float, Text, func, select
 from sqlalchemy import Integer as IntegerColumn
 
 from kb_service.errors import InputError
 from kb_service.evaluation import read_qrels, read_queries, write_judgments
-from kb_service.state import StateDatabase
+from kb_service.state import StateDatabase, serial_key, table
 from kb_service.validation import Integer
 
 GRADES = range(0, 4)
@@ -45,18 +45,9 @@ class Rating:
 JUDGED = "judged"  # the task (and qid prefix) of ratings people gave in the console
 
 
-ratings = Table(
-    "ratings", MetaData(),
-    Column("id", IntegerColumn, primary_key=True, autoincrement=True),
-    Column("query", Text, nullable=False),
-    Column("kid", Text, nullable=False),
-    Column("grade", IntegerColumn, nullable=False),
-    Column("rater", Text, nullable=False),
-    Column("rated_at", Float, nullable=False),
-    Column("config_version", Text, nullable=False),
-    Column("index_version", Text, nullable=False),
-)
-RATING_COLUMNS = ("query", "kid", "grade", "rater", "rated_at", "config_version", "index_version")
+ratings = table("ratings", serial_key(), query=Text, kid=Text, grade=IntegerColumn, rater=Text, rated_at=Float,
+                config_version=Text, index_version=Text)
+RATING_COLUMNS = tuple(column.name for column in ratings.columns if column.name != "id")
 
 
 class JudgmentStore:

@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Column, Float, MetaData, Table, Text, select, update
+from sqlalchemy import Column, Float, Text, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from kb_service.errors import InputError
 from kb_service.feedback.click_model import Judgment
 from kb_service.records import KnowledgeRecord
 from kb_service.runtime import Runtime
-from kb_service.state import StateDatabase, StateDatabaseError, state_url
+from kb_service.state import StateDatabase, StateDatabaseError, state_url, table
 from query_understanding.normalise import normalise_text
 from query_understanding.parsed_query import ParsedQuery
 
@@ -44,18 +44,9 @@ MIN_CLICKS = 2  # clicks on that record before it stands for what the query's us
 MAX_EXAMPLES = 5  # queries kept as a proposal's evidence
 MAX_PHRASE_CHARS = 64  # a longer question part is a sentence, not a phrasing to learn
 
-proposals = Table(
-    "understanding_proposals", MetaData(),
-    Column("id", Text, primary_key=True),
-    Column("kind", Text, nullable=False),
-    Column("text", Text, nullable=False),
-    Column("target", Text, nullable=False),
-    Column("evidence", Text, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("reviewer", Text),
-    Column("decided_at", Float),
-    Column("mined_at", Float, nullable=False),
-)
+proposals = table("understanding_proposals", Column("id", Text, primary_key=True), Column("reviewer", Text),
+                  Column("decided_at", Float), kind=Text, text=Text, target=Text, evidence=Text, status=Text,
+                  mined_at=Float)
 
 
 @dataclass(frozen=True)
