@@ -13,19 +13,26 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from scoring.expressions import PAINLESS_VARIABLES, Expr, Param, Var, call, evaluate, render_painless, variables_of
+from scoring.settings import check_settings, setting
 
 FORMULA_TERMS: dict[str, type[FormulaTerm]] = {}
 
 
-def register_term(cls):
-    FORMULA_TERMS[cls.term] = cls
-    return cls
-
-
 @dataclass(frozen=True)
 class FormulaTerm:
+    """A term of the formula; a subclass names itself (`class CosineTerm(FormulaTerm, term="cosine")`), which
+    registers it for config.yaml, and declares its settings' limits with `setting`."""
+
     term: ClassVar[str]
     weight: float = 1.0
+
+    def __init_subclass__(cls, term: str, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        cls.term = term
+        FORMULA_TERMS[term] = cls
+
+    def __post_init__(self):
+        check_settings(self)
 
     def raw(self) -> Expr:
         """The unweighted value of this term for one document."""
@@ -38,12 +45,9 @@ class FormulaTerm:
         return {"term": self.term, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
 
-@register_term
 @dataclass(frozen=True)
-class CosineTerm(FormulaTerm):
+class CosineTerm(FormulaTerm, term="cosine"):
     """Cosine similarity of query and record vectors, shifted to [0, 1] because engine scores must be >= 0."""
-
-    term: ClassVar[str] = "cosine"
 
     def raw(self) -> Expr:
         return (Var("cosine") + 1.0) / 2.0
@@ -52,27 +56,18 @@ class CosineTerm(FormulaTerm):
 TEXT_NORMALISATIONS = ("saturation", "logistic", "legacy_sigmoid")
 
 
-@register_term
 @dataclass(frozen=True)
-class TextScoreTerm(FormulaTerm):
+class TextScoreTerm(FormulaTerm, term="text"):
     """The bool query's BM25 `_score` squashed into [0, 1] so it can be weighed against cosine.
 
     `saturation` is s/(s+k); `logistic` is 1/(1+e^-(s-midpoint)/scale); `legacy_sigmoid` is the original
     formula's painless `sigmoid(1, Math.E, _score)` = 1/(1+e^s), kept only so old configs can be measured:
     it falls as text relevance rises.
     """
-
-    term: ClassVar[str] = "text"
-    normalise: str = "saturation"
-    k: float = 20.0
+    normalise: str = setting("saturation", one_of=TEXT_NORMALISATIONS)
+    k: float = setting(20.0, above=0.0)
     midpoint: float = 20.0
-    scale: float = 5.0
-
-    def __post_init__(self):
-        if self.normalise not in TEXT_NORMALISATIONS:
-            raise ValueError(f"normalise must be one of {', '.join(TEXT_NORMALISATIONS)}")
-        if self.k <= 0 or self.scale <= 0:
-            raise ValueError("k and scale must be > 0")
+    scale: float = setting(5.0, above=0.0)
 
     def raw(self) -> Expr:
         score = Var("text_score")
@@ -89,22 +84,15 @@ class TextScoreTerm(FormulaTerm):
 CONFIDENCE_TRANSFORMS = ("linear", "log1p", "guarded_inverse_log", "inverse_log")
 
 
-@register_term
 @dataclass(frozen=True)
-class ConfidenceTerm(FormulaTerm):
+class ConfidenceTerm(FormulaTerm, term="confidence"):
     """The record's confidence; a null confidence reads as the configured `null_confidence`.
 
     `inverse_log` is the original formula's literal `1 / Math.log(confidence)`: infinite at 1 and negative
     below 1, kept so the check at load can show why it is refused. `guarded_inverse_log` is 1/ln(1 + e - c),
     finite on [0, 1] and rising with confidence.
     """
-
-    term: ClassVar[str] = "confidence"
-    transform: str = "log1p"
-
-    def __post_init__(self):
-        if self.transform not in CONFIDENCE_TRANSFORMS:
-            raise ValueError(f"transform must be one of {', '.join(CONFIDENCE_TRANSFORMS)}")
+    transform: str = setting("log1p", one_of=CONFIDENCE_TRANSFORMS)
 
     def raw(self) -> Expr:
         confidence = Var("confidence")
@@ -117,17 +105,10 @@ class ConfidenceTerm(FormulaTerm):
         return 1.0 / call("log", 1.0 + math.e - confidence)
 
 
-@register_term
 @dataclass(frozen=True)
-class RecencyTerm(FormulaTerm):
+class RecencyTerm(FormulaTerm, term="recency"):
     """Exponential decay on the age of `update_timestamp`: 1 when fresh, 1/2 after `half_life_days`."""
-
-    term: ClassVar[str] = "recency"
-    half_life_days: float = 365.0
-
-    def __post_init__(self):
-        if self.half_life_days <= 0:
-            raise ValueError("half_life_days must be > 0")
+    half_life_days: float = setting(365.0, above=0.0)
 
     def raw(self) -> Expr:
         return call("exp", -math.log(2.0) * Var("age_days") / Param("half_life_days"))

@@ -9,19 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from query_understanding.normalise import duplicate_key
 from query_understanding.parsed_query import LINK_THRESHOLD
 from scoring.hits import ScoredHit
+from scoring.settings import check_settings, setting
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 RESCORING_STRATEGIES: dict[str, type[RescoringStrategy]] = {}
-
-
-def register_strategy(cls):
-    RESCORING_STRATEGIES[cls.strategy] = cls
-    return cls
 
 
 @dataclass(frozen=True)
@@ -80,8 +76,21 @@ def _days_between(earlier: str, later: datetime) -> float | None:
 
 @dataclass(frozen=True)
 class RescoringStrategy:
+    """A step of the rescoring pipeline; a subclass names itself (`class MinScore(RescoringStrategy,
+    strategy="min_score")`), which registers it for config.yaml, and declares its settings' limits with
+    `setting`. A base without a name (AdditiveStrategy) is not registered."""
+
     strategy: ClassVar[str]
     enabled: bool = True
+
+    def __init_subclass__(cls, strategy: str | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if strategy is not None:
+            cls.strategy = strategy
+            RESCORING_STRATEGIES[strategy] = cls
+
+    def __post_init__(self):
+        check_settings(self)
 
     def apply(self, hits: list[ScoredHit], context: RescoreContext) -> list[ScoredHit]:
         raise NotImplementedError
@@ -105,21 +114,17 @@ class AdditiveStrategy(RescoringStrategy):
         return hits
 
 
-@register_strategy
 @dataclass(frozen=True)
-class ConfidenceBoost(AdditiveStrategy):
+class ConfidenceBoost(AdditiveStrategy, strategy="confidence_boost"):
     """Adds weight x confidence, so reviewed high-confidence knowledge wins ties with extracted guesses."""
-
-    strategy: ClassVar[str] = "confidence_boost"
 
     def value(self, hit, context):
         confidence = hit.record.confidence
         return context.null_confidence if confidence is None else confidence
 
 
-@register_strategy
 @dataclass(frozen=True)
-class LinkedAnswerBoost(RescoringStrategy):
+class LinkedAnswerBoost(RescoringStrategy, strategy="linked_answer_boost"):
     """Adds `weight` to the record that answers the question as understood, a linked entity's linked attribute
     (杭州的人口 → 杭州 / 人口), and `sibling_share` of it to the other records from the same source (`ref`),
     which tells the entity apart from a namesake (哥伦比亚的首都: the country's records, not the US city's).
@@ -132,15 +137,9 @@ class LinkedAnswerBoost(RescoringStrategy):
 
     Text scores cannot rank these alone: an attribute term scores by idf, so a common attribute such as 拼音
     adds less than the entity's name inside another record's value (道听途说怎么读 put 例句 above 拼音)."""
-
-    strategy: ClassVar[str] = "linked_answer_boost"
     weight: float = 0.2
-    sibling_share: float = 0.5
+    sibling_share: float = setting(0.5, at_least=0.0, at_most=1.0)
     overview_attributes: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if not 0.0 <= self.sibling_share <= 1.0:
-            raise ValueError("sibling_share must be in [0, 1]")
 
     def _answers(self, record, context: RescoreContext) -> float:
         share = answer_probability(record, context)
@@ -160,17 +159,10 @@ class LinkedAnswerBoost(RescoringStrategy):
         return hits
 
 
-@register_strategy
 @dataclass(frozen=True)
-class MaxPerEntity(RescoringStrategy):
+class MaxPerEntity(RescoringStrategy, strategy="max_per_entity"):
     """Keeps at most `limit` hits per entity (knowledge name) so one entity cannot fill the page."""
-
-    strategy: ClassVar[str] = "max_per_entity"
-    limit: int = 3
-
-    def __post_init__(self):
-        if self.limit < 1:
-            raise ValueError("limit must be >= 1")
+    limit: int = setting(3, at_least=1)
 
     def apply(self, hits, context):
         seen: dict[str, int] = {}
@@ -182,59 +174,39 @@ class MaxPerEntity(RescoringStrategy):
         return kept
 
 
-@register_strategy
 @dataclass(frozen=True)
-class MinScore(RescoringStrategy):
+class MinScore(RescoringStrategy, strategy="min_score"):
     """Drops hits whose score so far is below `threshold`."""
-
-    strategy: ClassVar[str] = "min_score"
     threshold: float = 0.0
 
     def apply(self, hits, context):
         return [hit for hit in hits if hit.score >= self.threshold]
 
 
-@register_strategy
 @dataclass(frozen=True)
-class ExpertVerifiedBoost(AdditiveStrategy):
+class ExpertVerifiedBoost(AdditiveStrategy, strategy="expert_verified_boost"):
     """Adds `weight` to records an expert has verified (the document's 专家知识 boost)."""
-
-    strategy: ClassVar[str] = "expert_verified_boost"
     weight: float = 0.2
 
     def value(self, hit, context):
         return float(hit.record.expert_verified)
 
 
-@register_strategy
 @dataclass(frozen=True)
-class RecencyDecay(AdditiveStrategy):
+class RecencyDecay(AdditiveStrategy, strategy="recency_decay"):
     """Adds weight x 2^(-age / half_life) on `update_timestamp`: fresher knowledge ranks higher."""
-
-    strategy: ClassVar[str] = "recency_decay"
-    half_life_days: float = 365.0
-
-    def __post_init__(self):
-        if self.half_life_days <= 0:
-            raise ValueError("half_life_days must be > 0")
+    half_life_days: float = setting(365.0, above=0.0)
 
     def value(self, hit, context):
         age = _days_between(hit.record.update_timestamp, context.now)
         return 0.0 if age is None else 0.5 ** (max(age, 0.0) / self.half_life_days)
 
 
-@register_strategy
 @dataclass(frozen=True)
-class ExpiryDecay(AdditiveStrategy):
+class ExpiryDecay(AdditiveStrategy, strategy="expiry_decay"):
     """Subtracts up to `weight` as a hot entry nears `expires_at` (linearly over the last `window_days`)."""
-
-    strategy: ClassVar[str] = "expiry_decay"
     weight: float = 0.2
-    window_days: float = 7.0
-
-    def __post_init__(self):
-        if self.window_days <= 0:
-            raise ValueError("window_days must be > 0")
+    window_days: float = setting(7.0, above=0.0)
 
     def value(self, hit, context):
         since = _days_between(hit.record.expires_at, context.now)
@@ -244,12 +216,9 @@ class ExpiryDecay(AdditiveStrategy):
         return -self.weight
 
 
-@register_strategy
 @dataclass(frozen=True)
-class CategoryWeights(AdditiveStrategy):
+class CategoryWeights(AdditiveStrategy, strategy="category_weights"):
     """Adds a per-category amount from a table (`default` for categories not listed)."""
-
-    strategy: ClassVar[str] = "category_weights"
     weights: dict[str, float] = field(default_factory=dict)
     default: float = 0.0
 
@@ -260,12 +229,9 @@ class CategoryWeights(AdditiveStrategy):
         return self.weights.get(hit.record.category, self.default)
 
 
-@register_strategy
 @dataclass(frozen=True)
-class NearDuplicateCollapse(RescoringStrategy):
+class NearDuplicateCollapse(RescoringStrategy, strategy="near_duplicate_collapse"):
     """Keeps the best of records that differ only by particles (的/了/地/得), spacing or punctuation."""
-
-    strategy: ClassVar[str] = "near_duplicate_collapse"
 
     def apply(self, hits, context):
         kept, seen = [], set()
@@ -278,20 +244,13 @@ class NearDuplicateCollapse(RescoringStrategy):
         return kept
 
 
-@register_strategy
 @dataclass(frozen=True)
-class EntityGrouping(RescoringStrategy):
+class EntityGrouping(RescoringStrategy, strategy="entity_grouping"):
     """Adds `weight` x the best score so far among the hits from the same source (`ref`, else the entity name):
     an entity ranks by its best record and its other records follow, since they answer together (an English
     definition that matches an idiom's 解释 brings its 拼音 and 出处 along). With a weight well above the score
     range the page is grouped entity by entity; namesakes have their own `ref` and stay apart."""
-
-    strategy: ClassVar[str] = "entity_grouping"
-    weight: float = 1.0
-
-    def __post_init__(self):
-        if self.weight < 0:
-            raise ValueError("weight must be >= 0")
+    weight: float = setting(1.0, at_least=0.0)
 
     def apply(self, hits, context):
         sources = [source_of(hit.record) for hit in hits]
@@ -306,19 +265,12 @@ class EntityGrouping(RescoringStrategy):
 NORMALISATION_METHODS = ("minmax", "zscore", "rrf")
 
 
-@register_strategy
 @dataclass(frozen=True)
-class ScoreNormalisation(RescoringStrategy):
+class ScoreNormalisation(RescoringStrategy, strategy="normalise"):
     """Rescales scores over the hit list: min-max to [0, 1], z-score, or reciprocal rank fusion of the
     text and vector rankings (1/(k + rank) summed), which ignores score scales altogether."""
-
-    strategy: ClassVar[str] = "normalise"
-    method: str = "minmax"
+    method: str = setting("minmax", one_of=NORMALISATION_METHODS)
     rrf_k: int = 60
-
-    def __post_init__(self):
-        if self.method not in NORMALISATION_METHODS:
-            raise ValueError(f"method must be one of {', '.join(NORMALISATION_METHODS)}")
 
     def apply(self, hits, context):
         if not hits:
