@@ -368,6 +368,20 @@ def postgres() -> PostgresNode:
         subprocess.run([script, "stop"], capture_output=True, timeout=120)
 
 
+def accept_forever(server: socket.socket, handle) -> None:
+    """Hands each connection `server` accepts to `handle`, on a daemon thread, until the server is closed."""
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            handle(client)
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 class TcpRelay:
     """A TCP relay between the service and a search engine node that a test can cut and mend: a real network
     failure, without stopping the node other tests share."""
@@ -379,22 +393,17 @@ class TcpRelay:
         self.open = True
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        accept_forever(self.server, self._relay)
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
+    def _relay(self, client: socket.socket) -> None:
+        with self.lock:
+            if not self.open:
+                client.close()
                 return
-            with self.lock:
-                if not self.open:
-                    client.close()
-                    continue
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pump(source, sink):

@@ -5,13 +5,13 @@ reaches a log line, a message or the public config version."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import ssl
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from kb_service.ingest.readers import read_records
 from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
-from tests.conftest import REPO, config_text, data_dir_sharing_cache
+from tests.conftest import REPO, accept_forever, config_text, data_dir_sharing_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -102,19 +102,11 @@ class TlsListener:
         self.context.load_cert_chain(certificate, key)
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"https://127.0.0.1:{self.server.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        accept_forever(self.server, self._handshake)
 
-    def _serve(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            try:
-                with self.context.wrap_socket(client, server_side=True):
-                    pass
-            except (ssl.SSLError, OSError):
-                pass
+    def _handshake(self, client: socket.socket) -> None:
+        with contextlib.suppress(ssl.SSLError, OSError), self.context.wrap_socket(client, server_side=True):
+            pass
 
 
 def test_the_node_is_secured(secured_opensearch):
