@@ -76,11 +76,14 @@ def serve(runtime: Runtime, host: str | None = None, port: int | None = None, wo
         app = create_app(service.runtime, service=service, reload=reload_apart)
         run_server(app, service.runtime.config.server, listener, heartbeat)
 
-    def follow() -> None:  # replacement workers are forked from the parent: keep it on the served version
+    def before_forks() -> None:  # a new worker starts on the served version, opened once in the parent
         try:
             serving["service"].refresh()
         except Exception:
-            log.exception("the parent process could not open the new version; workers still follow it")
+            log.exception("the parent process could not open the served version; new workers will open it")
+
+    def after_forks() -> None:  # the workers follow CURRENT on their own; the parent holds no version
+        serving["service"].let_go()
 
     def reconfigure() -> None:  # SIGHUP: the new workers start from the config file as it is now
         service = serving["service"]
@@ -105,8 +108,8 @@ def serve(runtime: Runtime, host: str | None = None, port: int | None = None, wo
              "es" if config.server.workers > 1 else "")
     try:
         Prefork(host, port, config.server.workers, work, on_worker_exit=multiprocess.mark_process_dead,
-                tick=follow, reconfigure=reconfigure, drain_s=config.server.drain_s,
-                worker_timeout_s=config.server.worker_timeout_s).run()
+                before_forks=before_forks, after_forks=after_forks, reconfigure=reconfigure,
+                drain_s=config.server.drain_s, worker_timeout_s=config.server.worker_timeout_s).run()
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=False)

@@ -77,15 +77,20 @@ def test_workers_share_metrics_lockout_and_versions(tmp_path, capital_kb_file):
             return len(re.findall(rf'kb_served_version{{[^}}]*index_version="{current}"[^}}]*}} 1\.0', text)) == 2
 
         wait_for(both_serve_it)
-        # the parent follows it too (it maps the new version's vectors), so a replacement worker forks from it
+        # the parent holds no version between forks (the workers map theirs), so its heap does not grow with
+        # the reloads and a pruned version's files are not held
         parent = int(Path(f"/proc/{started['1']}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        wait_for(lambda: f"/{current}/vectors.npy" in Path(f"/proc/{parent}/maps").read_text())
+        versions = str((data_dir / "embedded" / "versions").resolve())
+        assert f"/{current}/vectors.npy" in Path(f"/proc/{started['1']}/maps").read_text()
+        assert versions not in Path(f"/proc/{parent}/maps").read_text()
 
         # a worker killed with -9 is replaced, and the server keeps answering
         victim = int(started["2"])
         os.kill(victim, signal.SIGKILL)
         replacement = int(wait_for(lambda: re.findall(r"worker 2 started \(pid (\d+)\)", log_path.read_text())[1:])[0])
         assert replacement != victim
+        wait_for(both_serve_it)  # the replacement started on the served version, opened for it by the parent
+        assert versions not in Path(f"/proc/{parent}/maps").read_text()
         with ThreadPoolExecutor(4) as pool:
             assert set(pool.map(search, range(20))) == {200}
         scraped = requests.get(f"{base}/metrics", timeout=10).text

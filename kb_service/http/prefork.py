@@ -7,8 +7,10 @@ sync and gthread workers also expect a buffering proxy in front. Waitress buffer
 already carries the lenient request-line parser (server.py); what it lacks, processes, is this module.
 
 The parent never answers requests. It forks the workers, restarts one that dies (telling the metrics
-collector the old one is gone), runs the reload schedule exactly once, and follows CURRENT, so that a worker
-forked to replace another starts on the served version and a pruned version's files are not held open.
+collector the old one is gone) and runs the reload schedule exactly once. It holds the served version only
+while it forks: opened (the one CURRENT names) before a fork so that a new worker starts on it, let go once
+the workers are forked, since each worker follows CURRENT on its own from then on. A parent that followed
+every reload would open each version only to hold it, and its heap would grow with the reloads.
 
 Deploys and faults, without a failed request:
 - SIGTERM or SIGINT: every worker drains (accepts nothing more, answers what is in flight within
@@ -72,17 +74,21 @@ class Prefork:
     """Runs `work(listener, heartbeat)` in `workers` forked processes until the parent is told to stop."""
 
     def __init__(self, host: str, port: int, workers: int, work: Callable[[socket.socket, Callable[[], None]], None],
-                 on_worker_exit: Callable[[int], None] = lambda pid: None, tick: Callable[[], None] = lambda: None,
+                 on_worker_exit: Callable[[int], None] = lambda pid: None,
+                 before_forks: Callable[[], None] = lambda: None, after_forks: Callable[[], None] = lambda: None,
                  reconfigure: Callable[[], None] = lambda: None, drain_s: float = 30.0,
                  worker_timeout_s: float = 30.0):
-        """`tick` runs in the parent about once a second (the server keeps the parent on the served version
-        with it); `reconfigure` runs on SIGHUP before the workers are replaced (the server re-reads its
-        config there, so the new workers start with it)."""
+        """`before_forks` runs in the parent before it forks one or more workers (the server opens the served
+        version there) and `after_forks` once they are forked (it lets the version go); `reconfigure` runs on
+        SIGHUP before the workers are replaced (the server re-reads its config there, so the new workers start
+        with it)."""
         self.listener = listening_socket(host, port)
         self.workers = workers
         self.work = work
         self.on_worker_exit = on_worker_exit
-        self.tick = tick
+        self.before_forks = before_forks
+        self.after_forks = after_forks
+        self._forking_depth = 0  # a death recovered from while a roll forks must not let the version go
         self.reconfigure = reconfigure
         self.drain_s = drain_s
         self.worker_timeout_s = worker_timeout_s
@@ -176,7 +182,20 @@ class Prefork:
         log.error("worker %d (pid %d) exited with status %d; restarting it in %.1fs", worker.number, pid,
                   os.waitstatus_to_exitcode(status), delay)
         time.sleep(delay)
-        self._spawn(worker.number)
+        with self._forking():
+            self._spawn(worker.number)
+
+    @contextlib.contextmanager
+    def _forking(self):
+        if self._forking_depth == 0:
+            self.before_forks()
+        self._forking_depth += 1
+        try:
+            yield
+        finally:
+            self._forking_depth -= 1
+            if self._forking_depth == 0:
+                self.after_forks()
 
     def _retire(self, pid: int) -> None:
         """Tell one worker to drain and wait for it (killed if it outlasts the drain)."""
@@ -199,6 +218,10 @@ class Prefork:
         except Exception:
             log.exception("SIGHUP: the config could not be applied; the workers keep running as they are")
             return
+        with self._forking():
+            self._replace_all()
+
+    def _replace_all(self) -> None:
         for old_pid, old in sorted(self.children.items(), key=lambda item: item[1].number):
             if old_pid in self.retiring or self.stopping:
                 continue
@@ -219,9 +242,9 @@ class Prefork:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._roll_signal)
-        for number in range(1, self.workers + 1):
-            self._spawn(number)
-        ticked = time.monotonic()
+        with self._forking():
+            for number in range(1, self.workers + 1):
+                self._spawn(number)
         while not self.stopping:
             if self.rolling:
                 self.rolling = False
@@ -230,9 +253,6 @@ class Prefork:
                 continue
             self._read_beats()
             self._watch()
-            if time.monotonic() - ticked >= 1.0:
-                self.tick()
-                ticked = time.monotonic()
             time.sleep(0.2)
         self.shutdown()
 

@@ -252,6 +252,14 @@ class SearchService:
         log.info("serving index version %s (%d records, opened in %.1fs)", name, version.size,
                  time.monotonic() - started)
 
+    def let_go(self) -> None:
+        """Serve nothing until the next `refresh`, freeing the version: the prefork parent holds one only while
+        it forks workers, which follow CURRENT on their own."""
+        with self._swap_lock:
+            self._state, self._suggest_for, self._suggest_index = None, None, None
+            self._candidates.clear()
+        release_free_heap()
+
     def _set_fallback(self, fallback: Fallback | None) -> None:
         if fallback != self.fallback and fallback is not None:
             log.error("%s; serving %s instead", fallback.reason, fallback.serving)
