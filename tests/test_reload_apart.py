@@ -47,8 +47,8 @@ def test_an_error_in_the_child_keeps_its_status_code_and_field(tmp_path):
     with pytest.raises(KbError) as apart:
         reload_apart(runtime, "test", False)
     assert in_process.value.http_status == 400  # the caller's file, not an internal error
-    assert (apart.value.http_status, apart.value.code, apart.value.exit_code, str(apart.value)) == (
-        in_process.value.http_status, in_process.value.code, in_process.value.exit_code, str(in_process.value))
+    assert (apart.value.http_status, apart.value.code, apart.value.exit_code, apart.value.to_json()) == (
+        in_process.value.http_status, in_process.value.code, in_process.value.exit_code, in_process.value.to_json())
 
 
 def _children() -> list[int]:

@@ -51,12 +51,12 @@ class Job:
 @dataclass(frozen=True)
 class Outcome:
     """The child's answer: the run (succeeded or refused), or the error that stopped it, rebuilt as a KbError
-    with the same status, code, field and message."""
+    with the same status, exit code, code, message, field and details."""
 
     run: ReloadRun | None = None
     refused: bool = False
     busy: str | None = None
-    error: tuple[int, int, str, str, str | None] | None = None  # http status, exit code, code, message, field
+    error: tuple[int, int, str, str, str | None, dict] | None = None  # status, exit code, code, message, field, details
 
 
 def reload_apart(runtime: Runtime, trigger: str = "manual", force: bool = False) -> ReloadRun:
@@ -82,8 +82,8 @@ def reload_apart(runtime: Runtime, trigger: str = "manual", force: bool = False)
     if outcome.busy is not None:
         raise ReloadBusyError(outcome.busy)
     assert outcome.error is not None
-    status, exit_code, code, message, field = outcome.error
-    error = KbError(message, field)
+    status, exit_code, code, message, field, details = outcome.error
+    error = KbError(message, field, **details)
     error.http_status, error.exit_code, error.code = status, exit_code, code
     raise error
 
@@ -113,10 +113,10 @@ def _child() -> int:
         except ReloadBusyError as err:
             outcome = Outcome(busy=err.message)
         except KbError as err:
-            outcome = Outcome(error=(err.http_status, err.exit_code, err.code, err.message, err.field))
+            outcome = Outcome(error=(err.http_status, err.exit_code, err.code, err.message, err.field, err.details))
         except Exception as err:  # the run is recorded as failed; the parent reports it as a KbError
             log.exception("reload failed")
-            outcome = Outcome(error=(500, 1, "reload_failed", f"{type(err).__name__}: {err}", None))
+            outcome = Outcome(error=(500, 1, "reload_failed", f"{type(err).__name__}: {err}", None, {}))
     answer.write(pickle.dumps(outcome))
     answer.close()
     return 0
