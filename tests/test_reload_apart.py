@@ -36,7 +36,7 @@ def test_a_reload_built_apart_switches_and_reports_its_run(reviewed):
     assert refused.value.run.status == "refused" and refused.value.run.id == run.id + 1
     assert runtime.engine.current_name() == run.version
     with reload_lock(runtime.engine), pytest.raises(ReloadBusyError, match="another reload is running"):
-        reload_apart(runtime, "test", False)
+        reload_apart(runtime, "test", False)  # answered before a process is started
 
 
 def test_an_error_in_the_child_keeps_its_status_code_and_field(tmp_path):

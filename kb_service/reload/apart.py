@@ -23,7 +23,7 @@ from kb_service import logs, metrics
 from kb_service.config import ServiceConfig
 from kb_service.errors import KbError
 from kb_service.reload.history import ReloadRun
-from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, run_reload
+from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, reload_lock, run_reload
 from kb_service.runtime import Environment, Runtime
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class Outcome:
 def reload_apart(runtime: Runtime, trigger: str = "manual", force: bool = False) -> ReloadRun:
     """`run_reload` in a child process; returns its run or raises what it raised (ReloadRefusedError,
     ReloadBusyError, a KbError with the child's status and code, BuildProcessError when it died)."""
+    with reload_lock(runtime.engine):
+        pass  # a reload already running is answered at once, not after a process has started to find it out
     job = Job(runtime.config, runtime.environment, trigger, force, log.isEnabledFor(logging.DEBUG),
               runtime.config.server.log_format.value)
     child = subprocess.Popen([sys.executable, "-m", "kb_service.reload.apart"], stdin=subprocess.PIPE,
