@@ -5,7 +5,10 @@ code cross the pipe, and a build killed mid-way takes only the child with it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,7 +22,7 @@ from kb_service.ingest.readers import read_records
 from kb_service.reload.apart import BuildProcessError, reload_apart
 from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, history_of, reload_lock, run_reload
 from kb_service.runtime import Runtime
-from tests.conftest import make_config
+from tests.conftest import REPO, config_text, make_config, wait_for
 
 
 def test_a_reload_built_apart_switches_and_reports_its_run(reviewed):
@@ -89,3 +92,23 @@ def test_a_build_killed_mid_way_leaves_the_served_version_and_the_next_reload_ru
     after = run_reload(runtime)
     assert after.status == "succeeded" and after.counts.updated == len(edited)
     assert [r.status for r in history_of(runtime).runs(2)] == ["succeeded", "crashed"]
+
+
+def test_kb_schedule_builds_each_reload_in_a_process_of_its_own(reviewed, tmp_path):
+    config, _ = reviewed
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(config_text(("data_dir: data", f"data_dir: {config.data_path}"),
+                                       ("  interval_minutes: null", "  interval_minutes: 0.01")), encoding="utf-8")
+    log_path = tmp_path / "schedule.log"
+    with log_path.open("w") as log_file:
+        scheduler = subprocess.Popen([sys.executable, "-m", "kb_service.cli", "--config", str(config_path), "schedule"],
+                                     stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        run = wait_for(lambda: next((r for r in history_of(Runtime(config)).runs() if r.status == "succeeded"), None),
+                       seconds=120)
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+    assert run.trigger == "schedule" and Runtime(config).engine.current_name() == run.version
+    builders = {int(pid) for pid in re.findall(r"reload \(schedule\) building in process (\d+)", log_path.read_text())}
+    assert builders and scheduler.pid not in builders
