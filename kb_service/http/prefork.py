@@ -26,20 +26,19 @@ Deploys and faults, without a failed request:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kb_service.lifetime import end_with_parent
+
 log = logging.getLogger(__name__)
 RESPAWN_BACKOFF_S = (0.5, 1, 2, 5, 10)  # a worker that keeps dying is restarted ever more slowly
 READY_TIMEOUT_S = 60.0  # a new worker in a rolling restart must beat within this long, else the roll stops
-PR_SET_PDEATHSIG = 1
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -48,15 +47,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     listener = socket.create_server((host, port), family=family, backlog=1024)
     listener.setblocking(False)
     return listener
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel to send this process SIGTERM (which drains it) when the parent dies; Linux only. If the
-    parent died before the request took effect, drain now."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -109,7 +99,7 @@ class Prefork:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            _die_with_parent(parent)
+            end_with_parent(signal.SIGTERM, parent)  # SIGTERM drains it
             os.set_blocking(beat_end, False)
 
             def heartbeat() -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from kb_service import logs, metrics
 from kb_service.config import ServiceConfig
 from kb_service.errors import KbError
+from kb_service.lifetime import end_with_parent
 from kb_service.reload.history import ReloadRun
 from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, reload_lock, run_reload
 from kb_service.runtime import Environment, Runtime
@@ -66,7 +67,7 @@ def reload_apart(runtime: Runtime, trigger: str = "manual", force: bool = False)
         pass  # a reload already running is answered at once, not after a process has started to find it out
     job = Job(runtime.config, runtime.environment, trigger, force, log.isEnabledFor(logging.DEBUG),
               runtime.config.server.log_format.value)
-    child = subprocess.Popen([sys.executable, "-m", "kb_service.reload.apart"], stdin=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, "-m", "kb_service.reload.apart", str(os.getpid())], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, start_new_session=True)
     log.info("reload (%s) building in process %d", trigger, child.pid)
     answer, _ = child.communicate(pickle.dumps(job))
@@ -90,22 +91,11 @@ def reload_apart(runtime: Runtime, trigger: str = "manual", force: bool = False)
     raise error
 
 
-def _die_with_parent() -> None:
-    """Asks Linux to end this process when the thread that started it ends (a no-op elsewhere)."""
-    if sys.platform == "linux":
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _child() -> int:
-    _die_with_parent()
+def _child(parent: int) -> int:
+    end_with_parent(signal.SIGKILL, parent)
     answer = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a library that prints must not corrupt the answer
     job: Job = pickle.loads(sys.stdin.buffer.read())  # from the parent that started us
-    if os.getppid() == 1:
-        return 1  # the parent died before the kernel was asked to end us with it
     logs.configure(job.verbose, job.log_format)
     with Runtime(job.config, job.environment) as runtime:
         try:
@@ -127,4 +117,4 @@ def _child() -> int:
 if __name__ == "__main__":
     from kb_service.reload import apart  # the answer's classes pickled under their module's name, not __main__
 
-    sys.exit(apart._child())
+    sys.exit(apart._child(int(sys.argv[1])))
