@@ -4,6 +4,7 @@ code cross the pipe, and a build killed mid-way takes only the child with it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -61,8 +62,12 @@ def _children() -> list[int]:
     return [pid for pid in pids if b"kb_service.reload.apart" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
+def _started(caplog) -> int:
+    return sum("building in process" in record.getMessage() for record in caplog.records)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the child through Linux's /proc")
-def test_a_build_killed_mid_way_leaves_the_served_version_and_the_next_reload_runs(reviewed, small_kb_file):
+def test_a_build_killed_mid_way_leaves_the_served_version_and_the_next_reload_runs(reviewed, small_kb_file, caplog):
     config, database = reviewed
     runtime = Runtime(config)
     served = run_reload(runtime).version
@@ -77,13 +82,20 @@ def test_a_build_killed_mid_way_leaves_the_served_version_and_the_next_reload_ru
         except BaseException as err:
             raised.append(err)
 
+    caplog.set_level(logging.INFO, logger="kb_service.reload.apart")
     thread = threading.Thread(target=reload)
     thread.start()
+    (child,) = wait_for(_children, seconds=60)
+    # refused by the lock the server holds for its build process, even before that process has imported
+    # anything, and without starting a second one
+    with pytest.raises(ReloadBusyError):
+        reload_apart(runtime, "test", False)
+    wait_for(lambda: _started(caplog))  # the first one's line, which may follow its process by a moment
+    assert _children() == [child] and _started(caplog) == 1
     deadline = time.monotonic() + 120
-    while history_of(runtime).runs(1)[0].status != "running":  # the child holds the lock and has begun
+    while history_of(runtime).runs(1)[0].status != "running":  # the child has begun
         assert time.monotonic() < deadline and thread.is_alive(), raised
         time.sleep(0.02)
-    (child,) = _children()
     os.kill(child, signal.SIGKILL)
     thread.join(60)
     assert len(raised) == 1 and isinstance(raised[0], BuildProcessError), raised

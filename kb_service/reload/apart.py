@@ -4,9 +4,10 @@ A build's peak (records, segmentations, vectors, the link model's examples) ends
 staying in the server's allocator, and a build the kernel's OOM killer or an operator kills takes only the
 child with it: the server goes on serving the version it had. The child receives the parent's config and
 environment over a pipe (never on its command line, where other users could read a secret), runs the same
-gated `run_reload` as `kb reload`, and sends the run back. It lives in a session of its own, so a SIGTERM to
-the server's process group lets a build that a draining request waits for finish, and the kernel ends it when
-the thread waiting for it dies.
+gated reload as `kb reload`, and sends the run back. The server holds the reload lock for it from before it
+starts until it ends, so a second reload is refused at once and the lock is free again if the server dies.
+The child lives in a session of its own, so a SIGTERM to the server's process group lets a build that a
+draining request waits for finish, and the kernel ends it when the thread waiting for it dies.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kb_service.config import ServiceConfig
 from kb_service.errors import KbError
 from kb_service.lifetime import end_with_parent
 from kb_service.reload.history import ReloadRun
-from kb_service.reload.run import ReloadBusyError, ReloadRefusedError, reload_lock, run_reload
+from kb_service.reload.run import ReloadRefusedError, reload_lock, run_reload_locked
 from kb_service.runtime import Environment, Runtime
 
 log = logging.getLogger(__name__)
@@ -56,22 +57,20 @@ class Outcome:
 
     run: ReloadRun | None = None
     refused: bool = False
-    busy: str | None = None
     error: tuple[int, int, str, str, str | None, dict] | None = None  # status, exit code, code, message, field, details
 
 
 def reload_apart(runtime: Runtime, trigger: str = "manual", force: bool = False) -> ReloadRun:
     """`run_reload` in a child process; returns its run or raises what it raised (ReloadRefusedError,
     ReloadBusyError, a KbError with the child's status and code, BuildProcessError when it died)."""
-    with reload_lock(runtime.engine):
-        pass  # a reload already running is answered at once, not after a process has started to find it out
     job = Job(runtime.config, runtime.environment, trigger, force, log.isEnabledFor(logging.DEBUG),
               runtime.config.server.log_format.value)
-    child = subprocess.Popen([sys.executable, "-m", "kb_service.reload.apart", str(os.getpid())], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, start_new_session=True)
-    log.info("reload (%s) building in process %d", trigger, child.pid)
-    answer, _ = child.communicate(pickle.dumps(job))
-    metrics.forget_process(child.pid)
+    with reload_lock(runtime.engine):
+        child = subprocess.Popen([sys.executable, "-m", "kb_service.reload.apart", str(os.getpid())],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        log.info("reload (%s) building in process %d", trigger, child.pid)
+        answer, _ = child.communicate(pickle.dumps(job))
+        metrics.forget_process(child.pid)
     if child.returncode != 0 or not answer:
         how = (f"signal {signal.Signals(-child.returncode).name}" if child.returncode < 0
                else f"exit status {child.returncode}")
@@ -82,8 +81,6 @@ def reload_apart(runtime: Runtime, trigger: str = "manual", force: bool = False)
         if outcome.refused:
             raise ReloadRefusedError(outcome.run)
         return outcome.run
-    if outcome.busy is not None:
-        raise ReloadBusyError(outcome.busy)
     assert outcome.error is not None
     status, exit_code, code, message, field, details = outcome.error
     error = KbError(message, field, **details)
@@ -99,11 +96,9 @@ def _child(parent: int) -> int:
     logs.configure(job.verbose, job.log_format)
     with Runtime(job.config, job.environment) as runtime:
         try:
-            outcome = Outcome(run=run_reload(runtime, trigger=job.trigger, force=job.force))
+            outcome = Outcome(run=run_reload_locked(runtime, job.trigger, job.force))  # the parent holds the lock
         except ReloadRefusedError as err:
             outcome = Outcome(run=err.run, refused=True)
-        except ReloadBusyError as err:
-            outcome = Outcome(busy=err.message)
         except KbError as err:
             outcome = Outcome(error=(err.http_status, err.exit_code, err.code, err.message, err.field, err.details))
         except Exception as err:  # the run is recorded as failed; the parent reports it as a KbError

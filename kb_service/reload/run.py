@@ -141,29 +141,35 @@ def run_reload(runtime: Runtime, trigger: str = "manual", force: bool = False) -
     """One gated reload; returns the run, raises ReloadRefusedError (gates), ReloadBusyError, or the
     failure that stopped it. The history records every outcome."""
     with reload_lock(runtime.engine):
-        history = history_of(runtime)
-        crashed = history.mark_crashed()
-        if crashed:
-            log.warning("%d earlier reload run(s) were killed mid-way; their leftovers are removed now", crashed)
-        run = history.start(trigger)
-        started = time.monotonic()
-        try:
-            _reload(runtime, run, history, force)
-        except ReloadRefusedError:
-            run.status = RunStatus.REFUSED
-            raise
-        except BaseException as err:
-            run.status = RunStatus.FAILED
-            run.message = f"{type(err).__name__}: {err}"
-            raise
-        finally:
-            run.duration_s = round(time.monotonic() - started, 3)
-            metrics.RELOADS.labels(run.status.value).inc()
-            metrics.RELOAD_SECONDS.labels(run.status.value).observe(run.duration_s)
-            history.finish(run)
-            log.info("reload %d %s in %.1fs: %s", run.id, run.status, run.duration_s, run.counts)
-            release_free_heap()  # the build's peak, freed by now, would otherwise stay resident in a server
-        return run
+        return run_reload_locked(runtime, trigger, force)
+
+
+def run_reload_locked(runtime: Runtime, trigger: str, force: bool) -> ReloadRun:
+    """`run_reload` for a caller that already holds the reload lock (a server holding it for the process that
+    builds, so that a second reload is refused at once rather than once that process has started)."""
+    history = history_of(runtime)
+    crashed = history.mark_crashed()
+    if crashed:
+        log.warning("%d earlier reload run(s) were killed mid-way; their leftovers are removed now", crashed)
+    run = history.start(trigger)
+    started = time.monotonic()
+    try:
+        _reload(runtime, run, history, force)
+    except ReloadRefusedError:
+        run.status = RunStatus.REFUSED
+        raise
+    except BaseException as err:
+        run.status = RunStatus.FAILED
+        run.message = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        run.duration_s = round(time.monotonic() - started, 3)
+        metrics.RELOADS.labels(run.status.value).inc()
+        metrics.RELOAD_SECONDS.labels(run.status.value).observe(run.duration_s)
+        history.finish(run)
+        log.info("reload %d %s in %.1fs: %s", run.id, run.status, run.duration_s, run.counts)
+        release_free_heap()  # the build's peak, freed by now, would otherwise stay resident in a server
+    return run
 
 
 def _reload(runtime: Runtime, run: ReloadRun, history: ReloadHistory, force: bool) -> None:
