@@ -64,6 +64,7 @@ class TextScoreTerm(FormulaTerm, term="text"):
     formula's painless `sigmoid(1, Math.E, _score)` = 1/(1+e^s), kept only so old configs can be measured:
     it falls as text relevance rises.
     """
+
     normalise: str = setting("saturation", one_of=TEXT_NORMALISATIONS)
     k: float = setting(20.0, above=0.0)
     midpoint: float = 20.0
@@ -92,6 +93,7 @@ class ConfidenceTerm(FormulaTerm, term="confidence"):
     below 1, kept so the check at load can show why it is refused. `guarded_inverse_log` is 1/ln(1 + e - c),
     finite on [0, 1] and rising with confidence.
     """
+
     transform: str = setting("log1p", one_of=CONFIDENCE_TRANSFORMS)
 
     def raw(self) -> Expr:
@@ -108,6 +110,7 @@ class ConfidenceTerm(FormulaTerm, term="confidence"):
 @dataclass(frozen=True)
 class RecencyTerm(FormulaTerm, term="recency"):
     """Exponential decay on the age of `update_timestamp`: 1 when fresh, 1/2 after `half_life_days`."""
+
     half_life_days: float = setting(365.0, above=0.0)
 
     def raw(self) -> Expr:

@@ -137,6 +137,7 @@ class LinkedAnswerBoost(RescoringStrategy, strategy="linked_answer_boost"):
 
     Text scores cannot rank these alone: an attribute term scores by idf, so a common attribute such as 拼音
     adds less than the entity's name inside another record's value (道听途说怎么读 put 例句 above 拼音)."""
+
     weight: float = 0.2
     sibling_share: float = setting(0.5, at_least=0.0, at_most=1.0)
     overview_attributes: dict[str, str] = field(default_factory=dict)
@@ -162,6 +163,7 @@ class LinkedAnswerBoost(RescoringStrategy, strategy="linked_answer_boost"):
 @dataclass(frozen=True)
 class MaxPerEntity(RescoringStrategy, strategy="max_per_entity"):
     """Keeps at most `limit` hits per entity (knowledge name) so one entity cannot fill the page."""
+
     limit: int = setting(3, at_least=1)
 
     def apply(self, hits, context):
@@ -177,6 +179,7 @@ class MaxPerEntity(RescoringStrategy, strategy="max_per_entity"):
 @dataclass(frozen=True)
 class MinScore(RescoringStrategy, strategy="min_score"):
     """Drops hits whose score so far is below `threshold`."""
+
     threshold: float = 0.0
 
     def apply(self, hits, context):
@@ -186,6 +189,7 @@ class MinScore(RescoringStrategy, strategy="min_score"):
 @dataclass(frozen=True)
 class ExpertVerifiedBoost(AdditiveStrategy, strategy="expert_verified_boost"):
     """Adds `weight` to records an expert has verified (the document's 专家知识 boost)."""
+
     weight: float = 0.2
 
     def value(self, hit, context):
@@ -195,6 +199,7 @@ class ExpertVerifiedBoost(AdditiveStrategy, strategy="expert_verified_boost"):
 @dataclass(frozen=True)
 class RecencyDecay(AdditiveStrategy, strategy="recency_decay"):
     """Adds weight x 2^(-age / half_life) on `update_timestamp`: fresher knowledge ranks higher."""
+
     half_life_days: float = setting(365.0, above=0.0)
 
     def value(self, hit, context):
@@ -205,6 +210,7 @@ class RecencyDecay(AdditiveStrategy, strategy="recency_decay"):
 @dataclass(frozen=True)
 class ExpiryDecay(AdditiveStrategy, strategy="expiry_decay"):
     """Subtracts up to `weight` as a hot entry nears `expires_at` (linearly over the last `window_days`)."""
+
     weight: float = 0.2
     window_days: float = setting(7.0, above=0.0)
 
@@ -219,6 +225,7 @@ class ExpiryDecay(AdditiveStrategy, strategy="expiry_decay"):
 @dataclass(frozen=True)
 class CategoryWeights(AdditiveStrategy, strategy="category_weights"):
     """Adds a per-category amount from a table (`default` for categories not listed)."""
+
     weights: dict[str, float] = field(default_factory=dict)
     default: float = 0.0
 
@@ -250,6 +257,7 @@ class EntityGrouping(RescoringStrategy, strategy="entity_grouping"):
     an entity ranks by its best record and its other records follow, since they answer together (an English
     definition that matches an idiom's 解释 brings its 拼音 and 出处 along). With a weight well above the score
     range the page is grouped entity by entity; namesakes have their own `ref` and stay apart."""
+
     weight: float = setting(1.0, at_least=0.0)
 
     def apply(self, hits, context):
@@ -269,6 +277,7 @@ NORMALISATION_METHODS = ("minmax", "zscore", "rrf")
 class ScoreNormalisation(RescoringStrategy, strategy="normalise"):
     """Rescales scores over the hit list: min-max to [0, 1], z-score, or reciprocal rank fusion of the
     text and vector rankings (1/(k + rank) summed), which ignores score scales altogether."""
+
     method: str = setting("minmax", one_of=NORMALISATION_METHODS)
     rrf_k: int = 60
 
