@@ -521,10 +521,15 @@ def searching_in_background(service, query: str, threads: int = 3):
             worker.join()
 
 
+def review_database(config: ServiceConfig) -> ReviewDatabase:
+    """The review database the config's reloads read."""
+    return ReviewDatabase(config.reload.database_url(config.paths))
+
+
 def reviewed_kb(data_dir: Path, kb_file: Path, share_cache: bool = True) -> tuple[ServiceConfig, ReviewDatabase]:
     """A review database holding the KB, every record approved, and its config."""
     config = make_config(data_dir, share_cache=share_cache)
-    database = ReviewDatabase(config.reload.database_url(config.paths))
+    database = review_database(config)
     database.import_records(read_records([str(kb_file)]).records)
     assert database.counts()["pending"] > 1000
     database.set_status(None, "approved", "alice")

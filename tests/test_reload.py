@@ -30,7 +30,7 @@ from kb_service.reload.schedule import build_scheduler
 from kb_service.runtime import Runtime
 from kb_service.serving.service import SearchService
 from scoring.planner import SearchRequest
-from tests.conftest import REPO, config_text, make_config, searching_in_background, write_jsonl
+from tests.conftest import REPO, config_text, make_config, review_database, searching_in_background, write_jsonl
 
 HANGZHOU_POPULATION = "geo:city:1808926:人口"
 
@@ -40,10 +40,6 @@ def _config(data_dir, *replacements, share_cache: bool = True):
     return make_config(data_dir, *replacements, share_cache=share_cache)
 
 
-def _database(config) -> ReviewDatabase:
-    return ReviewDatabase(config.reload.database_url(config.paths))
-
-
 def _served_records(config) -> int:
     store = Runtime(config).engine
     return next(v for v in store.versions() if v.current).manifest["records"]
@@ -51,7 +47,7 @@ def _served_records(config) -> int:
 
 def test_nothing_approved_is_refused_and_nothing_served(tmp_path, small_kb_file):
     config = _config(tmp_path / "data")
-    database = _database(config)
+    database = review_database(config)
     database.import_records(read_records([str(small_kb_file)]).records)
     with pytest.raises(ReloadRefusedError, match="min_records"):
         run_reload(Runtime(config))
@@ -114,7 +110,7 @@ def test_expired_records_leave_at_the_next_reload(tmp_path):
     rows = [{**base, "kid": f"k{i}", "knowledge": f"城{i}", "attribute": "人口", "value": str(i)} for i in range(9)]
     rows.append({**base, "kid": "hot", "knowledge": "热点", "attribute": "事件", "value": "快讯", "expires_at": soon})
     config = _config(tmp_path / "data", ("  max_removed_ratio: 0.2", "  max_removed_ratio: 0.5"))
-    database = _database(config)
+    database = review_database(config)
     database.import_records(read_records([str(write_jsonl(tmp_path / "kb.jsonl", rows))]).records,
                             status="approved", reviewer="import")
     assert run_reload(Runtime(config)).counts.records == 10
@@ -165,7 +161,7 @@ def test_quality_pass_merges_particle_only_duplicates_keeping_the_expert_record(
         {**base, "kid": "other", "knowledge": "杭州", "attribute": "面积", "value": "16850", "confidence": 0.5},
     ]
     config = _config(tmp_path / "data")
-    _database(config).import_records(read_records([str(write_jsonl(tmp_path / "kb.jsonl", rows))]).records,
+    review_database(config).import_records(read_records([str(write_jsonl(tmp_path / "kb.jsonl", rows))]).records,
                                      status="approved", reviewer="import")
     run = run_reload(Runtime(config))
     assert (run.counts.records, run.counts.merged) == (2, 1)
@@ -289,7 +285,7 @@ def test_idioms_end_to_end_scheduled_full_reload_then_one_percent_change(tmp_pat
 
     kb_file = shared_file("idioms", "kb.jsonl.gz")
     config = _config(tmp_path / "data", ("  interval_minutes: null", "  interval_minutes: 0.01"), share_cache=False)
-    database = _database(config)
+    database = review_database(config)
     records = read_records([str(kb_file)]).records
     started = time.monotonic()
     database.import_records(records)
@@ -323,7 +319,7 @@ def test_a_restored_backup_serves_identical_search_results(reviewed, tmp_path):
     backup = tmp_path / "backups" / "review.sqlite"
     assert database.backup(backup) == sum(database.counts().values())
     elsewhere = _config(tmp_path / "elsewhere")
-    restored = _database(elsewhere)
+    restored = review_database(elsewhere)
     assert restored.restore(backup) == sum(database.counts().values())
     assert restored.counts() == database.counts()
     assert restored.listing(limit=10_000) == database.listing(limit=10_000)
